@@ -1,0 +1,154 @@
+"""Loading the frozen Stable Diffusion backbone from a hub id, a local folder, a single file or `tiny`."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from extract.errors import ModelNotFoundError
+
+HOW = "pass a local diffusers folder with --model /path/to/stable-diffusion-v1-3, or --model tiny"
+
+
+@dataclass
+class Backbone:
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler: object
+    identity: dict
+    device: torch.device
+    dtype: torch.dtype
+    extra: dict = field(default_factory=dict)
+
+
+def _freeze(*modules) -> None:
+    for m in modules:
+        m.requires_grad_(False)
+        m.eval()
+
+
+def _content_hash(files: list[Path]) -> str:
+    """sha256 over weight files, cached by (path, size, mtime) so a 4 GB model is hashed once."""
+    from cache.location import default_cache_root
+
+    memo_path = Path(default_cache_root()) / "models" / "content-hashes.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    h = hashlib.sha256()
+    for f in sorted(files):
+        st = f.stat()
+        key = f"{f.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+        if key not in memo:
+            fh = hashlib.sha256()
+            with open(f, "rb") as fp:
+                for block in iter(lambda: fp.read(1 << 22), b""):
+                    fh.update(block)
+            memo[key] = fh.hexdigest()
+        h.update(f.name.encode() + memo[key].encode())
+    try:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_path)
+    except OSError:
+        pass
+    return h.hexdigest()
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    exts = (".safetensors", ".bin", ".ckpt", ".json", ".txt")
+    return [p for p in folder.rglob("*") if p.is_file() and p.suffix in exts]
+
+
+def _load_folder(source: str, revision: str | None, dtype: torch.dtype, local: bool):
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers.utils import logging as dlog
+    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as tlog
+
+    dlog.set_verbosity_error()  # load-time chatter would bury our progress output
+    tlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+
+    kw = {"revision": revision} if revision else {}
+    if local:
+        kw["local_files_only"] = True
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kw)
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kw)
+    text = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype, **kw)
+    tok = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
+    # Any SD scheduler config works here: we only use its noise schedule (add_noise at one timestep).
+    sched = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kw)
+    return unet, vae, text, tok, sched
+
+
+def _hub_revision(model: str, revision: str | None) -> str | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(model, revision=revision, local_files_only=True,
+                                 allow_patterns=["model_index.json"])
+        return Path(path).name  # snapshots/<commit>
+    except Exception:
+        return revision
+
+
+def load_backbone(model: str, *, device="cpu", dtype: torch.dtype | None = None, revision: str | None = None) -> Backbone:
+    device = torch.device(device)
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    if model == "tiny":
+        from extract.tiny import VERSION, tiny_model_path
+
+        path = tiny_model_path()
+        identity = {"kind": "tiny", "name": VERSION, "content_sha256": _content_hash(_weight_files(path))}
+        source, local = str(path), True
+    elif Path(model).is_dir():
+        path = Path(model)
+        identity = {"kind": "local", "name": path.name, "content_sha256": _content_hash(_weight_files(path))}
+        source, local = str(path), True
+    elif model.endswith((".safetensors", ".ckpt")):
+        return _load_single_file(Path(model), device, dtype)
+    elif model.startswith((".", "/", "~")) or os.sep in model and not model.count("/") == 1:
+        raise ModelNotFoundError(f"model {model!r} not found: no such folder or file; {HOW}")
+    else:
+        identity = {"kind": "hub", "name": model, "revision": _hub_revision(model, revision)}
+        source, local = model, False
+    try:
+        unet, vae, text, tok, sched = _load_folder(source, revision, dtype, local)
+    except (OSError, ValueError, EnvironmentError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ModelNotFoundError(f"model {model!r} could not be loaded ({first}); {HOW}") from None
+    return _finish(unet, vae, text, tok, sched, identity, device, dtype)
+
+
+def _load_single_file(path: Path, device, dtype) -> Backbone:
+    if not path.is_file():
+        raise ModelNotFoundError(f"model file {path} not found; {HOW}")
+    try:
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline.from_single_file(str(path), torch_dtype=dtype, local_files_only=True,
+                                                        safety_checker=None)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ModelNotFoundError(f"single-file model {path} could not be loaded offline ({first}); convert it "
+                                 f"to a diffusers folder once with network access, or {HOW}") from None
+    identity = {"kind": "file", "name": path.name, "content_sha256": _content_hash([path])}
+    return _finish(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, identity, device, dtype)
+
+
+def _finish(unet, vae, text, tok, sched, identity, device, dtype) -> Backbone:
+    _freeze(unet, vae, text)
+    unet.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    vae.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    text.to(device=device, dtype=dtype)
+    return Backbone(unet, vae, text, tok, sched, identity, device, dtype)

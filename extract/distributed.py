@@ -1,0 +1,108 @@
+"""Extraction on a Dask cluster: `--scheduler local:N` or `--scheduler tcp://HOST:PORT`.
+
+Dask does the scheduling, retries and worker-loss handling; we only cut the work into shard-aligned
+tasks, so no two workers ever write one chunk, and each worker loads the model once (cached per process).
+One worker builds the store's metadata (levels, fingerprint) so the fingerprint reflects the workers'
+device and dtype, not the client's.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from extract.runner import ExtractConfig, ExtractStats
+
+_WORKER_STATE: dict[str, tuple] = {}  # per worker process: config key -> (reader, refs, extractor)
+
+
+def _worker_cfg(cfg_dict: dict) -> ExtractConfig:
+    cfg = ExtractConfig(**cfg_dict)
+    cfg.workers = 0  # Dask worker processes are daemonic and may not start DataLoader workers.
+    if cfg.device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            from distributed import get_worker
+
+            name = get_worker().name
+            idx = name if isinstance(name, int) else abs(hash(name))
+            cfg.device = f"cuda:{idx % torch.cuda.device_count()}"  # one worker per GPU
+    return cfg
+
+
+def _state(cfg_dict: dict):
+    from extract.runner import build_extractor, list_refs
+
+    key = json.dumps(cfg_dict, sort_keys=True)
+    if key not in _WORKER_STATE:
+        cfg = _worker_cfg(cfg_dict)
+        reader, refs = list_refs(cfg)
+        _WORKER_STATE[key] = (cfg, reader, refs, build_extractor(cfg))
+    return _WORKER_STATE[key]
+
+
+def _prepare(cfg_dict: dict) -> str:
+    from extract.runner import open_store
+
+    cfg, _, refs, extractor = _state(cfg_dict)
+    return open_store(cfg, extractor, refs).url
+
+
+def _extract_range(cfg_dict: dict, url: str, indices: list[int]) -> dict:
+    from cache import FeatureStore
+    from extract.runner import extract_shards
+
+    cfg, reader, refs, extractor = _state(cfg_dict)
+    store = FeatureStore.open(url, mode="r+")
+    stats = extract_shards(cfg, reader, refs, extractor, store, np.asarray(indices, dtype=np.int64))
+    return {"computed": stats.computed, "reused": stats.reused, "skipped": stats.skipped,
+            "claimed_elsewhere": stats.claimed_elsewhere, "seconds": stats.seconds, "n": len(indices)}
+
+
+def _client(scheduler: str):
+    from distributed import Client, LocalCluster
+
+    if scheduler.startswith("local:"):
+        n = int(scheduler.split(":", 1)[1])
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        return Client(cluster), cluster
+    if scheduler.startswith("tcp://") or scheduler.startswith("tls://"):
+        return Client(scheduler), None
+    raise ValueError(f"--scheduler {scheduler!r}: use local:N (N worker processes) or tcp://HOST:PORT")
+
+
+def run_distributed(cfg: ExtractConfig, scheduler: str, stats: ExtractStats, progress_factory) -> None:
+    from distributed import as_completed
+
+    from cache import FeatureStore
+    from extract.runner import planned_indices
+
+    client, cluster = _client(scheduler)
+    try:
+        cfg_dict = asdict(cfg)
+        url = client.submit(_prepare, cfg_dict, pure=False).result()
+        store = FeatureStore.open(url)
+        todo = planned_indices(cfg, store)
+        stats.store, stats.planned = url, len(todo)
+        shards: dict[int, list[int]] = {}
+        for i in todo:
+            shards.setdefault(store.shard_of(int(i)), []).append(int(i))
+        futures = [client.submit(_extract_range, cfg_dict, url, idx, pure=False, retries=3)
+                   for idx in shards.values()]
+        t0 = time.perf_counter()
+        with progress_factory(len(todo), f"extract {cfg.dataset}/{cfg.split} on {scheduler}") as advance:
+            for fut in as_completed(futures):
+                r = fut.result()
+                stats.computed += r["computed"]
+                stats.reused += r["reused"]
+                stats.skipped += r["skipped"]
+                stats.claimed_elsewhere += r["claimed_elsewhere"]
+                advance(r["n"])
+        stats.seconds = time.perf_counter() - t0
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,118 @@
+"""One pass of the frozen backbone per image, with forward hooks capturing the chosen taps."""
+from __future__ import annotations
+
+import torch
+
+from cache.levels import LevelSpec
+from extract.taps import Tap, module_of, with_geometry
+
+NOISE_RULE = "one N(0,1) tensor from torch.Generator(cpu).manual_seed(seed), shared by every image"
+LATENT_RULE = "vae posterior mean x scaling_factor"
+
+
+class _Stop(Exception):
+    """Raised by the hook of a network's last kept tap: nothing after it needs to run."""
+
+
+class FeatureExtractor:
+    def __init__(self, backbone, taps: list[Tap], prompt: str = "A photo of a hair.", timestep: int = 0,
+                 resolution: int = 512, seed: int = 0):
+        if resolution % 64:
+            raise ValueError(f"--resolution {resolution}: use a multiple of 64 (the UNet downsamples 64x)")
+        self.bb, self.prompt, self.timestep, self.resolution, self.seed = backbone, prompt, timestep, resolution, seed
+        dev, dt = backbone.device, backbone.dtype
+        self.scaling = float(backbone.vae.config.scaling_factor)
+        with torch.inference_mode():
+            length = min(backbone.tokenizer.model_max_length, backbone.text_encoder.config.max_position_embeddings)
+            ids = backbone.tokenizer(prompt, padding="max_length", max_length=length,
+                                     truncation=True, return_tensors="pt").input_ids
+            self.prompt_embedding = backbone.text_encoder(ids.to(dev))[0].to(dt)  # computed once
+        lat = resolution // 8
+        gen = torch.Generator("cpu").manual_seed(seed)
+        self.noise = torch.randn((1, 4, lat, lat), generator=gen).to(dev, dt)
+        self.t = torch.tensor([timestep], device=dev, dtype=torch.long)
+        self.taps = list(taps)
+        self._captured: dict[str, torch.Tensor] = {}
+        self._last: dict[str, str] = {}
+        self._order: list[str] = []
+        shapes = self._dry_run()
+        self.taps = with_geometry(self.taps, shapes, 64)
+        # last tap of each network in execution order: the point where that network may stop (never the VAE
+        # encoder: the UNet needs its latent)
+        for name in self._order:
+            network = next(t.network for t in self.taps if t.name == name)
+            if network != "vae_encoder":
+                self._last[network] = name
+
+    def _hook(self, tap: Tap):
+        mod = module_of(self.bb, tap)
+
+        def keep(x):
+            self._captured[tap.name] = x
+            if tap.name not in self._order:
+                self._order.append(tap.name)
+            if self._last.get(tap.network) == tap.name:
+                raise _Stop
+
+        if tap.kind == "input":
+            return mod.register_forward_pre_hook(lambda m, args: keep(args[0]))
+        return mod.register_forward_hook(lambda m, args, out: keep(out[0] if isinstance(out, tuple) else out))
+
+    def _dry_run(self) -> dict[str, tuple]:
+        """Measure every tap's channels and stride on a 64x64 input (cheap even for SD 1.x)."""
+        saved = (self.resolution, self.noise)
+        self.resolution, self.noise = 64, torch.zeros((1, 4, 8, 8), device=self.bb.device, dtype=self.bb.dtype)
+        try:
+            x = torch.zeros((1, 3, 64, 64), device=self.bb.device, dtype=self.bb.dtype)
+            feats = self(x)
+        finally:
+            self.resolution, self.noise = saved
+        return {k: tuple(v.shape) for k, v in feats.items()}
+
+    def _needs(self, network: str) -> bool:
+        return any(t.network == network for t in self.taps)
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        # Hooks live only during the call, so several extractors can share one backbone.
+        hooks = [self._hook(t) for t in self.taps]
+        try:
+            return self._forward(images)
+        finally:
+            for h in hooks:
+                h.remove()
+
+    def _forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        bb = self.bb
+        self._captured = {}
+        images = images.to(bb.device, bb.dtype)
+        latents = bb.vae.encode(images).latent_dist.mean * self.scaling  # encoder taps fire here
+        b = latents.shape[0]
+        if self._needs("unet"):
+            noisy = bb.scheduler.add_noise(latents, self.noise.expand(b, -1, -1, -1), self.t.expand(b))
+            try:
+                bb.unet(noisy, self.t.expand(b), encoder_hidden_states=self.prompt_embedding.expand(b, -1, -1))
+            except _Stop:
+                pass
+        if self._needs("vae_decoder"):
+            try:
+                bb.vae.decode(latents / self.scaling)
+            except _Stop:
+                pass
+        return {t.name: self._captured[t.name] for t in self.taps}
+
+    @property
+    def levels(self) -> list[LevelSpec]:
+        r = self.resolution
+        return [LevelSpec(t.name, t.stride, t.channels, r // t.stride, r // t.stride) for t in self.taps]
+
+    @property
+    def fingerprint_inputs(self) -> dict:
+        s = self.bb.scheduler.config
+        return {
+            "model": self.bb.identity, "prompt": self.prompt, "timestep": self.timestep,
+            "resolution": self.resolution, "taps": [t.name for t in self.taps],
+            "compute_dtype": str(self.bb.dtype).replace("torch.", ""), "noise": {"seed": self.seed, "rule": NOISE_RULE},
+            "latent": LATENT_RULE,
+            "schedule": {k: s.get(k) for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")},
+        }

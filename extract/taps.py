@@ -1,0 +1,71 @@
+"""Which activations become features: the `unet` and `odise` tap sets, or explicit module names.
+
+A tap name is `<network>.<module path>` with an optional `:input` suffix (the module's input instead of
+its output), e.g. `unet.up_blocks.1` or `vae.decoder.up_blocks.1.resnets.2:input`. Stride and channels are
+measured by a dry run, never assumed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+UNET = ["unet.up_blocks.0", "unet.up_blocks.1", "unet.up_blocks.2", "unet.up_blocks.3"]
+# NVlabs/ODISE: inputs of VAE-encoder res-blocks 5 and 7, of LDM UNet output blocks 2, 5, 8, 11
+# (diffusers up_blocks[i].resnets[j] with 3i+j) and of VAE-decoder res-blocks 2 and 5.
+ODISE = [
+    "vae.encoder.down_blocks.2.resnets.1:input", "vae.encoder.down_blocks.3.resnets.1:input",
+    "unet.up_blocks.0.resnets.2:input", "unet.up_blocks.1.resnets.2:input",
+    "unet.up_blocks.2.resnets.2:input", "unet.up_blocks.3.resnets.2:input",
+    "vae.decoder.up_blocks.0.resnets.2:input", "vae.decoder.up_blocks.1.resnets.2:input",
+]
+TAP_SETS = {"unet": UNET, "odise": ODISE}
+
+
+@dataclass(frozen=True)
+class Tap:
+    name: str
+    network: str  # "unet" | "vae_encoder" | "vae_decoder"
+    module: str  # path below the network's root module (unet or vae)
+    kind: str  # "input" | "output"
+    stride: int = 0
+    channels: int = 0
+
+
+def parse_tap(name: str) -> Tap:
+    path, _, suffix = name.partition(":")
+    if suffix not in ("", "input", "output"):
+        raise ValueError(f"tap {name!r}: the suffix after ':' must be 'input' or 'output'")
+    root, _, module = path.partition(".")
+    if root == "unet" and module:
+        network = "unet"
+    elif root == "vae" and module.startswith("encoder."):
+        network = "vae_encoder"
+    elif root == "vae" and module.startswith("decoder."):
+        network = "vae_decoder"
+    else:
+        raise ValueError(f"tap {name!r}: names start with unet., vae.encoder. or vae.decoder. "
+                         "(e.g. unet.up_blocks.1 or vae.encoder.down_blocks.2.resnets.1:input)")
+    return Tap(name, network, module, suffix or "output")
+
+
+def module_of(backbone, tap: Tap) -> torch.nn.Module:
+    root = backbone.unet if tap.network == "unet" else backbone.vae
+    try:
+        return root.get_submodule(tap.module)
+    except AttributeError:
+        raise ValueError(f"tap {tap.name!r}: the model has no module {tap.module!r}") from None
+
+
+def resolve_taps(spec: str, backbone) -> list[Tap]:
+    names = TAP_SETS.get(spec) or [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise ValueError("--taps is empty: use unet, odise or a comma-separated list of module names")
+    taps = [parse_tap(n) for n in names]
+    for t in taps:
+        module_of(backbone, t)
+    return taps
+
+
+def with_geometry(taps: list[Tap], shapes: dict[str, tuple], resolution: int) -> list[Tap]:
+    return [replace(t, channels=shapes[t.name][1], stride=resolution // shapes[t.name][2]) for t in taps]
