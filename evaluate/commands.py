@@ -1,0 +1,56 @@
+"""`pipeline eval` and `pipeline predict`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+err = Console(stderr=True)
+
+
+def _device(device: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def eval_command(
+    run: Annotated[Path, typer.Option(help="run folder of `pipeline train`")],
+    cache: Annotated[str, typer.Option(help="feature store to score (path or URL)")],
+    out: Annotated[Path, typer.Option(help="folder for metrics.json, metrics.md, per_image.json, overlays/")],
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="samples per forward pass")] = 8,
+    overlays: Annotated[int, typer.Option(help="overlays of the best and of the worst images")] = 4,
+) -> None:
+    """Score a trained head on a store: mIoU, accuracy, precision, F1 (paper eq. 7-10), hair IoU/F1, boundary F."""
+    from evaluate.run import evaluate_run
+
+    m = evaluate_run(run, cache, out, device=_device(device), batch_size=batch_size, num_overlays=overlays)
+    t = Table(title=f"{m['dataset']} / {m['split']}: {m['images']} images"
+              + (" (cross-dataset)" if m["cross_dataset"] else ""))
+    keys = ("mIoU", "accuracy", "precision", "f1", "hair_iou", "hair_f1", "boundary_f")
+    for k in keys:
+        t.add_column(k)
+    t.add_row(*[f"{m[k]:.2f}" for k in keys])
+    err.print(t)
+    print(out / "metrics.json")
+
+
+def predict_command(
+    images: Annotated[list[Path], typer.Argument(help="image files")],
+    run: Annotated[Path, typer.Option(help="run folder of `pipeline train`")],
+    out: Annotated[Path, typer.Option(help="folder for <stem>_mask.png, <stem>_overlay.png, predictions.json")],
+    model: Annotated[str, typer.Option(help="backbone to load when the run's model is not reachable by its "
+                                            "recorded name (a local folder)")] = "",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Segment hair in new images: features on the fly with the run's backbone and preprocessing."""
+    from evaluate.predict import predict_images
+
+    rows = predict_images(run, images, out, device=_device(device), model=model or None)
+    for r in rows:
+        err.print(f"{r['image']}: hair {r['hair_fraction'] * 100:.1f}% -> {r['mask']}")
+    print(out / "predictions.json")

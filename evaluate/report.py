@@ -1,0 +1,40 @@
+"""metrics.json (machine-readable) and metrics.md (our row beside the paper's), written atomically."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from evaluate.paper import paper_rows
+
+KEYS = ("mIoU", "accuracy", "precision", "f1")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def write_report(out_dir: Path, metrics: dict, dataset: str, extra: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out_dir / "metrics.json", json.dumps({**metrics, **extra}, indent=2, default=str))
+    lines = [f"# Evaluation on {dataset} ({extra.get('split', '')}, {extra.get('images', '?')} images)", ""]
+    if extra.get("cross_dataset"):
+        lines += [f"Cross-dataset: the head was trained on {', '.join(extra.get('trained_on', []))}, not on "
+                  f"{dataset} (the paper's open question: how a model trained on one dataset transfers).", ""]
+    lines += ["| method | backbone | mIoU | accuracy | precision | F1 |", "|---|---|---|---|---|---|",
+              "| **hairdiff (this run)** | " + extra.get("backbone", "") + " | "
+              + " | ".join(_fmt(metrics.get(k)) for k in KEYS) + " |"]
+    for r in paper_rows(dataset):
+        lines.append(f"| {r['method']} (paper) | {r['backbone']} | " + " | ".join(_fmt(r[k]) for k in KEYS) + " |")
+    lines += ["", f"Hair IoU {_fmt(metrics.get('hair_iou'))}, hair F1 {_fmt(metrics.get('hair_f1'))}, "
+              f"boundary F {_fmt(metrics.get('boundary_f'))} (tolerance 0.75% of the diagonal), mean class "
+              f"accuracy {_fmt(metrics.get('mean_class_accuracy'))}.", "",
+              "Accuracy is pixel accuracy (the paper's equation 8 read without its 1/p_cls factor); see README."]
+    _atomic_write(out_dir / "metrics.md", "\n".join(lines) + "\n")
