@@ -1,21 +1,26 @@
-"""Boundary F-score of the hair class (Csurka et al. 2013): how well the fine edges agree.
+"""Boundary F-score of the hair class (Csurka et al. 2013, "BF score"): how well the fine edges agree.
 
-A boundary pixel of the prediction counts as correct when a true boundary pixel lies within `tol` pixels,
-and vice versa; precision and recall over boundary pixels, accumulated over a split, give F. The default
-tolerance is 0.75% of the image diagonal (at least 1 pixel), as in the original BF score. Pixels in the
-ignore region are not boundary pixels.
+A boundary pixel is a hair pixel with a 4-neighbour that is non-hair (and not ignore). A predicted
+boundary pixel is matched when a true boundary pixel lies within `tol` pixels (Euclidean), and vice
+versa; boundary precision and recall come from those counts, accumulated over a split, and F is their
+harmonic mean, in percent. Default tolerance: 0.75% of the image diagonal, at least 1 pixel, as in the
+original BF score. Pixels in the ignore region (255 in the ground truth) are never boundary pixels, and
+an edge against the ignore region is not a boundary (we do not know what lies there).
+A split with no boundary at all, in truth or prediction, has F = NaN.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
+_CROSS = ndimage.generate_binary_structure(2, 1)
 
-def boundary(mask: np.ndarray) -> np.ndarray:
-    """Pixels of the mask that touch a non-mask pixel (4-neighbourhood)."""
+
+def boundary(mask: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Pixels of `mask` with a 4-neighbour inside the image that is outside `mask` and inside `valid`."""
     m = mask.astype(bool)
-    return m & ~ndimage.binary_erosion(m, structure=ndimage.generate_binary_structure(2, 1),
-                                       border_value=1)
+    v = np.ones_like(m) if valid is None else valid.astype(bool)
+    return m & v & ndimage.binary_dilation(~m & v, structure=_CROSS)
 
 
 def default_tolerance(shape) -> float:
@@ -23,28 +28,31 @@ def default_tolerance(shape) -> float:
 
 
 def boundary_counts(pred: np.ndarray, gt: np.ndarray, tol: float | None = None, ignore: int = 255) -> np.ndarray:
-    """[matched predicted boundary px, predicted boundary px, matched true boundary px, true boundary px]."""
-    tol = default_tolerance(gt.shape) if tol is None else tol
+    """int64 [matched predicted boundary px, predicted boundary px, matched true boundary px, true boundary px].
+
+    Add these over images and pass the sum to `boundary_f`.
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
+    tol = default_tolerance(gt.shape) if tol is None else float(tol)
     valid = gt != ignore
-    bp = boundary(pred == 1) & valid
-    bg = boundary(gt == 1) & valid
-    if bg.any():
-        dist_to_g = ndimage.distance_transform_edt(~bg)
-        mp = int((dist_to_g[bp] <= tol).sum())
-    else:
-        mp = 0
-    if bp.any():
-        dist_to_p = ndimage.distance_transform_edt(~bp)
-        mg = int((dist_to_p[bg] <= tol).sum())
-    else:
-        mg = 0
-    return np.array([mp, int(bp.sum()), mg, int(bg.sum())], dtype=np.int64)
+    bp = boundary(pred == 1, valid)
+    bg = boundary(gt == 1, valid)
+
+    def matched(src: np.ndarray, dst: np.ndarray) -> int:
+        if not src.any() or not dst.any():
+            return 0
+        # distance from every pixel to the nearest boundary pixel of the other map
+        return int((ndimage.distance_transform_edt(~dst)[src] <= tol).sum())
+
+    return np.array([matched(bp, bg), int(bp.sum()), matched(bg, bp), int(bg.sum())], dtype=np.int64)
 
 
-def boundary_f(counts: np.ndarray) -> float:
-    mp, np_, mg, ng = (float(x) for x in counts)
-    if np_ == 0 and ng == 0:
+def boundary_f(counts) -> float:
+    """F in percent from (summed) `boundary_counts`; NaN when neither map has a boundary."""
+    mp, n_pred, mg, n_true = (float(x) for x in counts)
+    if n_pred == 0 and n_true == 0:
         return float("nan")
-    precision = mp / np_ if np_ else 0.0
-    recall = mg / ng if ng else 0.0
+    precision = mp / n_pred if n_pred else 0.0
+    recall = mg / n_true if n_true else 0.0
     return 100 * (2 * precision * recall / (precision + recall)) if precision + recall > 0 else 0.0

@@ -11,6 +11,12 @@ from rich.table import Table
 err = Console(stderr=True)
 
 
+def _fail(e: Exception) -> typer.Exit:
+    """Errors the user can fix (a wrong run folder, a mismatched backbone): one line, no traceback."""
+    err.print(f"[red]error:[/red] {e}", highlight=False)
+    return typer.Exit(2)
+
+
 def _device(device: str) -> str:
     import torch
 
@@ -25,10 +31,22 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(help="samples per forward pass")] = 8,
     overlays: Annotated[int, typer.Option(help="overlays of the best and of the worst images")] = 4,
 ) -> None:
-    """Score a trained head on a store: mIoU, accuracy, precision, F1 (paper eq. 7-10), hair IoU/F1, boundary F."""
-    from evaluate.run import evaluate_run
+    """Score a trained head on an extracted feature store.
 
-    m = evaluate_run(run, cache, out, device=_device(device), batch_size=batch_size, num_overlays=overlays)
+    Predictions are mapped back to each annotation's own resolution (undoing the letterbox) and compared
+    with the exact original masks: mIoU, accuracy, precision, F1 (the paper's equations 7-10), hair IoU/F1,
+    boundary F. Writes metrics.json, metrics.md (beside the paper's table), per_image.json and overlays of
+    the best and worst images. Example:
+
+        pipeline eval --run runs/figaro --cache ~/.cache/hairdiff/figaro/test/0123abcd.zarr --out eval/figaro
+    """
+    from evaluate.run import evaluate_run
+    from train.checkpoint import CheckpointError
+
+    try:
+        m = evaluate_run(run, cache, out, device=_device(device), batch_size=batch_size, num_overlays=overlays)
+    except CheckpointError as e:
+        raise _fail(e) from None
     t = Table(title=f"{m['dataset']} / {m['split']}: {m['images']} images"
               + (" (cross-dataset)" if m["cross_dataset"] else ""))
     keys = ("mIoU", "accuracy", "precision", "f1", "hair_iou", "hair_f1", "boundary_f")
@@ -47,10 +65,21 @@ def predict_command(
                                             "recorded name (a local folder)")] = "",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
 ) -> None:
-    """Segment hair in new images: features on the fly with the run's backbone and preprocessing."""
-    from evaluate.predict import predict_images
+    """Segment hair in new image files with a trained run.
 
-    rows = predict_images(run, images, out, device=_device(device), model=model or None)
+    Computes features on the fly with the backbone, taps, prompt, timestep, resolution and seed recorded in
+    the run (refusing if they would differ), then writes <stem>_mask.png (0/255, the image's own size),
+    <stem>_overlay.png and predictions.json. Example:
+
+        pipeline predict photo1.jpg photo2.png --run runs/figaro --out predictions/
+    """
+    from evaluate.predict import RunMismatchError, predict_images
+    from train.checkpoint import CheckpointError
+
+    try:
+        rows = predict_images(run, images, out, device=_device(device), model=model or None)
+    except (CheckpointError, RunMismatchError) as e:
+        raise _fail(e) from None
     for r in rows:
         err.print(f"{r['image']}: hair {r['hair_fraction'] * 100:.1f}% -> {r['mask']}")
     print(out / "predictions.json")

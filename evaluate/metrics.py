@@ -1,16 +1,21 @@
 """Confusion-matrix metrics of the paper (equations 7-10), two classes: 0 background, 1 hair.
 
-With p_ij the pixels of true class i predicted as j and t_i = sum_j p_ij:
-  mIoU      (7)  = mean_i p_ii / (t_i + sum_j p_ji - p_ii)
-  accuracy  (8)  = sum_i p_ii / sum_i t_i   (pixel accuracy)
-  precision (9)  = mean_i p_ii / sum_j p_ji
-  F1        (10) = mean_i 2 p_ii / (2 p_ii + sum_j p_ij + sum_j p_ji - 2 p_ii)... i.e. 2TP / (2TP + FP + FN)
-Equation 8 is printed with a 1/p_cls factor in front of pixel accuracy, which would cap accuracy at 50%
-while the paper reports 98%: we read it as plain pixel accuracy and also report the mean class accuracy.
-Precision and F1 as printed carry the same ambiguity in their denominators; we use the standard
-per-class definitions (precision over predicted pixels, F1 = 2TP / (2TP + FP + FN)) averaged over classes.
-A class absent from both truth and prediction over the whole split has undefined ratios: NaN, excluded
-from the means. Ignore pixels (255) are excluded before counting.
+Notation of the paper: p_ij = pixels of true class i predicted as class j, t_i = sum_j p_ij (pixels of
+class i), p_cls = number of classes. Equations 7-10 as printed do not give the quantities their names
+promise (read literally, eq 8 caps accuracy at 50% and eq 10 caps F1 at 50%, while the paper reports
+about 98%), so we read them as the standard definitions they clearly intend:
+  mIoU      (7)  = 1/p_cls sum_i p_ii / (t_i + sum_j p_ji - p_ii)     (true + predicted - overlap)
+  accuracy  (8)  = sum_i p_ii / sum_i t_i                              (pixel accuracy, no 1/p_cls)
+  precision (9)  = 1/p_cls sum_i p_ii / sum_j p_ji                     (over pixels predicted as i)
+  F1        (10) = 1/p_cls sum_i 2 p_ii / (2 p_ii + sum_{j!=i} p_ij + sum_{j!=i} p_ji)   (2TP/(2TP+FN+FP))
+The sums in 7 and 9 run over the predicted-as-i column (the printed row sum would turn them into other
+quantities: eq 9 would be recall); the sums in 10 leave out the diagonal. We also report the mean class
+accuracy (1/p_cls sum_i p_ii / t_i, the other reading of eq 8) and per-class IoU, precision, recall, F1.
+
+Empty classes: a ratio whose denominator is 0 over the whole split (e.g. a class absent from both truth
+and prediction; precision of a class never predicted) is NaN and left out of the class means. Ignore
+pixels (255) are excluded before counting. Confusion matrices add up over images, so split metrics are
+computed from the summed matrix (pixel-weighted), not as a mean of per-image metrics.
 """
 from __future__ import annotations
 
@@ -26,6 +31,11 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int = 2, ign
     keep = gt != ignore
     g = gt[keep].astype(np.int64)
     p = pred[keep].astype(np.int64)
+    # An out-of-range value would silently land in another cell of the flattened bincount.
+    for name, a in (("ground truth", g), ("prediction", p)):
+        if a.size and (a.min() < 0 or a.max() >= num_classes):
+            raise ValueError(f"{name} holds class {int(a.max()) if a.max() >= num_classes else int(a.min())}; "
+                             f"expected 0..{num_classes - 1} (or {ignore} = ignore in the ground truth)")
     return np.bincount(g * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
@@ -34,7 +44,13 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
 
+def _nanmean(a: np.ndarray) -> float:
+    a = a[~np.isnan(a)]
+    return float(a.mean()) if a.size else float("nan")
+
+
 def scores(conf: np.ndarray) -> dict:
+    """Metrics in percent from a (summed) confusion matrix; see the module docstring for the equations."""
     conf = np.asarray(conf, dtype=np.float64)
     tp = np.diag(conf)
     t = conf.sum(1)  # true pixels per class
@@ -45,11 +61,11 @@ def scores(conf: np.ndarray) -> dict:
     f1 = _div(2 * tp, t + p)
     total = conf.sum()
     out = {
-        "mIoU": 100 * float(np.nanmean(iou)),
+        "mIoU": 100 * (_nanmean(iou)),
         "accuracy": 100 * float(tp.sum() / total) if total else float("nan"),
-        "precision": 100 * float(np.nanmean(precision)),
-        "f1": 100 * float(np.nanmean(f1)),
-        "mean_class_accuracy": 100 * float(np.nanmean(recall)),
+        "precision": 100 * (_nanmean(precision)),
+        "f1": 100 * (_nanmean(f1)),
+        "mean_class_accuracy": 100 * (_nanmean(recall)),
         "pixels": int(total),
     }
     for k, name in enumerate(["background", "hair"][: len(tp)]):
@@ -57,4 +73,6 @@ def scores(conf: np.ndarray) -> dict:
         out[f"{name}_precision"] = 100 * float(precision[k])
         out[f"{name}_recall"] = 100 * float(recall[k])
         out[f"{name}_f1"] = 100 * float(f1[k])
+        out[f"{name}_pixels"] = int(t[k])
+        out[f"{name}_predicted_pixels"] = int(p[k])
     return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -29,6 +28,11 @@ def _model_arg(identity: dict, override: str | None) -> str:
 
 
 def predict_images(run_dir, images: list[Path], out_dir, device="cpu", model: str | None = None) -> list[dict]:
+    """Segment hair in each image; writes <stem>_mask.png (0/255), <stem>_overlay.png and predictions.json.
+
+    The backbone, taps, prompt, timestep, resolution and noise seed come from the run's fingerprint inputs;
+    `model` overrides where the backbone is loaded from (the fingerprint check still applies).
+    """
     from extract.backbone import load_backbone
     from extract.features import FeatureExtractor
     from extract.imageio import load_rgb
@@ -42,28 +46,37 @@ def predict_images(run_dir, images: list[Path], out_dir, device="cpu", model: st
     out_dir.mkdir(parents=True, exist_ok=True)
     head, meta = load_head(Path(run_dir), device=device)
     fi = meta["fingerprint_inputs"]
+    if fingerprint(fi) != meta["fingerprint"]:
+        raise RunMismatchError(f"{run_dir}/run.json: its fingerprint_inputs do not hash to its fingerprint (edited "
+                               "by hand?): use the run folder as `pipeline train` wrote it")
     dtype = getattr(torch, fi["compute_dtype"])
     identity = fi["model"]
     bb = load_backbone(_model_arg(identity, model), device=device, dtype=dtype, revision=identity.get("revision"))
     fx = FeatureExtractor(bb, resolve_taps(",".join(fi["taps"]), bb), prompt=fi["prompt"], timestep=fi["timestep"],
                           resolution=fi["resolution"], seed=fi["noise"]["seed"])
     cfg = ExtractConfig(dataset="", root="", split="", cache_root="", resolution=fi["resolution"],
-                        precision=meta.get("store_precision") or "fp16")
+                        precision=fi.get("store_precision", "fp16"))
     mine = full_fingerprint_inputs(cfg, fx)
-    mine["store_precision"] = fi.get("store_precision", mine["store_precision"])
     if fingerprint(mine) != meta["fingerprint"]:
-        raise RunMismatchError("the backbone loaded now does not reproduce the run's features (fingerprint "
-                               "differs): pass the run's model with --model")
-    rows = []
+        differ = sorted(k for k in set(mine) | set(fi) if mine.get(k) != fi.get(k))
+        raise RunMismatchError(f"{run_dir}: the backbone and settings loaded now do not reproduce the features the "
+                               f"head was trained on (differs in: {', '.join(differ)}; run: "
+                               f"{fi.get('model')}, now: {mine.get('model')}); pass the run's own model with --model")
+    rows, used = [], set()
     for path in images:
         img = load_rgb(path)
         x = to_model_input([letterbox_image(img, fi["resolution"])], torch.device(device), dtype)
         with torch.inference_mode():
-            feats = {k: v.to(torch.float16) for k, v in fx(x).items()}  # the head saw fp16 cached features
-            prob = semantic_probs(head(feats))
+            # The head trained on features rounded to the store's fp16 then cast to float32 (int8 stores:
+            # fp16 here too, the quantisation error is not reproduced).
+            feats = {k: v.to(torch.float16).float() for k, v in fx(x).items()}
+            prob = semantic_probs(head(feats), out_size=(fi["resolution"], fi["resolution"]))
         back = unletterbox(prob, img.shape[:2], img.shape[:2])[0]
         pred = back.argmax(0).to(torch.uint8).cpu().numpy()
         stem = Path(path).stem
+        while stem in used:  # a.jpg from two folders must not overwrite each other's mask
+            stem += "_"
+        used.add(stem)
         Image.fromarray(pred * 255).save(out_dir / f"{stem}_mask.png")
         Image.fromarray(mask_overlay(img, pred)).save(out_dir / f"{stem}_overlay.png")
         rows.append({"image": str(path), "mask": str(out_dir / f"{stem}_mask.png"),

@@ -11,10 +11,25 @@ from evaluate.paper import paper_rows
 KEYS = ("mIoU", "accuracy", "precision", "f1")
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """A reader sees the old file or the new one, never half of it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def to_json(obj) -> str:
+    """Strict JSON: NaN (an undefined metric, see evaluate.metrics) becomes null."""
+    def clean(o):
+        if isinstance(o, float) and math.isnan(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+
+    return json.dumps(clean(obj), indent=1, default=str, allow_nan=False)
 
 
 def _fmt(v) -> str:
@@ -22,8 +37,10 @@ def _fmt(v) -> str:
 
 
 def write_report(out_dir: Path, metrics: dict, dataset: str, extra: dict) -> None:
+    """DIR/metrics.json (metrics + provenance in `extra`) and DIR/metrics.md (our row beside the paper's)."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "metrics.json", json.dumps({**metrics, **extra}, indent=2, default=str))
+    atomic_write_text(out_dir / "metrics.json", to_json({**metrics, **extra}))
     lines = [f"# Evaluation on {dataset} ({extra.get('split', '')}, {extra.get('images', '?')} images)", ""]
     if extra.get("cross_dataset"):
         lines += [f"Cross-dataset: the head was trained on {', '.join(extra.get('trained_on', []))}, not on "
@@ -37,4 +54,4 @@ def write_report(out_dir: Path, metrics: dict, dataset: str, extra: dict) -> Non
               f"boundary F {_fmt(metrics.get('boundary_f'))} (tolerance 0.75% of the diagonal), mean class "
               f"accuracy {_fmt(metrics.get('mean_class_accuracy'))}.", "",
               "Accuracy is pixel accuracy (the paper's equation 8 read without its 1/p_cls factor); see README."]
-    _atomic_write(out_dir / "metrics.md", "\n".join(lines) + "\n")
+    atomic_write_text(out_dir / "metrics.md", "\n".join(lines) + "\n")

@@ -1,0 +1,40 @@
+"""Two CPU processes (torchrun, gloo) with a global batch of 4 train like one process with a batch of 4."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import load_file
+
+from test_train_loop import TINY, log_rows, make_store, single_thread  # noqa: F401 (autouse fixture)
+from train.loop import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_two_processes_match_one(tmp_path):
+    store = make_store(tmp_path, n=8)
+    one, two = tmp_path / "one", tmp_path / "two"
+    train([store], one, iters=3, batch_size=4, lr=1e-3, seed=1, device="cpu", ckpt_every=3, head_config=TINY,
+          progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "train.distributed", "--cache", store, "--out", str(two), "--iters", "3", "--batch-size", "4",
+           "--lr", "1e-3", "--seed", "1", "--device", "cpu", "--ckpt-every", "3", "--no-progress",
+           *[f"--head={k}={v}" for k, v in TINY.items()]]
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.stdout.strip().splitlines()[-1] == str(two)  # rank 0 prints the run folder last
+
+    a, b = log_rows(one), log_rows(two)
+    assert [r["iter"] for r in b] == [1, 2, 3]  # rank 1 wrote nothing of its own
+    for ra, rb in zip(a, b):
+        for key in ("loss", "loss_ce", "loss_mask", "loss_dice"):
+            np.testing.assert_allclose(rb[key], ra[key], rtol=1e-5, err_msg=f"iteration {ra['iter']} {key}")
+    # The gradients were averaged the same way: weights after 3 steps agree too.
+    wa, wb = load_file(str(one / "head.safetensors")), load_file(str(two / "head.safetensors"))
+    for k in wa:
+        np.testing.assert_allclose(wb[k].numpy(), wa[k].numpy(), rtol=1e-4, atol=1e-5, err_msg=k)

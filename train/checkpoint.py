@@ -1,0 +1,265 @@
+"""Checkpoints and final weights without pickle: tensors in safetensors, everything else in JSON.
+
+A checkpoint is a directory RUN/checkpoints/iter_NNNNNNNN/ holding
+  model.safetensors      head weights
+  optimizer.safetensors  optimizer state tensors, keyed "state.<param index>.<name>"
+  rng.safetensors        torch CPU (and CUDA) generator states as uint8 tensors
+  state.json             iteration, optimizer hyper-parameters and step layout, numpy / python RNG
+                         states, data position, run config, and the head's provenance (meta)
+It is written into a temporary sibling, fsynced, and renamed into place, so a directory with that name
+is always complete: a kill at any moment leaves the previous checkpoint as the latest.
+A finished run also has RUN/head.safetensors + RUN/run.json, which is what evaluation loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+FORMAT = "hairdiff-checkpoint-v1"
+CKPT_DIR = "checkpoints"
+_NAME = re.compile(r"^iter_(\d{8})$")
+META_KEYS = ("fingerprint", "fingerprint_inputs", "levels", "stores", "head_config", "iteration")
+
+
+class CheckpointError(ValueError):
+    """A run directory has no usable weights, or a checkpoint does not fit the model."""
+
+
+# ---------------------------------------------------------------------------------------------- files
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model  # DDP wraps the head
+
+
+# ------------------------------------------------------------------------------------------ optimizer
+def _optimizer_split(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"state.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    groups, tuple_keys = [], set()
+    for g in sd["param_groups"]:
+        row = {}
+        for k, v in g.items():
+            if isinstance(v, tuple):
+                tuple_keys.add(k)
+                v = list(v)
+            row[k] = v
+        groups.append(row)
+    return tensors, {"class": type(optimizer).__name__, "param_groups": groups,
+                     "tuple_keys": sorted(tuple_keys), "scalar_state": scalars}
+
+
+def _optimizer_join(tensors: dict, info: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = v
+    for pid, st in info["scalar_state"].items():
+        state.setdefault(int(pid), {}).update(st)
+    groups = [{k: (tuple(v) if k in info["tuple_keys"] else v) for k, v in g.items()}
+              for g in info["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+# ------------------------------------------------------------------------------------------------ RNG
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s
+    np_state = np.random.get_state(legacy=False)
+    np_json = {"bit_generator": np_state["bit_generator"],
+               "state": {"key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"])},
+               "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])}
+    py = random.getstate()
+    return tensors, {"numpy": np_json, "python": [py[0], list(py[1]), py[2]]}
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], info: dict) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = sorted(k for k in tensors if k.startswith("torch_cuda_"))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda][: torch.cuda.device_count()])
+    n = info["numpy"]
+    np.random.set_state({"bit_generator": n["bit_generator"],
+                         "state": {"key": np.asarray(n["state"]["key"], dtype=np.uint32), "pos": n["state"]["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    p = info["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+def checkpoint_dir(run_dir: Path, iteration: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"iter_{iteration:08d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    root = Path(run_dir) / CKPT_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _NAME.match(p.name) and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(run_dir: Path, *, iteration: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    position: dict, config: dict, meta: dict, keep: int = 2) -> Path:
+    """Write checkpoint `iteration` atomically; keep the newest `keep` checkpoints. Returns its path."""
+    final = checkpoint_dir(run_dir, iteration)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model(_unwrap(model), str(tmp / "model.safetensors"))
+    opt_tensors, opt_info = _optimizer_split(optimizer)
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    rng_tensors, rng_info = capture_rng()
+    save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    state = {"format": FORMAT, "iteration": int(iteration), "optimizer": opt_info, "rng": rng_info,
+             "data_position": position, "config": config, "meta": {**meta, "iteration": int(iteration)}}
+    with open(tmp / "state.json", "w") as f:
+        json.dump(state, f, indent=1, sort_keys=True)
+    for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"):
+        _fsync_file(tmp / name)
+    _fsync_dir(tmp)
+    if final.exists():  # the same iteration saved again (a resumed run): replace it whole
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_checkpoint_state(path: Path) -> dict:
+    path = Path(path)
+    state_path = path / "state.json"
+    if not state_path.is_file():
+        raise CheckpointError(f"{path} is not a checkpoint (no state.json); "
+                              f"checkpoints live in RUN/{CKPT_DIR}/iter_NNNNNNNN")
+    state = json.loads(state_path.read_text())
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"{state_path}: unknown checkpoint format {state.get('format')!r} "
+                              f"(expected {FORMAT}); it was written by another version of hairdiff")
+    return state
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    *, restore_random: bool = True, device: str | torch.device = "cpu") -> dict:
+    """Load weights (and optimizer state and RNG states) from checkpoint dir `path`; returns state.json."""
+    path = Path(path)
+    state = read_checkpoint_state(path)
+    missing, unexpected = load_model(_unwrap(model), str(path / "model.safetensors"), strict=False,
+                                     device=str(device))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}/model.safetensors does not fit this head (missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}); was it trained with another head config?")
+    if optimizer is not None:
+        info = state["optimizer"]
+        if info["class"] != type(optimizer).__name__:
+            raise CheckpointError(f"{path}: optimizer {info['class']} != {type(optimizer).__name__}")
+        optimizer.load_state_dict(_optimizer_join(load_file(str(path / "optimizer.safetensors")), info))
+    if restore_random:
+        restore_rng(load_file(str(path / "rng.safetensors")), state["rng"])
+    return state
+
+
+# ---------------------------------------------------------------------------------------- final head
+def head_config_to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def head_config_from_dict(d: dict):
+    from train.head import HeadConfig
+
+    fields = {f.name: f for f in dataclasses.fields(HeadConfig)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise CheckpointError(f"head config has fields {unknown} unknown to this version of train.head.HeadConfig; "
+                              f"use the hairdiff version that trained it")
+    defaults = HeadConfig()
+    # JSON turns tuples into lists; give tuple-valued fields their tuples back.
+    kw = {k: (tuple(v) if isinstance(getattr(defaults, k), tuple) and isinstance(v, list) else v)
+          for k, v in d.items()}
+    return HeadConfig(**kw)
+
+
+def write_final(run_dir: Path, model: torch.nn.Module, run_json: dict) -> None:
+    """RUN/head.safetensors then RUN/run.json (written last: its presence means the run finished)."""
+    run_dir = Path(run_dir)
+    tmp = run_dir / f".head.safetensors.tmp-{os.getpid()}"
+    save_model(_unwrap(model), str(tmp))
+    _fsync_file(tmp)
+    os.replace(tmp, run_dir / "head.safetensors")
+    write_json_atomic(run_dir / "run.json", run_json)
+
+
+def load_head(run_dir: Path, device: str = "cpu"):
+    """The trained head of a run and its provenance: (Mask2FormerHead in eval mode, meta).
+
+    Reads RUN/head.safetensors + RUN/run.json; for an interrupted run, the latest checkpoint.
+    meta: fingerprint, fingerprint_inputs, levels (list of dicts), stores, head_config, iteration.
+    """
+    from cache.levels import LevelSpec
+    from train.head import Mask2FormerHead
+
+    run_dir = Path(run_dir)
+    if (run_dir / "run.json").is_file() and (run_dir / "head.safetensors").is_file():
+        meta = json.loads((run_dir / "run.json").read_text())["meta"]
+        weights = run_dir / "head.safetensors"
+    else:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise CheckpointError(f"{run_dir} holds no trained head (no head.safetensors + run.json and no "
+                                  f"checkpoint): pass the --out folder of a `pipeline train` run")
+        meta = read_checkpoint_state(ckpt)["meta"]
+        weights = ckpt / "model.safetensors"
+    meta = {k: meta[k] for k in META_KEYS}
+    head = Mask2FormerHead([LevelSpec(**lv) for lv in meta["levels"]], head_config_from_dict(meta["head_config"]))
+    missing, unexpected = load_model(head, str(weights), strict=False, device=str(device))
+    if missing or unexpected:
+        raise CheckpointError(f"{weights} does not fit the head described in its run metadata "
+                              f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    return head.to(device).eval(), meta

@@ -1,0 +1,53 @@
+"""RUN/curves.png: loss terms, learning rate, gradient norm and throughput over iterations."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+_NOT_TERMS = {"iter", "loss", "lr", "grad_norm", "images_per_s", "time", "epoch"}
+
+
+def read_log(path: Path) -> list[dict]:
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows
+
+
+def plot_curves(log_path: Path, out_png: Path) -> Path:
+    rows = read_log(log_path)
+    if not rows:
+        raise ValueError(f"{log_path} has no iterations to plot")
+    it = [r["iter"] for r in rows]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    ax = axes[0, 0]
+    ax.plot(it, [r["loss"] for r in rows], color="k", lw=1.5, label="total")
+    ax.set_yscale("log")
+    ax.set_title("total loss")
+    ax = axes[0, 1]
+    # Only the final-layer terms: the per-decoder-layer (aux) copies would bury them.
+    for key in sorted(k for k in rows[0] if k not in _NOT_TERMS and not k.rsplit("_", 1)[-1].isdigit()):
+        ax.plot(it, [r.get(key, float("nan")) for r in rows], lw=1, label=key)
+    ax.set_yscale("log")
+    ax.set_title("loss terms (last decoder layer)")
+    ax.legend(fontsize=7)
+    axes[1, 0].plot(it, [r["lr"] for r in rows])
+    axes[1, 0].set_title("learning rate")
+    axes[1, 1].plot(it, [r["grad_norm"] for r in rows], label="grad norm (before clipping)")
+    axes[1, 1].set_yscale("log")
+    ips = axes[1, 1].twinx()
+    ips.plot(it, [r["images_per_s"] for r in rows], color="tab:orange", lw=0.8, label="images/s")
+    axes[1, 1].set_title("grad norm (blue), images/s (orange)")
+    for a in axes.flat:
+        a.set_xlabel("iteration")
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png

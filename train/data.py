@@ -1,0 +1,183 @@
+"""Training data from feature stores: which samples, in which order, read ahead of the GPU.
+
+The order is a pure function of (seed, epoch, offset): epoch e is a permutation drawn from a numpy
+Generator seeded with (seed, e), and a batch that runs past the end of an epoch is filled from the next
+one. Saving (epoch, offset) is therefore enough to resume with exactly the batches an uninterrupted run
+would have read. Under DDP every rank computes the same global batch and reads only its own slice.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from cache.errors import StoreMismatchError  # also raised here: stores given together must share settings
+from cache.levels import LevelSpec
+from cache.store import FeatureStore
+
+__all__ = ["BatchStream", "CachedFeatures", "EmptyDataError", "Position", "StoreMismatchError", "global_batch",
+           "open_stores", "rank_slice"]
+
+
+class EmptyDataError(ValueError):
+    """No sample of the given stores is finished."""
+
+
+def open_stores(urls: list[str]) -> list[FeatureStore]:
+    """Open every store read-only and check they share one fingerprint."""
+    if not urls:
+        raise EmptyDataError("no feature store given: pass --cache STORE (repeatable); "
+                             "`pipeline extract` prints a store's path as its last line")
+    stores = [FeatureStore.open(str(u), mode="r") for u in urls]
+    first = stores[0]
+    for s in stores[1:]:
+        if s.fingerprint != first.fingerprint:
+            raise StoreMismatchError(
+                f"feature stores were extracted with different settings and cannot be mixed:\n"
+                f"  {first.url} ({first.dataset}/{first.split}) fingerprint {first.fingerprint}\n"
+                f"  {s.url} ({s.dataset}/{s.split}) fingerprint {s.fingerprint}\n"
+                f"re-extract one of them with the other's model/taps/prompt/timestep/resolution "
+                f"(`pipeline cache info STORE` shows what each was made with)")
+    return stores
+
+
+@dataclass
+class Position:
+    """Where the sample stream stands: the next sample is permutation(epoch)[offset]."""
+    epoch: int = 0
+    offset: int = 0
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Position":
+        return cls(int(d["epoch"]), int(d["offset"]))
+
+
+class CachedFeatures:
+    """The DONE samples of one or more stores with one fingerprint, addressed 0..len-1."""
+
+    def __init__(self, stores: list[FeatureStore]):
+        self.stores = stores
+        self.levels: list[LevelSpec] = list(stores[0].levels)
+        self.resolution: int = int(stores[0].resolution)
+        self.fingerprint: str = stores[0].fingerprint
+        parts = []
+        for k, s in enumerate(stores):
+            done = np.flatnonzero(np.asarray(s.done_mask(), dtype=bool))
+            parts.append(np.stack([np.full(done.shape, k, dtype=np.int64), done.astype(np.int64)], axis=1))
+        self.index = np.concatenate(parts, axis=0) if parts else np.zeros((0, 2), np.int64)
+        if len(self.index) == 0:
+            names = ", ".join(s.url for s in stores)
+            raise EmptyDataError(f"no finished sample in {names}: run `pipeline extract` for it first "
+                                 f"(or let an interrupted extraction finish)")
+
+    @classmethod
+    def from_urls(cls, urls: list[str]) -> "CachedFeatures":
+        return cls(open_stores(urls))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def describe(self) -> list[dict]:
+        """Per store: what a trained head was trained on (goes into run.json and checkpoints)."""
+        return [{"dataset": s.dataset, "split": s.split, "fingerprint": s.fingerprint, "url": s.url,
+                 "num_done": int(np.asarray(s.done_mask()).sum())} for s in self.stores]
+
+    def read(self, positions: np.ndarray) -> dict:
+        """Read samples (dataset positions) in the given order: features float16, labels (B,R,R) uint8."""
+        pos = np.asarray(positions, dtype=np.int64)
+        rows = self.index[pos]
+        feats: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {lv.name: [] for lv in self.levels}
+        masks, where = [], []
+        for k in np.unique(rows[:, 0]):
+            sel = np.flatnonzero(rows[:, 0] == k)
+            idx = rows[sel, 1]
+            # Read each store's samples once, in ascending order (shard-friendly), then put them back.
+            uniq, inv = np.unique(idx, return_inverse=True)
+            b = self.stores[int(k)].read_batch([int(i) for i in uniq])
+            for name in feats:
+                feats[name].append(np.asarray(b["features"][name])[inv])
+            masks.append(np.asarray(b["masks"])[inv])
+            where.append(sel)
+        order = np.argsort(np.concatenate(where), kind="stable")
+        out = {name: torch.from_numpy(np.ascontiguousarray(np.concatenate(v, 0)[order], dtype=np.float16))
+               for name, v in feats.items()}
+        labels = torch.from_numpy(np.ascontiguousarray(np.concatenate(masks, 0)[order], dtype=np.uint8))
+        return {"features": out, "labels": labels, "positions": torch.from_numpy(pos.copy())}
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.Generator(np.random.PCG64([seed, epoch])).permutation(n)
+
+
+def global_batch(n: int, batch_size: int, seed: int, pos: Position) -> tuple[np.ndarray, Position]:
+    """The next global batch (dataset positions) and the position after it."""
+    out, epoch, offset = [], pos.epoch, pos.offset
+    while len(out) < batch_size:
+        perm = epoch_permutation(n, seed, epoch)
+        take = perm[offset: offset + batch_size - len(out)]
+        out.extend(int(i) for i in take)
+        offset += len(take)
+        if offset >= n:
+            epoch, offset = epoch + 1, 0
+    return np.asarray(out, dtype=np.int64), Position(epoch, offset)
+
+
+def rank_slice(batch: np.ndarray, rank: int, world_size: int) -> tuple[np.ndarray, int]:
+    """This rank's contiguous part of a global batch, and the global index of its first sample."""
+    if len(batch) % world_size:
+        raise ValueError(f"global batch size {len(batch)} is not divisible by {world_size} processes: "
+                         f"choose --batch-size as a multiple of --nproc")
+    per = len(batch) // world_size
+    return batch[rank * per:(rank + 1) * per], rank * per
+
+
+class BatchStream:
+    """Iterate (batch, position_after) from a start position, reading `prefetch` batches ahead.
+
+    Reading runs in `workers` background threads (zarr decompression releases the GIL) with at most
+    `prefetch` batches in flight, so memory stays bounded and reading overlaps compute. Batches come
+    out in order whatever thread finished first.
+    """
+
+    def __init__(self, data: CachedFeatures, batch_size: int, seed: int, start: Position,
+                 rank: int = 0, world_size: int = 1, workers: int = 1, prefetch: int = 2):
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.pos, self.rank, self.world_size = start, rank, world_size
+        self.prefetch = max(1, prefetch)
+        self.pool = cf.ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="hairdiff-read")
+        self.pending: deque = deque()
+
+    def _submit(self) -> None:
+        batch, self.pos = global_batch(len(self.data), self.batch_size, self.seed, self.pos)
+        mine, first = rank_slice(batch, self.rank, self.world_size)
+        fut = self.pool.submit(self.data.read, mine)
+        self.pending.append((fut, first, self.pos))
+
+    def __iter__(self) -> Iterator[tuple[dict, Position]]:
+        return self
+
+    def __next__(self) -> tuple[dict, Position]:
+        while len(self.pending) < self.prefetch:
+            self._submit()
+        fut, first, after = self.pending.popleft()
+        batch = fut.result()
+        batch["global_start"] = first  # global index of this rank's first sample in the global batch
+        return batch, after
+
+    def close(self) -> None:
+        for fut, _, _ in self.pending:
+            fut.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "BatchStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

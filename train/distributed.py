@@ -1,0 +1,106 @@
+"""Data-parallel training: one process per device, started by torchrun (torch.distributed.run).
+
+`pipeline train --nproc K ...` re-launches itself as `torchrun --standalone --nproc-per-node K -m
+train.distributed ...`; each process then finds RANK/WORLD_SIZE in its environment, joins a gloo (CPU)
+or nccl (CUDA) group, reads its own slice of every global batch, and DDP averages the gradients.
+Only rank 0 writes logs, checkpoints and the final head.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as tdist
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        """Mean over ranks (in place for the group, returned for convenience)."""
+        if self.active:
+            tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+            t /= self.world_size
+        return t
+
+    def any(self, flag: bool, device) -> bool:
+        """True on every rank when `flag` is true on any rank (so all ranks stop together)."""
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def barrier(self) -> None:
+        if self.active:
+            tdist.barrier()
+
+
+def under_launcher() -> bool:
+    """Started by torchrun with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def init_distributed(device: str) -> tuple[DistContext, str]:
+    """Join the process group when under torchrun; returns the context and this rank's device."""
+    if not under_launcher():
+        return DistContext(), device
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if device.startswith("cuda"):
+        backend = "nccl"
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    else:
+        backend = "gloo"
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend=backend, rank=rank, world_size=world)
+    return DistContext(rank, world, local, backend), device
+
+
+def shutdown_distributed(ctx: DistContext) -> None:
+    if ctx.active and tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+def launch(nproc: int, cli_args: list[str]) -> int:
+    """Run `train.distributed` with `cli_args` in `nproc` local processes; returns the exit status."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    args = get_args_parser().parse_args(
+        ["--standalone", "--nproc-per-node", str(nproc), "--module", "train.distributed", *cli_args])
+    try:
+        run(args)
+    except ChildFailedError as e:
+        print(f"error: a training process failed: {e.format_msg() if hasattr(e, 'format_msg') else e}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def main() -> None:
+    """Entry point of each process under torchrun: the same options as `pipeline train`."""
+    import typer
+
+    from train.commands import train_command
+
+    typer.run(train_command)
+
+
+if __name__ == "__main__":
+    main()

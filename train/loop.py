@@ -1,0 +1,324 @@
+"""The training loop: cached features -> Mask2Former head, AdamW + poly LR, checkpoints, exact resume.
+
+Exactness: everything random in an iteration is derived from (seed, iteration, global sample index):
+the sample order (train/data.py) and the matcher's / criterion's point sampling, which runs per sample
+under its own seed. So a resumed run, and a run split over K processes, see the same numbers as one
+uninterrupted process (up to the order of floating-point sums across processes). On CPU the kernels are
+deterministic (torch.use_deterministic_algorithms), which makes resume bit-for-bit.
+
+Loss normalisation: the loss is the mean over the global batch of per-sample Mask2Former losses. (The
+original normalises mask terms by the number of masks in the whole batch; per-sample averaging makes the
+result independent of how the batch is split across processes, at the cost of weighting an image with
+one mask like an image with two.)
+
+Gradient clipping: Mask2Former clips the full model's gradient norm to 0.01. With AdamW this does not
+shrink the step (Adam divides by the running gradient scale); it turns every step into a unit-norm
+direction, so one batch with a huge gradient (an early Hungarian assignment flip) cannot swamp the
+moment estimates. We keep 0.01 as the default for parity with the published recipe.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from train.checkpoint import (head_config_to_dict, latest_checkpoint, load_checkpoint,
+                              save_checkpoint, write_final, write_json_atomic)
+from train.data import BatchStream, CachedFeatures, Position
+from train.distributed import DistContext
+from train.schedule import set_lr
+
+TOTAL_KEYS = ("loss", "loss_total", "total")  # where SetCriterion puts the weighted sum
+RUN_FILES = ("run.json", "head.safetensors", "log.jsonl", "config.json", "curves.png", "checkpoints")
+# Settings a resumed run must share with the run it continues (anything else may change).
+RESUME_KEYS = ("iters", "batch_size", "lr", "weight_decay", "seed", "grad_clip", "head_config")
+
+# A head small enough to train for a demo on a laptop CPU in minutes.
+SMALL_PRESET = {"hidden_dim": 64, "num_queries": 16, "nheads": 4, "dim_feedforward": 256, "dec_layers": 3,
+                "enc_layers": 2, "enc_dim_feedforward": 256, "mask_dim": 64, "num_points": 1024}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN/inf; the last good checkpoint is kept."""
+
+
+class RunDirError(ValueError):
+    """The output folder already holds a run (or --resume does not match it)."""
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def build_head_config(overrides: dict | None = None, small: bool = False):
+    from train.head import HeadConfig
+
+    base = HeadConfig()
+    names = {f.name for f in dataclasses.fields(HeadConfig)}
+    kw = {k: v for k, v in SMALL_PRESET.items() if k in names} if small else {}
+    kw.update(overrides or {})
+    unknown = sorted(set(kw) - names)
+    if unknown:
+        raise ValueError(f"unknown head setting(s) {unknown}; HeadConfig has {sorted(names)}")
+    return dataclasses.replace(base, **kw)
+
+
+def build_criterion(cfg):
+    """SetCriterion with the Mask2Former loss weights and point counts from the head config."""
+    from train.criterion import SetCriterion
+    from train.matcher import HungarianMatcher
+
+    get = lambda name, default: getattr(cfg, name, default)  # noqa: E731
+    num_points = get("num_points", 12544)
+    matcher = HungarianMatcher(cost_class=get("class_weight", 2.0), cost_mask=get("mask_weight", 5.0),
+                               cost_dice=get("dice_weight", 5.0), num_points=num_points)
+    weights = {"loss_ce": get("class_weight", 2.0), "loss_mask": get("mask_weight", 5.0),
+               "loss_dice": get("dice_weight", 5.0)}
+    return SetCriterion(cfg.num_classes, matcher, weights, eos_coef=get("no_object_weight", 0.1),
+                        num_points=num_points)
+
+
+def sample_seed(seed: int, iteration: int, global_index: int) -> int:
+    """Seed of one sample's random point draws, independent of batch split and of resumption."""
+    return int(np.random.SeedSequence([seed, iteration, global_index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _slice(outputs: dict, i: int) -> dict:
+    out = {"pred_logits": outputs["pred_logits"][i:i + 1].float(), "pred_masks": outputs["pred_masks"][i:i + 1].float()}
+    if "aux_outputs" in outputs:
+        out["aux_outputs"] = [{k: v[i:i + 1].float() for k, v in a.items()} for a in outputs["aux_outputs"]]
+    return out
+
+
+def batch_loss(criterion, outputs: dict, targets: list[dict], seeds: list[int], device) -> tuple[torch.Tensor, dict]:
+    """Mean over the batch of per-sample criterion losses; each sample draws its points from its own seed."""
+    total, terms = None, {}
+    for i, (t, s) in enumerate(zip(targets, seeds)):
+        gen = torch.Generator(device=device).manual_seed(s)
+        losses = criterion(_slice(outputs, i), [t], generator=gen)
+        key = next((k for k in TOTAL_KEYS if k in losses), None)
+        if key is None:
+            raise KeyError(f"SetCriterion returned {sorted(losses)} without a weighted total "
+                           f"(expected one of {TOTAL_KEYS})")
+        total = losses[key] if total is None else total + losses[key]
+        for k, v in losses.items():
+            if k != key:
+                terms[k] = terms.get(k, 0.0) + v.detach().float()
+    n = len(targets)
+    return total / n, {k: v / n for k, v in terms.items()}
+
+
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    present = [n for n in RUN_FILES if (out / n).exists()]
+    if present and not (resume or overwrite):
+        raise RunDirError(f"{out} already holds a training run ({', '.join(present)}): pass --resume to continue "
+                          f"it, --overwrite to start it again, or choose another --out")
+    if overwrite and not resume:
+        for n in present:
+            p = out / n
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _truncate_log(log_path: Path, upto: int) -> None:
+    """Keep the log rows of iterations <= upto (rows after the checkpoint will be recomputed)."""
+    if not log_path.exists():
+        return
+    keep = [ln for ln in log_path.read_text().splitlines() if ln.strip() and json.loads(ln)["iter"] <= upto]
+    log_path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _check_resume(state: dict, config: dict, fingerprint: str, ckpt: Path) -> None:
+    old = state["config"]
+    diff = [k for k in RESUME_KEYS if old.get(k) != config.get(k)]
+    if diff:
+        detail = "; ".join(f"{k}: checkpoint {old.get(k)!r} vs now {config.get(k)!r}" for k in diff)
+        raise RunDirError(f"--resume: {ckpt} was made with other settings ({detail}); resume with the same "
+                          f"options, or pass --overwrite to start a new run")
+    if state["meta"]["fingerprint"] != fingerprint:
+        raise RunDirError(f"--resume: {ckpt} was trained on features with fingerprint "
+                          f"{state['meta']['fingerprint']}, the given stores have {fingerprint}")
+
+
+class _Progress:
+    """A rich progress bar on stderr showing loss and images/s (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, start: int):
+        self.bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                console=Console(stderr=True))
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def update(self, loss: float, ips: float) -> None:
+        if self.bar:
+            self.bar.update(self.task, advance=1, info=f"loss {loss:.4f}  {ips:.1f} img/s")
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+
+# ---------------------------------------------------------------------------------------------- train
+def train(stores: list[str], out: Path, *, iters: int, batch_size: int, lr: float = 1e-4,
+          weight_decay: float = 0.05, seed: int = 0, device: str = "cpu", ckpt_every: int = 500,
+          resume: bool = False, overwrite: bool = False, head_config: dict | None = None, small: bool = False,
+          grad_clip: float = 0.01, workers: int = 2, prefetch: int = 4, progress: bool = True,
+          stop_at: int | None = None, dist: DistContext | None = None) -> dict:
+    """Train a Mask2Former head on cached features; returns the run summary (also in RUN/run.json).
+
+    stop_at: leave after that many iterations with a checkpoint, as a pre-empted job would (for time-limited
+    job slots); `resume=True` later continues on exactly the same curve.
+    """
+    dist = dist or DistContext()
+    out = Path(out)
+    if iters <= 0 or batch_size <= 0 or ckpt_every <= 0:
+        raise ValueError(f"--iters ({iters}), --batch-size ({batch_size}) and --ckpt-every ({ckpt_every}) "
+                         f"must be positive")
+    data = CachedFeatures.from_urls([str(s) for s in stores])
+    hcfg = build_head_config(head_config, small)
+    config = {"iters": iters, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
+              "grad_clip": grad_clip, "head_config": head_config_to_dict(hcfg), "ckpt_every": ckpt_every,
+              "device": str(device), "world_size": dist.world_size, "stores": [str(s) for s in stores]}
+    meta = {"fingerprint": data.fingerprint, "fingerprint_inputs": data.stores[0].fingerprint_inputs,
+            "levels": [dataclasses.asdict(lv) for lv in data.levels],
+            "stores": [{k: d[k] for k in ("dataset", "split", "fingerprint", "url")} for d in data.describe()],
+            "head_config": config["head_config"]}
+
+    if dist.is_main:
+        _prepare_run_dir(out, resume, overwrite)
+    dist.barrier()
+    if resume and (out / "run.json").exists():
+        done = json.loads((out / "run.json").read_text())
+        if done.get("iterations") == iters:
+            return done  # finished already: nothing to do
+
+    is_cuda = torch.device(device).type == "cuda"
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    if not is_cuda:
+        torch.use_deterministic_algorithms(True)
+    try:
+        return _run(data, out, hcfg, config, meta, iters=iters, batch_size=batch_size, lr=lr,
+                    weight_decay=weight_decay, seed=seed, device=device, ckpt_every=ckpt_every, resume=resume,
+                    grad_clip=grad_clip, workers=workers, prefetch=prefetch, progress=progress, stop_at=stop_at,
+                    dist=dist)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _run(data, out, hcfg, config, meta, *, iters, batch_size, lr, weight_decay, seed, device, ckpt_every,
+         resume, grad_clip, workers, prefetch, progress, stop_at, dist) -> dict:
+    from train.head import Mask2FormerHead
+    from train.targets import semantic_targets
+
+    torch.manual_seed(seed)
+    head = Mask2FormerHead(data.levels, hcfg).to(device)
+    criterion = build_criterion(hcfg)
+    if isinstance(criterion, torch.nn.Module):
+        criterion.to(device)  # its no-object class weight is a buffer
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    start, pos, resumed_from = 0, Position(), None
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, head, optimizer, device=device)
+        _check_resume(state, config, data.fingerprint, ckpt)
+        start, pos, resumed_from = state["iteration"], Position.from_dict(state["data_position"]), str(ckpt)
+    log_path = out / "log.jsonl"
+    if dist.is_main:
+        _truncate_log(log_path, start) if resume else log_path.unlink(missing_ok=True)
+        write_json_atomic(out / "config.json", {"config": config, "meta": meta})
+
+    model = head
+    if dist.active:
+        model = torch.nn.parallel.DistributedDataParallel(
+            head, device_ids=[torch.device(device).index] if torch.device(device).type == "cuda" else None)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda"
+                else nullcontext())
+    params = [p for p in head.parameters() if p.requires_grad]
+    head.train()
+    last_ckpt, images, t_run = ckpt, 0, time.perf_counter()
+    log_file = open(log_path, "a") if dist.is_main else None
+    stream = BatchStream(data, batch_size, seed, pos, dist.rank, dist.world_size, workers, prefetch)
+    last = {}
+    end = iters if stop_at is None else max(start, min(stop_at, iters))
+    try:
+        with _Progress(progress and dist.is_main, iters, start) as bar:
+            for it in range(start, end):
+                t0 = time.perf_counter()
+                batch, pos = next(stream)
+                lr_now = set_lr(optimizer, lr, it, iters)
+                feats = {k: v.to(device, non_blocking=True).float() for k, v in batch["features"].items()}
+                targets = semantic_targets(batch["labels"].to(device), num_classes=hcfg.num_classes)
+                first = batch["global_start"]
+                seeds = [sample_seed(seed, it, first + j) for j in range(len(targets))]
+                with autocast:
+                    outputs = model(feats)
+                loss, terms = batch_loss(criterion, outputs, targets, seeds, device)
+                stats = torch.stack([loss.detach().float(), *terms.values()])
+                if dist.any(not bool(torch.isfinite(stats).all()), device):
+                    bad = {k: float(v) for k, v in zip(["loss", *terms], stats.tolist()) if not math.isfinite(v)}
+                    raise TrainingDiverged(
+                        f"non-finite loss at iteration {it + 1} ({bad}); kept the last good checkpoint "
+                        f"{last_ckpt or '(none yet)'}. Check the features (`pipeline cache verify STORE`) or "
+                        f"lower --lr, then --resume.")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+                if dist.any(not bool(torch.isfinite(gnorm)), device):
+                    raise TrainingDiverged(
+                        f"non-finite gradient norm at iteration {it + 1}; kept the last good checkpoint "
+                        f"{last_ckpt or '(none yet)'}. Lower --lr or check the features, then --resume.")
+                optimizer.step()
+                stats = dist.mean(stats)  # what the global batch's loss was (for the log only)
+                dt = time.perf_counter() - t0
+                images += batch_size
+                ips = batch_size / dt
+                if dist.is_main:
+                    vals = stats.tolist()
+                    row = {"iter": it + 1, "epoch": pos.epoch, "loss": vals[0],
+                           **{k: v for k, v in zip(terms, vals[1:])},
+                           "lr": lr_now, "grad_norm": float(gnorm), "images_per_s": ips, "time": time.time()}
+                    log_file.write(json.dumps(row) + "\n")
+                    log_file.flush()
+                    last = row
+                    bar.update(vals[0], ips)
+                if (it + 1) % ckpt_every == 0 or it + 1 == end:
+                    if dist.is_main:
+                        last_ckpt = save_checkpoint(out, iteration=it + 1, model=head, optimizer=optimizer,
+                                                    position=pos.to_dict(), config=config, meta=meta)
+                    dist.barrier()
+    finally:
+        stream.close()
+        if log_file:
+            log_file.close()
+
+    seconds = time.perf_counter() - t_run
+    finished = end == iters
+    summary = {"run_dir": str(out), "iterations": end, "total_iterations": iters, "finished": finished,
+               "started_at_iteration": start,
+               "resumed_from": resumed_from, "final_loss": last.get("loss"), "final_lr": last.get("lr"),
+               "images_per_s": images / seconds if seconds > 0 else None, "seconds": seconds,
+               "num_samples": len(data), "batch_size": batch_size, "world_size": dist.world_size,
+               "device": str(device), "head_parameters": sum(p.numel() for p in head.parameters()),
+               "checkpoint": str(last_ckpt) if last_ckpt else None}
+    if dist.is_main and finished:
+        from train.curves import plot_curves
+
+        plot_curves(log_path, out / "curves.png")
+        write_final(out, head, {**summary, "config": config, "meta": {**meta, "iteration": iters}})
+    dist.barrier()
+    return summary
+
