@@ -41,6 +41,15 @@ def make_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     box = [cx - 1.35 * r, cy - 1.5 * r, cx + 1.35 * r, cy + rng.uniform(0.6, 1.6) * r]
     d.ellipse(box, fill=hair_c)
     m.ellipse(box, fill=255)
+    # Strand texture inside the mass (lighter and darker locks), so the mass is not one flat colour.
+    lock = Image.new("RGB", (size, size), hair_c)
+    ld = ImageDraw.Draw(lock)
+    for _ in range(int(rng.integers(30, 70))):
+        shade = tuple(int(v) for v in np.clip(np.array(hair_c) + rng.normal(0, 22), 0, 255))
+        _strand(ld, rng, cx, cy - 0.3 * r, rng.uniform(0.2, 1.3) * r, shade, max(1, int(round(s))))
+    inside = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(inside).ellipse(box, fill=255)
+    img.paste(lock, (0, 0), inside)
     skin = tuple(int(v) for v in rng.uniform([150, 100, 80], [240, 200, 170]))
     face = [cx - 0.85 * r, cy - 0.8 * r, cx + 0.85 * r, cy + 1.1 * r]
     d.ellipse(face, fill=skin)

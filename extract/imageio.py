@@ -1,8 +1,11 @@
-"""Image and mask decoding that either yields a clean array or names the file and the fix.
+"""Image and mask decoding that either yields a clean array or a BadSampleError naming the file and the fix.
 
-Conversions (documented behaviour, not errors): EXIF orientation is applied; greyscale, palette, CMYK and
-16-bit images become 8-bit RGB; alpha is dropped (the colour channels are kept as stored, no compositing,
-so hair at semi-transparent edges keeps its colour).
+Conversions (documented behaviour, not errors): EXIF orientation is applied; greyscale (L, LA), palette,
+CMYK and 16-bit images become 8-bit RGB (16-bit by dropping the low byte, v / 257, not by stretching each
+image to its own maximum); alpha is dropped: the colour channels are kept as stored, no compositing, so
+hair at semi-transparent edges keeps its colour.
+Every file is decoded in full here (img.load()), so a truncated file fails here, in the loader, with its
+path, not later inside a model.
 """
 from __future__ import annotations
 
@@ -10,57 +13,68 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from extract.readers.errors import BadSampleError
 
 # 178 M pixels (PIL's default warning limit x2): far above any dataset image, far below a memory bomb.
 MAX_PIXELS = 178_956_970
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def _open(path: Path) -> Image.Image:
     if not path.exists():
-        raise BadSampleError(path, "file is missing", "restore the file or remove the sample (use --ids)")
+        raise BadSampleError(path, "the file is missing", "restore the file, or leave the sample out with --ids")
+    if path.is_dir():
+        raise BadSampleError(path, "is a folder, not an image", "remove or rename the folder")
     if path.stat().st_size == 0:
-        raise BadSampleError(path, "file is empty (0 bytes)", "re-download or re-export the file")
+        raise BadSampleError(path, "the file is empty (0 bytes)", "re-download or re-export the file")
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    # Another library may have switched on silent zero-filling of truncated files; we want the error.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
-            img.load()  # decode fully here so truncation is caught here, not later
+            img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadSampleError(path, f"image too large to decode safely ({e})",
-                             "downscale the image below 178 megapixels") from None
+        raise BadSampleError(path, f"the image is too large to decode safely ({e})",
+                             f"downscale it below {MAX_PIXELS // 1_000_000} megapixels") from None
     except PermissionError:
         raise BadSampleError(path, "permission denied", "make the file readable (chmod a+r)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise BadSampleError(path, f"cannot decode image ({e})", "re-download or re-export the file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise BadSampleError(path, f"cannot decode the image ({type(e).__name__}: {e})",
+                             "re-download or re-export the file") from None
     return img
 
 
 def load_rgb(path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB, upright."""
     path = Path(path)
     img = _open(path)
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:
         pass  # a broken EXIF block must not lose an otherwise good image
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.clip(a / max(a.max(), 1) * 255.0, 0, 255).astype(np.uint8), "L")
+    if img.mode in SIXTEEN_BIT:
+        a = np.asarray(img, dtype=np.int64)
+        img = Image.fromarray(np.clip(a // 257, 0, 255).astype(np.uint8), "L")
     if img.mode != "RGB":
         img = img.convert("RGB")
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def load_gray(path) -> np.ndarray:
-    """A mask file as a 2-D uint8 array (first channel of colour masks; 1-bit masks as 0/255)."""
+def load_gray(path, palette_indices: bool = False) -> np.ndarray:
+    """A mask file as a 2-D uint8 array: 1-bit as 0/255, colour by luminance (0/255 masks stored 3-channel
+    stay 0/255), 16-bit clipped to 255. Palette images give their indices when `palette_indices` (class
+    maps), else the luminance of their colours."""
     path = Path(path)
     img = _open(path)
     if img.mode == "1":
         return np.asarray(img, dtype=np.uint8) * 255
-    if img.mode in ("RGB", "RGBA", "P", "LA", "CMYK"):
+    if img.mode == "P" and palette_indices:
+        return np.asarray(img, dtype=np.uint8).copy()
+    if img.mode not in ("L", *SIXTEEN_BIT):
         img = img.convert("L")
     a = np.asarray(img)
     if a.dtype != np.uint8:
@@ -72,6 +86,7 @@ def check_label_size(label: np.ndarray, image: np.ndarray, label_path) -> None:
     """Annotations may be stored at another resolution (CelebAMask-HQ: 512 for 1024 images), same aspect."""
     lh, lw = label.shape[:2]
     ih, iw = image.shape[:2]
-    if abs(lh / lw - ih / iw) > 0.02:
-        raise BadSampleError(label_path, f"mask is {lw}x{lh} but its image is {iw}x{ih} (another aspect ratio)",
-                             "use the mask that belongs to this image")
+    # One pixel of rounding either way is the same aspect ratio (e.g. 1023 -> 512 when halving).
+    if abs(lh * iw - ih * lw) > max(iw, lw, ih, lh):
+        raise BadSampleError(label_path, f"the mask is {lw}x{lh} but its image is {iw}x{ih} (another aspect ratio)",
+                             "use the mask that belongs to this image, or resize it to the image's size")

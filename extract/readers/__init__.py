@@ -1,22 +1,32 @@
-"""Dataset readers in the published layouts; each yields id, RGB image and hair label."""
+"""Dataset readers in the published layouts; each yields id, RGB image and hair label.
+
+Reader modules are imported on first use: extract.imageio imports this package's errors, and the readers
+import extract.imageio, so importing them here would make `import extract.imageio` circular.
+"""
 from __future__ import annotations
 
-from extract.readers.base import LoadedSample, SampleRef
-from extract.readers.celebamask import CelebAMaskReader
-from extract.readers.errors import BadSampleError, DatasetError
-from extract.readers.facesynthetics import FaceSyntheticsReader
-from extract.readers.figaro import FigaroReader
-from extract.readers.folder import FolderReader
+from importlib import import_module
 
-_READERS = {r.name: r for r in (FigaroReader, CelebAMaskReader, FaceSyntheticsReader, FolderReader)}
+from extract.readers.base import LoadedSample, SampleRef
+from extract.readers.errors import BadSampleError, DatasetError
+from extract.readers.ids import read_ids_file
+
+_READERS = {
+    "figaro": ("extract.readers.figaro", "FigaroReader"),
+    "celebamask": ("extract.readers.celebamask", "CelebAMaskReader"),
+    "facesynthetics": ("extract.readers.facesynthetics", "FaceSyntheticsReader"),
+    "folder": ("extract.readers.folder", "FolderReader"),
+}
 READERS = tuple(_READERS)
 
 
-def get_reader(name: str):
+def get_reader(name: str, **options):
+    """A reader instance; options go to its constructor (only `folder` has one: ignore_255)."""
     try:
-        return _READERS[name]()
+        module, cls = _READERS[name]
     except KeyError:
-        raise DatasetError(f"unknown dataset {name!r}: use one of {', '.join(READERS)}") from None
+        raise DatasetError(f"unknown dataset {name!r}. Fix: use one of {', '.join(READERS)}") from None
+    return getattr(import_module(module), cls)(**options)
 
 
-__all__ = ["BadSampleError", "DatasetError", "LoadedSample", "READERS", "SampleRef", "get_reader"]
+__all__ = ["BadSampleError", "DatasetError", "LoadedSample", "READERS", "SampleRef", "get_reader", "read_ids_file"]

@@ -1,4 +1,4 @@
-"""What every dataset reader yields, and the shared listing checks."""
+"""What every dataset reader yields, and the listing checks they share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,22 +25,32 @@ class LoadedSample:
 
 def require_dir(path: Path, what: str, layout: str) -> None:
     if not path.is_dir():
-        raise DatasetError(f"{path} does not exist or is not a folder: expected {what} ({layout}); "
-                           "check --root and --split")
+        raise DatasetError(f"{path} does not exist or is not a folder: expected {what} there "
+                           f"(published layout: {layout}). Fix: point --root at the dataset's top folder")
+
+
+def unknown_split(dataset: str, split, root: Path, valid: list[str], layout: str) -> DatasetError:
+    choices = ", ".join(valid[:-1]) + " or " + valid[-1] if len(valid) > 1 else (valid or ["<none found>"])[0]
+    return DatasetError(f"{dataset} has no split {split!r} under {root} (published layout: {layout}). "
+                        f"Fix: use --split {choices}, or check --root")
 
 
 def select_ids(refs: list[SampleRef], ids: list[str] | None, where: str) -> list[SampleRef]:
+    """Keep only `ids` (duplicates collapse), still in the split's id order; unknown ids are an error."""
     if ids is None:
         return refs
-    by_id = {r.id: r for r in refs}
-    unknown = [i for i in ids if i not in by_id]
+    wanted = {str(i).strip() for i in ids}
+    known = {r.id for r in refs}
+    unknown = [i for i in dict.fromkeys(str(i).strip() for i in ids) if i not in known]
     if unknown:
-        raise DatasetError(f"{len(unknown)} ids not found in {where}: {', '.join(unknown[:10])}: "
-                           "fix the --ids file")
-    return sorted((by_id[i] for i in dict.fromkeys(ids)), key=lambda r: refs.index(r))
+        shown = ", ".join(unknown[:10]) + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else "")
+        raise DatasetError(f"{len(unknown)} ids not found in {where}: {shown}. "
+                           "Fix: correct the --ids file or the --split it is used with")
+    return [r for r in refs if r.id in wanted]
 
 
 def non_empty(refs: list[SampleRef], where: str, layout: str) -> list[SampleRef]:
     if not refs:
-        raise DatasetError(f"no samples found in {where}: expected {layout}; check --root and --split")
+        raise DatasetError(f"no samples found in {where}: expected {layout}. "
+                           "Fix: check --root and --split (or the file names)")
     return refs

@@ -1,76 +1,129 @@
 """CelebAMask-HQ: CelebA-HQ-img/<id>.jpg (1024) with CelebAMask-HQ-mask-anno/<id//2000>/<id:05d>_hair.png (512).
 
-An image without a `_hair.png` has no hair: its label is all background at the annotation resolution.
-Official splits come from CelebA-HQ-to-CelebA-mapping.txt (orig_file column) and CelebA's
-list_eval_partition.txt (0 train, 1 val, 2 test), looked up in the root or its parent; `all` always works.
+Ids are the image numbers ("0", "1", ...), listed in numeric order. Hair masks are 0/255 (stored 3-channel);
+an image without a `_hair.png` has no hair: its label is all background, at the size of that id's other
+part masks (512x512 when it has none). That is a label, not a missing file.
+
+Splits: `all` always. The official train/val/test need CelebA-HQ-to-CelebA-mapping.txt (columns
+`idx orig_idx orig_file`, in the root) and CelebA's list_eval_partition.txt ("000001.jpg 0"; 0 train,
+1 val, 2 test), looked up at $HAIRDIFF_CELEBA_PARTITION, <root>/, <root>/.., <root>/Anno/ and <root>/../Eval/.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from extract.imageio import check_label_size, load_gray, load_rgb
-from extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids
+from extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids, unknown_split
 from extract.readers.errors import DatasetError
 
 LAYOUT = "CelebA-HQ-img/<id>.jpg and CelebAMask-HQ-mask-anno/<id // 2000>/<id:05d>_hair.png"
 ANNOTATION_SIZE = 512
 PARTITIONS = {"train": "0", "val": "1", "test": "2"}
+MAPPING = "CelebA-HQ-to-CelebA-mapping.txt"
+PARTITION = "list_eval_partition.txt"
+PARTITION_ENV = "HAIRDIFF_CELEBA_PARTITION"
 
 
-def _find(root: Path, name: str) -> Path | None:
-    for p in (root / name, root.parent / name, root / "Anno" / name, root.parent / "Eval" / name):
+def find_mapping(root: Path) -> Path | None:
+    for p in (root / MAPPING, root.parent / MAPPING):
         if p.is_file():
             return p
     return None
 
 
-def official_split(root: Path, split: str) -> set[str]:
-    mapping, partition = _find(root, "CelebA-HQ-to-CelebA-mapping.txt"), _find(root, "list_eval_partition.txt")
-    if mapping is None or partition is None:
-        raise DatasetError(f"split {split!r} needs CelebA-HQ-to-CelebA-mapping.txt and list_eval_partition.txt in "
-                           f"{root} or its parent: add them, or use --split all or --ids FILE")
+def find_partition(root: Path) -> Path | None:
+    env = os.environ.get(PARTITION_ENV)
+    if env:
+        if not Path(env).is_file():
+            raise DatasetError(f"${PARTITION_ENV} points at {env}, which is not a file. "
+                               f"Fix: set it to CelebA's {PARTITION} or unset it")
+        return Path(env)
+    for p in (root / PARTITION, root.parent / PARTITION, root / "Anno" / PARTITION, root.parent / "Eval" / PARTITION):
+        if p.is_file():
+            return p
+    return None
+
+
+def _read_partition(path: Path) -> dict[str, str]:
     part = {}
-    for line in partition.read_text().split("\n"):
+    for line in path.read_text().splitlines():
         bits = line.split()
-        if len(bits) == 2:
+        if len(bits) == 2 and bits[1] in ("0", "1", "2"):
             part[bits[0]] = bits[1]
+    if not part:
+        raise DatasetError(f"{path}: no '<file>.jpg <0|1|2>' lines. Fix: use CelebA's own {PARTITION}")
+    return part
+
+
+def official_split(root: Path, split: str) -> set[str]:
+    """The HQ ids whose original CelebA image is in `split` of CelebA's evaluation partition."""
+    mapping, partition = find_mapping(root), find_partition(root)
+    if mapping is None or partition is None:
+        missing = [n for n, p in ((MAPPING, mapping), (PARTITION, partition)) if p is None]
+        raise DatasetError(f"split {split!r} needs {' and '.join(missing)}, not found in {root} or {root.parent}. "
+                           f"Fix: add them (or set ${PARTITION_ENV}), or use --split all or --ids FILE")
+    part = _read_partition(partition)
+    lines = mapping.read_text().splitlines()
+    header = lines[0].split() if lines else []
+    if "idx" not in header or "orig_file" not in header:
+        raise DatasetError(f"{mapping}: expected a header 'idx orig_idx orig_file'. Fix: use the file shipped "
+                           "with CelebAMask-HQ")
+    c_idx, c_file = header.index("idx"), header.index("orig_file")
     keep = set()
-    for line in mapping.read_text().split("\n")[1:]:
+    for line in lines[1:]:
         bits = line.split()
-        if len(bits) >= 3 and part.get(bits[2]) == PARTITIONS[split]:
-            keep.add(str(int(bits[0])))
+        if len(bits) > max(c_idx, c_file) and part.get(bits[c_file]) == PARTITIONS[split]:
+            keep.add(str(int(bits[c_idx])))
     return keep
+
+
+def annotation_size(anno_dir: Path, sample_id: str) -> tuple[int, int]:
+    """(h, w) of this id's other part masks; the published size when it has none."""
+    for p in sorted(anno_dir.glob(f"{int(sample_id):05d}_*.png")):
+        try:
+            with Image.open(p) as im:  # header only: no pixel decoding
+                return im.size[1], im.size[0]
+        except OSError:
+            continue  # a broken other-part mask says nothing about the size; try the next
+    return ANNOTATION_SIZE, ANNOTATION_SIZE
 
 
 class CelebAMaskReader:
     name = "celebamask"
 
     def splits(self, root) -> list[str]:
-        return ["all", "train", "val", "test"]
+        root = Path(root)
+        has_official = find_mapping(root) is not None and find_partition(root) is not None
+        return ["all"] + (list(PARTITIONS) if has_official else [])
 
     def list_samples(self, root, split, ids=None) -> list[SampleRef]:
         root = Path(root)
         img_dir, anno = root / "CelebA-HQ-img", root / "CelebAMask-HQ-mask-anno"
-        require_dir(img_dir, "the CelebAMask-HQ images", LAYOUT)
-        require_dir(anno, "the CelebAMask-HQ annotations", LAYOUT)
-        split = str(split).lower()
+        require_dir(img_dir, "the CelebAMask-HQ images CelebA-HQ-img/", LAYOUT)
+        require_dir(anno, "the CelebAMask-HQ annotations CelebAMask-HQ-mask-anno/", LAYOUT)
+        given, split = split, str(split).lower()
         if split != "all" and split not in PARTITIONS:
-            raise DatasetError(f"celebamask has no split {split!r}: use all, train, val or test")
-        stems = sorted((p.stem for p in img_dir.glob("*.jpg") if p.stem.isdigit()), key=int)
+            raise unknown_split("celebamask", given, root, ["all", *PARTITIONS], LAYOUT)
+        images = sorted((p for p in img_dir.glob("*.jpg") if p.stem.isdigit()), key=lambda p: int(p.stem))
         if split != "all":
             keep = official_split(root, split)
-            stems = [s for s in stems if s in keep]
-        refs = [SampleRef(s, img_dir / f"{s}.jpg", anno / str(int(s) // 2000) / f"{int(s):05d}_hair.png")
-                for s in stems]
-        return select_ids(non_empty(refs, str(img_dir), LAYOUT), ids, str(img_dir))
+            images = [p for p in images if str(int(p.stem)) in keep]
+        refs = [SampleRef(str(int(p.stem)), p, anno / str(int(p.stem) // 2000) / f"{int(p.stem):05d}_hair.png")
+                for p in images]
+        return select_ids(non_empty(refs, f"{img_dir} (split {split})", LAYOUT), ids, str(img_dir))
 
     def load(self, ref: SampleRef) -> LoadedSample:
         image = load_rgb(ref.image_path)
-        if ref.label_path.exists():
-            gray = load_gray(ref.label_path)
-            check_label_size(gray, image, ref.label_path)
+        label_path = Path(ref.label_path)
+        if label_path.exists():
+            gray = load_gray(label_path)
+            check_label_size(gray, image, label_path)
             return LoadedSample(ref.id, image, (gray > 127).astype(np.uint8))
         # No _hair.png: this person has no visible hair, which is a label, not a gap.
-        return LoadedSample(ref.id, image, np.zeros((ANNOTATION_SIZE, ANNOTATION_SIZE), np.uint8))
+        label = np.zeros(annotation_size(label_path.parent, ref.id), np.uint8)
+        check_label_size(label, image, label_path)
+        return LoadedSample(ref.id, image, label)

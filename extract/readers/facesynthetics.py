@@ -1,8 +1,11 @@
-"""Face Synthetics (Wood et al. 2021): NNNNNN.png with NNNNNN_seg.png (uint8 labels).
+"""Face Synthetics (Wood et al. 2021): NNNNNN.png with NNNNNN_seg.png (uint8 class labels).
 
+--root may be the folder holding the renders or its parent holding dataset_100000/ (the published zip).
 Label 13 is hair (-> 1), 255 is "ignore" and stays 255 (excluded from training and scoring), every other
-class is background (-> 0). There is no official split; ours is deterministic by the numeric id:
-id % 10 == 9 -> test, id % 10 == 8 -> val, otherwise train (80/10/10), and `all`.
+class is background (-> 0).
+
+There is no official split; ours is deterministic by the numeric id:
+id % 10 == 9 -> test, id % 10 == 8 -> val, otherwise train (80/10/10); `all` is every render.
 """
 from __future__ import annotations
 
@@ -11,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from extract.imageio import check_label_size, load_gray, load_rgb
-from extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids
-from extract.readers.errors import DatasetError
+from extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids, unknown_split
+from extract.readers.errors import BadSampleError
 
-LAYOUT = "NNNNNN.png with NNNNNN_seg.png"
+LAYOUT = "NNNNNN.png with NNNNNN_seg.png (optionally inside dataset_100000/)"
 HAIR, IGNORE = 13, 255
+SPLITS = ("all", "train", "val", "test")
 
 
 def split_of(sample_id: str) -> str:
@@ -23,27 +27,36 @@ def split_of(sample_id: str) -> str:
     return "test" if r == 9 else "val" if r == 8 else "train"
 
 
+def render_dir(root: Path) -> Path:
+    nested = root / "dataset_100000"
+    return nested if nested.is_dir() and not any(root.glob("[0-9]*.png")) else root
+
+
 class FaceSyntheticsReader:
     name = "facesynthetics"
 
     def splits(self, root) -> list[str]:
-        return ["all", "train", "val", "test"]
+        return list(SPLITS)
 
     def list_samples(self, root, split, ids=None) -> list[SampleRef]:
         root = Path(root)
-        require_dir(root, "the Face Synthetics folder", LAYOUT)
-        split = str(split).lower()
-        if split not in ("all", "train", "val", "test"):
-            raise DatasetError(f"facesynthetics has no split {split!r}: use all, train, val or test")
-        refs = [SampleRef(p.stem, p, root / f"{p.stem}_seg.png")
-                for p in sorted(root.glob("[0-9]*.png")) if p.stem.isdigit()]
+        require_dir(root, "the Face Synthetics renders", LAYOUT)
+        base = render_dir(root)
+        given, split = split, str(split).lower()
+        if split not in SPLITS:
+            raise unknown_split("facesynthetics", given, root, list(SPLITS), LAYOUT)
+        refs = [SampleRef(p.stem, p, base / f"{p.stem}_seg.png")
+                for p in sorted(base.glob("[0-9]*.png")) if p.stem.isdigit()]
         if split != "all":
             refs = [r for r in refs if split_of(r.id) == split]
-        return select_ids(non_empty(refs, str(root), LAYOUT), ids, str(root))
+        return select_ids(non_empty(refs, f"{base} (split {split})", LAYOUT), ids, str(base))
 
     def load(self, ref: SampleRef) -> LoadedSample:
         image = load_rgb(ref.image_path)
-        seg = load_gray(ref.label_path)
+        if ref.label_path is None or not Path(ref.label_path).exists():
+            raise BadSampleError(ref.label_path, "the segmentation file is missing",
+                                 f"restore {ref.id}_seg.png, or leave {ref.id} out with --ids")
+        seg = load_gray(ref.label_path, palette_indices=True)  # class ids, not colours
         check_label_size(seg, image, ref.label_path)
         label = np.where(seg == IGNORE, IGNORE, (seg == HAIR).astype(np.uint8)).astype(np.uint8)
         return LoadedSample(ref.id, image, label)

@@ -1,4 +1,9 @@
-"""Figaro-1k: Original/<split>/FrameNNNNN-org.jpg with GT/<split>/FrameNNNNN-gt.pbm (1-bit, hair white)."""
+"""Figaro-1k: Original/<split>/FrameNNNNN-org.jpg with GT/<split>/FrameNNNNN-gt.pbm.
+
+Splits are Training and Testing; train/test and any letter case are accepted as aliases. The GT masks are
+1-bit PBM; hair is white (checked on the real masks: white covers the hair, the corners are black).
+PIL reads the PBM as mode "1" with white = True, which load_gray turns into 255.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,25 +11,26 @@ from pathlib import Path
 import numpy as np
 
 from extract.imageio import check_label_size, load_gray, load_rgb
-from extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids
-from extract.readers.errors import BadSampleError, DatasetError
+from extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids, unknown_split
+from extract.readers.errors import BadSampleError
 
 LAYOUT = "Original/<split>/FrameNNNNN-org.jpg and GT/<split>/FrameNNNNN-gt.pbm"
-SPLITS = {"training": "Training", "train": "Training", "testing": "Testing", "test": "Testing"}
+SPLITS = ("Training", "Testing")
+ALIASES = {"training": "Training", "train": "Training", "testing": "Testing", "test": "Testing"}
 
 
 class FigaroReader:
     name = "figaro"
 
     def splits(self, root) -> list[str]:
-        return [s for s in ("Training", "Testing") if (Path(root) / "Original" / s).is_dir()]
+        return [s for s in SPLITS if (Path(root) / "Original" / s).is_dir()]
 
     def list_samples(self, root, split, ids=None) -> list[SampleRef]:
         root = Path(root)
-        require_dir(root / "Original", "the Figaro-1k root", LAYOUT)
-        name = SPLITS.get(str(split).lower())
+        require_dir(root / "Original", "the Figaro-1k images folder Original/", LAYOUT)
+        name = ALIASES.get(str(split).lower())
         if name is None:
-            raise DatasetError(f"figaro has no split {split!r}: use Training or Testing")
+            raise unknown_split("figaro", split, root, list(SPLITS), LAYOUT)
         img_dir = root / "Original" / name
         require_dir(img_dir, f"the {name} images", LAYOUT)
         refs = []
@@ -35,8 +41,9 @@ class FigaroReader:
 
     def load(self, ref: SampleRef) -> LoadedSample:
         image = load_rgb(ref.image_path)
-        if not ref.label_path.exists():
-            raise BadSampleError(ref.label_path, "mask is missing", "restore the GT file or drop the sample via --ids")
+        if ref.label_path is None or not Path(ref.label_path).exists():
+            raise BadSampleError(ref.label_path, "the ground-truth mask is missing",
+                                 f"restore GT/<split>/{ref.id}-gt.pbm, or leave {ref.id} out with --ids")
         gray = load_gray(ref.label_path)
         check_label_size(gray, image, ref.label_path)
         return LoadedSample(ref.id, image, (gray > 127).astype(np.uint8))

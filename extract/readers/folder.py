@@ -1,7 +1,11 @@
 """Users' own data: <root>[/<split>]/images/<stem>.<jpg|jpeg|png|bmp|webp> with .../masks/<stem>.png.
 
-Mask values: 0 is background; either {0, 255} or {0, 1} marks hair. Anything else (e.g. JPEG-compressed
-or multi-class masks) is an error naming the file: binarise the mask first.
+Splits: `all` is <root>/images; any <root>/<name>/images folder is split <name>.
+Mask rule: a greyscale (or 3-channel grey) PNG at the image's aspect ratio, with values {0, 255} or {0, 1}:
+0 is background, nonzero is hair. With FolderReader(ignore_255=True), 255 means "ignore" instead and the
+values must be within {0, 1, 255}. Any other value (JPEG-compressed, anti-aliased or multi-class masks)
+is a BadSampleError naming the file: binarise the mask first. Palette masks are read by colour
+brightness, like the greyscale they display as.
 """
 from __future__ import annotations
 
@@ -10,44 +14,52 @@ from pathlib import Path
 import numpy as np
 
 from extract.imageio import check_label_size, load_gray, load_rgb
-from extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids
+from extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids, unknown_split
 from extract.readers.errors import BadSampleError
 
-LAYOUT = "images/<stem>.jpg|png and masks/<stem>.png (optionally under <split>/)"
+LAYOUT = "images/<stem>.jpg|jpeg|png|bmp|webp with masks/<stem>.png (optionally under <split>/)"
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class FolderReader:
     name = "folder"
 
-    def _base(self, root: Path, split: str) -> Path:
-        if split not in ("all", "") and (root / split / "images").is_dir():
-            return root / split
-        if split in ("all", ""):
-            return root
-        require_dir(root / split / "images", f"the {split!r} split's images", LAYOUT)
-        return root / split
+    def __init__(self, ignore_255: bool = False):
+        self.ignore_255 = ignore_255
 
     def splits(self, root) -> list[str]:
         root = Path(root)
-        subs = [p.name for p in root.iterdir() if (p / "images").is_dir()] if root.is_dir() else []
-        return (["all"] if (root / "images").is_dir() else []) + sorted(subs)
+        subs = sorted(p.name for p in root.iterdir() if (p / "images").is_dir()) if root.is_dir() else []
+        return (["all"] if (root / "images").is_dir() else []) + subs
+
+    def _base(self, root: Path, split: str) -> Path:
+        require_dir(root, "a dataset folder", LAYOUT)
+        if split == "all" and (root / "images").is_dir():
+            return root
+        if split and split != "all" and (root / split / "images").is_dir():
+            return root / split
+        raise unknown_split("folder", split, root, self.splits(root), LAYOUT)
 
     def list_samples(self, root, split="all", ids=None) -> list[SampleRef]:
         base = self._base(Path(root), str(split))
-        require_dir(base / "images", "an images/ folder", LAYOUT)
         refs = [SampleRef(p.stem, p, base / "masks" / f"{p.stem}.png")
-                for p in sorted((base / "images").iterdir()) if p.suffix.lower() in IMAGE_EXT]
+                for p in sorted((base / "images").iterdir()) if p.suffix.lower() in IMAGE_EXT and p.is_file()]
         return select_ids(non_empty(refs, str(base / "images"), LAYOUT), ids, str(base / "images"))
 
     def load(self, ref: SampleRef) -> LoadedSample:
         image = load_rgb(ref.image_path)
-        if not ref.label_path.exists():
-            raise BadSampleError(ref.label_path, "mask is missing", f"add masks/{ref.id}.png or drop the sample")
+        if ref.label_path is None or not Path(ref.label_path).exists():
+            raise BadSampleError(ref.label_path, "the mask is missing",
+                                 f"add masks/{ref.id}.png (0 background, 255 hair), or leave {ref.id} out with --ids")
         gray = load_gray(ref.label_path)
         check_label_size(gray, image, ref.label_path)
         values = set(np.unique(gray).tolist())
+        if self.ignore_255:
+            if not values <= {0, 1, 255}:
+                raise BadSampleError(ref.label_path, f"mask has values {sorted(values)[:8]}, not within 0/1/255",
+                                     "write 0 for background, 1 for hair and 255 for ignore")
+            return LoadedSample(ref.id, image, gray.astype(np.uint8))
         if not values <= {0, 255} and not values <= {0, 1}:
             raise BadSampleError(ref.label_path, f"mask has values {sorted(values)[:8]}, not 0/255 or 0/1",
-                                 "binarise the mask (0 background, 255 hair)")
+                                 "binarise the mask (0 background, 255 hair), saved as PNG")
         return LoadedSample(ref.id, image, (gray > 0).astype(np.uint8))
