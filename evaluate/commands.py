@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # never break paths across lines
 
 
 def _fail(e: Exception) -> typer.Exit:

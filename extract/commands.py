@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cache import default_cache_root
 from extract.runner import BadInputStop, ExtractConfig, ExtractStats, run_local, write_report
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # never break paths across lines
 
 
 def _report_path(cache_root: str, dataset: str, split: str) -> Path:
@@ -78,9 +78,17 @@ def extract_command(
         err.print(f"[red]error:[/red] {e}\nEverything already written is kept; fix or remove the file, or pass "
                   "--on-error skip, and run the same command again.", highlight=False)
         raise typer.Exit(1)
+    except OSError as e:
+        if e.errno is None or stats.store == "":
+            raise
+        err.print(f"[red]error:[/red] {e.strerror or e}", highlight=False)  # disk full, quota, file size limit
+        raise typer.Exit(1)
     finally:
         if stats.store:
-            write_report(report_path, cfg, stats)
+            try:
+                write_report(report_path, cfg, stats)
+            except OSError as e:  # a full disk must not hide the real error behind this one
+                err.print(f"warning: could not write the report {report_path}: {e}")
     _summary(stats, report_path)
     print(stats.store)
 
