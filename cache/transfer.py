@@ -11,7 +11,9 @@ def _copy(src: str, dest: str) -> None:
     spath = spath.rstrip("/")
     for f in sfs.find(spath):
         rel = f[len(spath):].lstrip("/")
-        dfs.pipe_file(f"{dpath.rstrip('/')}/{rel}", sfs.cat_file(f))
+        target = f"{dpath.rstrip('/')}/{rel}"
+        dfs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)  # object stores ignore this; folders need it
+        dfs.pipe_file(target, sfs.cat_file(f))
 
 
 def copy_store(src: str, dest: str) -> dict:

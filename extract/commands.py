@@ -18,7 +18,9 @@ err = Console(stderr=True, soft_wrap=True)  # never break paths across lines
 
 def _report_path(cache_root: str, dataset: str, split: str) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = Path(cache_root) / "reports" if "://" not in cache_root else Path.cwd()
+    # Reports are local files even when the store is remote: they are for the person who ran the command.
+    local = next((r for r in (cache_root, default_cache_root()) if "://" not in r), str(Path.home() / ".cache/hairdiff"))
+    base = Path(local) / "reports"
     return base / f"extract-{dataset}-{split}-{stamp}.json"
 
 
