@@ -92,6 +92,7 @@ def _load_folder(source: str, revision: str | None, dtype: torch.dtype, local: b
 
 
 def _hub_revision(model: str, revision: str | None) -> str | None:
+    """The commit hash of the snapshot in the local HF cache, or None when it is not cached."""
     try:
         from huggingface_hub import snapshot_download
 
@@ -99,7 +100,23 @@ def _hub_revision(model: str, revision: str | None) -> str | None:
                                  allow_patterns=["model_index.json"])
         return Path(path).name  # snapshots/<commit>
     except Exception:
-        return revision
+        return None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def load_backbone(model: str, *, device="cpu", dtype: torch.dtype | None = None, revision: str | None = None) -> Backbone:
@@ -120,8 +137,13 @@ def load_backbone(model: str, *, device="cpu", dtype: torch.dtype | None = None,
     elif model.startswith((".", "/", "~")) or os.sep in model and not model.count("/") == 1:
         raise ModelNotFoundError(f"model {model!r} not found: no such folder or file; {HOW}")
     else:
-        identity = {"kind": "hub", "name": model, "revision": _hub_revision(model, revision)}
-        source, local = model, False
+        cached = _hub_revision(model, revision)
+        if cached is None and not _hub_reachable():
+            # huggingface_hub would retry for ~25 s per file before failing the same way
+            raise ModelNotFoundError(f"model {model!r} is not in the local Hugging Face cache and the hub is "
+                                     f"unreachable; {HOW}")
+        identity = {"kind": "hub", "name": model, "revision": cached or revision}
+        source, local = model, cached is not None
     try:
         unet, vae, text, tok, sched = _load_folder(source, revision, dtype, local)
     except (OSError, ValueError, EnvironmentError) as e:

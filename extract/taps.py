@@ -26,7 +26,7 @@ TAP_SETS = {"unet": UNET, "odise": ODISE}
 class Tap:
     name: str
     network: str  # "unet" | "vae_encoder" | "vae_decoder"
-    module: str  # path below the network's root module (unet or vae)
+    module_path: str  # path below the network's root module (unet or vae)
     kind: str  # "input" | "output"
     stride: int = 0
     channels: int = 0
@@ -52,9 +52,9 @@ def parse_tap(name: str) -> Tap:
 def module_of(backbone, tap: Tap) -> torch.nn.Module:
     root = backbone.unet if tap.network == "unet" else backbone.vae
     try:
-        return root.get_submodule(tap.module)
+        return root.get_submodule(tap.module_path)
     except AttributeError:
-        raise ValueError(f"tap {tap.name!r}: the model has no module {tap.module!r}") from None
+        raise ValueError(f"tap {tap.name!r}: the model has no module {tap.module_path!r}") from None
 
 
 def resolve_taps(spec: str, backbone) -> list[Tap]:

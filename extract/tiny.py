@@ -63,7 +63,9 @@ def build_tiny_model(path: Path) -> None:
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers.utils import logging as tlog
 
+    tlog.disable_progress_bar()  # a one-shard "Writing model shards" bar is noise in CLI output
     torch.manual_seed(0)
     tokenizer, vocab_size = _tokenizer()
     text = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
