@@ -54,3 +54,16 @@ def non_empty(refs: list[SampleRef], where: str, layout: str) -> list[SampleRef]
         raise DatasetError(f"no samples found in {where}: expected {layout}. "
                            "Fix: check --root and --split (or the file names)")
     return refs
+
+
+def load_image_and_mask(ref: SampleRef, missing_fix: str):
+    """The image and its mask file as a 2-D array, or a BadSampleError naming the missing or mismatched mask."""
+    from extract.imageio import check_label_size, load_gray, load_rgb
+    from extract.readers.errors import BadSampleError
+
+    image = load_rgb(ref.image_path)
+    if ref.label_path is None or not Path(ref.label_path).exists():
+        raise BadSampleError(ref.label_path, "the mask is missing", missing_fix)
+    gray = load_gray(ref.label_path)
+    check_label_size(gray, image, ref.label_path)
+    return image, gray

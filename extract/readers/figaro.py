@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.imageio import check_label_size, load_gray, load_rgb
-from extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids, unknown_split
-from extract.readers.errors import BadSampleError
+from extract.readers.base import (LoadedSample, SampleRef, load_image_and_mask, non_empty, require_dir, select_ids,
+                                  unknown_split)
 
 LAYOUT = "Original/<split>/FrameNNNNN-org.jpg and GT/<split>/FrameNNNNN-gt.pbm"
 SPLITS = ("Training", "Testing")
@@ -40,10 +39,6 @@ class FigaroReader:
         return select_ids(non_empty(refs, str(img_dir), LAYOUT), ids, str(img_dir))
 
     def load(self, ref: SampleRef) -> LoadedSample:
-        image = load_rgb(ref.image_path)
-        if ref.label_path is None or not Path(ref.label_path).exists():
-            raise BadSampleError(ref.label_path, "the ground-truth mask is missing",
-                                 f"restore GT/<split>/{ref.id}-gt.pbm, or leave {ref.id} out with --ids")
-        gray = load_gray(ref.label_path)
-        check_label_size(gray, image, ref.label_path)
+        image, gray = load_image_and_mask(
+            ref, f"restore GT/<split>/{ref.id}-gt.pbm, or leave {ref.id} out with --ids")
         return LoadedSample(ref.id, image, (gray > 127).astype(np.uint8))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.imageio import check_label_size, load_gray, load_rgb
-from extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids, unknown_split
+from extract.readers.base import (LoadedSample, SampleRef, load_image_and_mask, non_empty, require_dir, select_ids,
+                                  unknown_split)
 from extract.readers.errors import BadSampleError
 
 LAYOUT = "images/<stem>.jpg|jpeg|png|bmp|webp with masks/<stem>.png (optionally under <split>/)"
@@ -47,12 +47,8 @@ class FolderReader:
         return select_ids(non_empty(refs, str(base / "images"), LAYOUT), ids, str(base / "images"))
 
     def load(self, ref: SampleRef) -> LoadedSample:
-        image = load_rgb(ref.image_path)
-        if ref.label_path is None or not Path(ref.label_path).exists():
-            raise BadSampleError(ref.label_path, "the mask is missing",
-                                 f"add masks/{ref.id}.png (0 background, 255 hair), or leave {ref.id} out with --ids")
-        gray = load_gray(ref.label_path)
-        check_label_size(gray, image, ref.label_path)
+        image, gray = load_image_and_mask(
+            ref, f"add masks/{ref.id}.png (0 background, 255 hair), or leave {ref.id} out with --ids")
         values = set(np.unique(gray).tolist())
         if self.ignore_255:
             if not values <= {0, 1, 255}:
