@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import load_file
 
-from test_train_loop import TINY, log_rows, make_store, single_thread  # noqa: F401 (autouse fixture)
+from tests.test_train_loop import TINY, log_rows, make_store, single_thread  # noqa: F401 (autouse fixture)
 from train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]

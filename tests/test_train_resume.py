@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_train_loop import TINY, log_rows, make_store, single_thread  # noqa: F401 (autouse fixture)
+from tests.test_train_loop import TINY, log_rows, make_store, single_thread  # noqa: F401 (autouse fixture)
 from train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, load_head, save_checkpoint
 from train.loop import RunDirError, train
 
