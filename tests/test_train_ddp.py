@@ -23,7 +23,7 @@ def test_two_processes_match_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "train.distributed", "--cache", store, "--out", str(two), "--iters", "3", "--batch-size", "4",
-           "--lr", "1e-3", "--seed", "1", "--device", "cpu", "--ckpt-every", "3", "--no-progress",
+           "--lr", "1e-3", "--seed", "1", "--device", "cpu", "--ckpt-every", "3", "--no-progress", "--no-small",
            *[f"--head={k}={v}" for k, v in TINY.items()]]
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
