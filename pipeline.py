@@ -1,50 +1,27 @@
-"""hairdiff command line: `pipeline extract | train | eval | predict | demo | cache ...`.
+"""`python pipeline.py ...` from a checkout, without installing: the same command as the `pipeline` script.
 
-Each command lives in its stage's package; this module only mounts them, so `pipeline --help` stays fast.
+The folders beside this file are the `hairdiff` package once installed (pyproject.toml maps them there);
+from a checkout this script maps them itself, then runs `hairdiff.cli.main`.
 """
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import sys
-
-import typer
-
-from cache.commands import app as cache_app
-from demo.commands import demo_command
-from evaluate.commands import eval_command, predict_command
-from extract.commands import extract_command
-from train.commands import train_command
-
-app = typer.Typer(
-    help="Fine-grained hair segmentation from frozen Stable Diffusion features (extract -> cache -> train -> eval).",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-app.command("extract")(extract_command)
-app.command("train")(train_command)
-app.command("eval")(eval_command)
-app.command("predict")(predict_command)
-app.command("demo")(demo_command)
-app.add_typer(cache_app, name="cache")
+from pathlib import Path
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by input the user can fix: shown as one clear line, not a traceback."""
-    from cache.errors import CacheError
-    from extract.errors import ModelNotFoundError
-    from extract.readers.errors import BadSampleError, DatasetError
-
-    return (CacheError, ModelNotFoundError, BadSampleError, DatasetError)
-
-
-def main() -> None:
-    try:
-        app()
-    except Exception as e:
-        if isinstance(e, _user_errors()):
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        raise
+def use_checkout() -> None:
+    """Make `import hairdiff` load the folders beside this file (for this script and bench/ scripts)."""
+    # This checkout's code, even when another hairdiff is installed: that is what running its script means.
+    here = Path(__file__).resolve().parent
+    spec = importlib.machinery.ModuleSpec("hairdiff", None, is_package=True)
+    spec.submodule_search_locations = [str(here)]
+    sys.modules["hairdiff"] = importlib.util.module_from_spec(spec)
 
 
 if __name__ == "__main__":
+    use_checkout()
+    from hairdiff.cli import main
+
     main()

@@ -3,12 +3,15 @@
     python bench/build_sd1_random.py OUT_DIR
 """
 import sys
+from pathlib import Path
 
 import torch
-from pathlib import Path
-from diffusers import AutoencoderKL, UNet2DConditionModel, DDPMScheduler
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-from extract.tiny import tiny_model_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+__import__("pipeline").use_checkout()
+from hairdiff.extract.tiny import tiny_model_path  # noqa: E402
 out = Path(sys.argv[1])
 torch.manual_seed(0)
 unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64)

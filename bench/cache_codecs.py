@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cache import FeatureStore  # noqa: E402
+__import__("pipeline").use_checkout()
+from hairdiff.cache import FeatureStore  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

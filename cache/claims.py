@@ -15,14 +15,13 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
-from cache.location import filesystem, is_remote
+from hairdiff.core.urls import filesystem, is_remote, local_path
 
 LEASE_SECONDS = 3600.0
 
 
 def _claim_path(store_url: str, k: int) -> str:
-    base = store_url[len("file://"):] if store_url.startswith("file://") else store_url
-    return f"{base.rstrip('/')}.claims/{k}.json"
+    return f"{local_path(store_url).rstrip('/')}.claims/{k}.json"
 
 
 def _alive(info: dict) -> bool:

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from hairdiff.core.labels import IGNORE
+
 RULE = "letterbox-tl-v1"
-IGNORE = 255
 
 
 def fit_size(h: int, w: int, resolution: int) -> tuple[int, int]:

@@ -2,30 +2,18 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-
-def is_remote(url: str) -> bool:
-    return "://" in str(url) and not str(url).startswith("file://")
+from hairdiff.core.paths import local_cache_dir
+from hairdiff.core.urls import filesystem, is_remote
 
 
 def default_cache_root() -> str:
-    if os.environ.get("HAIRDIFF_CACHE"):
-        return os.environ["HAIRDIFF_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return str(Path(base) / "hairdiff")
+    """$HAIRDIFF_CACHE (a folder or a URL), else the local cache folder."""
+    return os.environ.get("HAIRDIFF_CACHE") or str(local_cache_dir())
 
 
 def store_url(cache_root: str, dataset: str, split: str, fp: str) -> str:
     return f"{str(cache_root).rstrip('/')}/{dataset}/{split}/{fp[:16]}.zarr"
-
-
-def filesystem(url: str):
-    """(fsspec filesystem, path) for any URL; credentials come from the environment, never from us."""
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(str(url))
-    return fs, path
 
 
 def list_stores(cache_root: str) -> list[str]:

@@ -23,11 +23,16 @@ import numpy as np
 import zarr
 from PIL import Image
 
-from cache.codecs import checksum_only, feature_compressors, small_compressors
-from cache.errors import ReadOnlyStoreError, SchemaVersionError, StoreMismatchError, StoreNotFoundError
-from cache.fingerprint import SCHEMA_VERSION
-from cache.levels import LevelSpec
-from cache.location import filesystem, is_remote
+from hairdiff.cache.codecs import checksum_only, feature_compressors, small_compressors
+from hairdiff.core.errors import (ReadOnlyStoreError, SchemaVersionError, StoreMismatchError, StoreNotFoundError,
+                                  UsageError)
+from hairdiff.cache.fingerprint import SCHEMA_VERSION
+from hairdiff.cache.levels import LevelSpec
+from hairdiff.core.labels import IGNORE
+from hairdiff.core.urls import filesystem, is_remote, local_path
+from hairdiff.core.versions import versions
+
+PRECISIONS = ("fp16", "int8")  # stored precision of features
 
 warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
 warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
@@ -36,27 +41,7 @@ warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specificati
 def _zarr_store(url: str, read_only: bool):
     if is_remote(url):
         return zarr.storage.FsspecStore.from_url(url, read_only=read_only)
-    path = url[len("file://"):] if url.startswith("file://") else url
-    return zarr.storage.LocalStore(path, read_only=read_only)
-
-
-def _versions() -> dict:
-    import numcodecs
-
-    v = {"zarr": zarr.__version__, "numcodecs": numcodecs.__version__, "numpy": np.__version__}
-    try:
-        import torch
-
-        v["torch"] = torch.__version__
-    except ImportError:
-        pass
-    try:
-        from importlib.metadata import version
-
-        v["hairdiff"] = version("hairdiff")
-    except Exception:
-        v["hairdiff"] = "source"
-    return v
+    return zarr.storage.LocalStore(local_path(url), read_only=read_only)
 
 
 def _png(label: np.ndarray) -> bytes:
@@ -74,6 +59,9 @@ class FeatureStore:
         self.fingerprint_inputs: dict = a["fingerprint_inputs"]
         self.dataset: str = a["dataset"]
         self.split: str = a["split"]
+        self.ids_digest: str | None = a.get("ids_digest")
+        if self.ids_digest is None and "-ids-" in self.split:  # stores written before ids_digest was an attribute
+            self.split, self.ids_digest = self.split.rsplit("-ids-", 1)
         self.root: str = a["root"]
         self.resolution: int = a["resolution"]
         self.precision: str = a.get("precision", "fp16")
@@ -104,10 +92,10 @@ class FeatureStore:
     @classmethod
     def create_or_open(cls, url: str, *, fingerprint: str, fingerprint_inputs: dict, dataset: str, split: str,
                        root: str, ids: list[str], levels: list[LevelSpec], resolution: int, preprocessing: dict,
-                       precision: str = "fp16", shard_size: int = 16) -> "FeatureStore":
+                       precision: str = "fp16", shard_size: int = 16, ids_digest: str | None = None) -> "FeatureStore":
         url = str(url)
-        if precision not in ("fp16", "int8"):
-            raise ValueError(f"precision {precision!r}: use fp16 or int8")
+        if precision not in PRECISIONS:
+            raise UsageError(f"--precision {precision!r}: use {' or '.join(PRECISIONS)}")
         try:
             store = cls.open(url, mode="r+")
         except StoreNotFoundError:
@@ -122,11 +110,11 @@ class FeatureStore:
                                          f"{len(ids)}): the dataset changed on disk; delete the store to rebuild it")
             return store
         return cls._create(url, fingerprint, fingerprint_inputs, dataset, split, root, list(ids), levels,
-                           resolution, preprocessing, precision, shard_size)
+                           resolution, preprocessing, precision, shard_size, ids_digest)
 
     @classmethod
     def _create(cls, url, fp, inputs, dataset, split, root, ids, levels, resolution, preprocessing, precision,
-                shard_size) -> "FeatureStore":
+                shard_size, ids_digest) -> "FeatureStore":
         n, s = len(ids), shard_size
         zs = _zarr_store(url, read_only=False)
         g = zarr.open_group(zs, mode="a")
@@ -141,7 +129,7 @@ class FeatureStore:
                     g.create_array(f"features/{lv.key}__{part}", shape=(n, lv.channels), dtype="float32",
                                    chunks=(s, lv.channels), compressors=checksum_only(), fill_value=0, overwrite=True)
         g.create_array("masks", shape=(n, resolution, resolution), dtype="uint8", chunks=(1, resolution, resolution),
-                       shards=(s, resolution, resolution), compressors=small_compressors(), fill_value=255,
+                       shards=(s, resolution, resolution), compressors=small_compressors(), fill_value=IGNORE,
                        overwrite=True)
         from zarr.core.dtype import VariableLengthBytes
 
@@ -158,9 +146,9 @@ class FeatureStore:
         # Attributes last: a store without them is not a store yet, so a crash here just recreates it.
         g.attrs.update({
             "schema_version": SCHEMA_VERSION, "fingerprint": fp, "fingerprint_inputs": inputs, "dataset": dataset,
-            "split": split, "root": str(root), "levels": [lv.to_dict() for lv in levels], "resolution": resolution,
+            "split": split, "ids_digest": ids_digest, "root": str(root), "levels": [lv.to_dict() for lv in levels], "resolution": resolution,
             "preprocessing": preprocessing, "precision": precision, "shard_size": s, "num_samples": n,
-            "versions": _versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": versions(("zarr", "numcodecs", "numpy", "torch")), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
         return cls.open(url, mode="r+")
 
@@ -195,7 +183,7 @@ class FeatureStore:
 
     @contextmanager
     def claim(self, k: int) -> Iterator[bool]:
-        from cache.claims import shard_claim
+        from hairdiff.cache.claims import shard_claim
 
         with shard_claim(self.url, k) as ok:
             yield ok
@@ -221,7 +209,7 @@ class FeatureStore:
         # Start from what the shard holds (its done samples are kept), then clear their flags before rewriting.
         region = {lv.key: (self._read_region(lv, lo, hi) if keep.any() else None) for lv in self.levels}
         mask_region = self.group["masks"][lo:hi] if keep.any() else np.full((hi - lo, self.resolution, self.resolution),
-                                                                            255, np.uint8)
+                                                                            IGNORE, np.uint8)
         if done.any():
             self.group["done"][lo:hi] = np.zeros(hi - lo, np.uint8)
         by_key = {}
@@ -327,7 +315,7 @@ class FeatureStore:
         }
 
     def nbytes(self) -> int:
-        fs, path = filesystem(self.url[len("file://"):] if self.url.startswith("file://") else self.url)
+        fs, path = filesystem(self.url)
         try:
             return int(fs.du(path))
         except Exception:

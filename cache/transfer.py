@@ -1,8 +1,8 @@
 """Copy a whole store between local folders and object storage, then verify the copy."""
 from __future__ import annotations
 
-from cache.errors import StoreMismatchError
-from cache.location import filesystem
+from hairdiff.core.errors import StoreMismatchError
+from hairdiff.core.urls import filesystem
 
 
 def _copy(src: str, dest: str) -> None:
@@ -17,8 +17,8 @@ def _copy(src: str, dest: str) -> None:
 
 
 def copy_store(src: str, dest: str) -> dict:
-    from cache.store import FeatureStore
-    from cache.verify import verify
+    from hairdiff.cache.store import FeatureStore
+    from hairdiff.cache.verify import verify
 
     source = FeatureStore.open(src)
     dfs, dpath = filesystem(dest)

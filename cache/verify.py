@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from cache.location import filesystem
+from hairdiff.core.urls import filesystem
 
 
 def _shard_key_exists(store, array_path: str, k: int, ndim: int) -> bool:
-    fs, base = filesystem(store.url[len("file://"):] if store.url.startswith("file://") else store.url)
+    fs, base = filesystem(store.url)
     key = "/".join([base.rstrip("/"), array_path, "c", str(k)] + ["0"] * (ndim - 1))
     return fs.exists(key)
 

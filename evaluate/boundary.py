@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from hairdiff.core.labels import IGNORE
+
 _CROSS = ndimage.generate_binary_structure(2, 1)
 
 
@@ -27,7 +29,7 @@ def default_tolerance(shape) -> float:
     return max(1.0, 0.0075 * float(np.hypot(*shape[:2])))
 
 
-def boundary_counts(pred: np.ndarray, gt: np.ndarray, tol: float | None = None, ignore: int = 255) -> np.ndarray:
+def boundary_counts(pred: np.ndarray, gt: np.ndarray, tol: float | None = None, ignore: int = IGNORE) -> np.ndarray:
     """int64 [matched predicted boundary px, predicted boundary px, matched true boundary px, true boundary px].
 
     Add these over images and pass the sum to `boundary_f`.

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE = 255
+from hairdiff.core.labels import CLASS_NAMES, IGNORE
 
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int = 2, ignore: int = IGNORE) -> np.ndarray:
@@ -68,7 +68,7 @@ def scores(conf: np.ndarray) -> dict:
         "mean_class_accuracy": 100 * (_nanmean(recall)),
         "pixels": int(total),
     }
-    for k, name in enumerate(["background", "hair"][: len(tp)]):
+    for k, name in enumerate(CLASS_NAMES[: len(tp)]):
         out[f"{name}_iou"] = 100 * float(iou[k])
         out[f"{name}_precision"] = 100 * float(precision[k])
         out[f"{name}_recall"] = 100 * float(recall[k])

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hairdiff.core.labels import IGNORE
+
 TP, FP, FN = (0, 200, 0), (230, 30, 30), (40, 90, 255)
 
 
@@ -15,7 +17,7 @@ def overlay(image: np.ndarray | None, pred: np.ndarray, gt: np.ndarray, alpha: f
     base = np.full((h, w, 3), 128, np.uint8) if image is None else np.asarray(
         Image.fromarray(image).resize((w, h), Image.BILINEAR))
     out = base.astype(np.float32)
-    valid = gt != 255
+    valid = gt != IGNORE
     for colour, sel in ((TP, (pred == 1) & (gt == 1)), (FP, (pred == 1) & (gt == 0)), (FN, (pred == 0) & (gt == 1))):
         sel = sel & valid
         out[sel] = (1 - alpha) * out[sel] + alpha * np.array(colour, np.float32)

@@ -8,7 +8,7 @@ from importlib import resources
 
 @lru_cache(maxsize=1)
 def _tables() -> dict:
-    return json.loads(resources.files("evaluate").joinpath("paper_results.json").read_text())
+    return json.loads(resources.files("hairdiff.evaluate").joinpath("paper_results.json").read_text())
 
 
 def paper_rows(dataset: str) -> list[dict]:

@@ -7,13 +7,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from cache import fingerprint
-from cache.geometry import letterbox_image, unletterbox
-from evaluate.overlay import mask_overlay
-
-
-class RunMismatchError(ValueError):
-    pass
+from hairdiff.cache import fingerprint
+from hairdiff.cache.geometry import letterbox_image, unletterbox
+from hairdiff.core.devices import resolve_device
+from hairdiff.core.errors import RunMismatchError
+from hairdiff.evaluate.config import PredictConfig
+from hairdiff.evaluate.overlay import mask_overlay
 
 
 def _model_arg(identity: dict, override: str | None) -> str:
@@ -27,41 +26,37 @@ def _model_arg(identity: dict, override: str | None) -> str:
                            "--model /path/to/model")
 
 
-def predict_images(run_dir, images: list[Path], out_dir, device="cpu", model: str | None = None) -> list[dict]:
+def predict_images(cfg: PredictConfig) -> list[dict]:
     """Segment hair in each image; writes <stem>_mask.png (0/255), <stem>_overlay.png and predictions.json.
 
     The backbone, taps, prompt, timestep, resolution and noise seed come from the run's fingerprint inputs;
-    `model` overrides where the backbone is loaded from (the fingerprint check still applies).
+    `cfg.model` overrides where the backbone is loaded from (the fingerprint check still applies).
     """
-    from extract.backbone import load_backbone
-    from extract.features import FeatureExtractor
-    from extract.imageio import load_rgb
-    from extract.loading import to_model_input
-    from extract.runner import ExtractConfig, full_fingerprint_inputs
-    from extract.taps import resolve_taps
-    from train.checkpoint import load_head
-    from train.head import semantic_probs
+    from hairdiff.extract.backbone import load_backbone
+    from hairdiff.extract.features import FeatureExtractor
+    from hairdiff.extract.imageio import load_rgb
+    from hairdiff.extract.loading import to_model_input
+    from hairdiff.train.checkpoint import load_head
+    from hairdiff.train.mask2former.head import semantic_probs
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    head, meta = load_head(Path(run_dir), device=device)
+    run_dir, images, device = Path(cfg.run), [Path(p) for p in cfg.images], str(resolve_device(cfg.device))
+    out_dir = Path(cfg.out)
+    head, meta = load_head(run_dir, device=device)
     fi = meta["fingerprint_inputs"]
     if fingerprint(fi) != meta["fingerprint"]:
         raise RunMismatchError(f"{run_dir}/run.json: its fingerprint_inputs do not hash to its fingerprint (edited "
                                "by hand?): use the run folder as `pipeline train` wrote it")
     dtype = getattr(torch, fi["compute_dtype"])
     identity = fi["model"]
-    bb = load_backbone(_model_arg(identity, model), device=device, dtype=dtype, revision=identity.get("revision"))
-    fx = FeatureExtractor(bb, resolve_taps(",".join(fi["taps"]), bb), prompt=fi["prompt"], timestep=fi["timestep"],
-                          resolution=fi["resolution"], seed=fi["noise"]["seed"])
-    cfg = ExtractConfig(dataset="", root="", split="", cache_root="", resolution=fi["resolution"],
-                        precision=fi.get("store_precision", "fp16"))
-    mine = full_fingerprint_inputs(cfg, fx)
+    bb = load_backbone(_model_arg(identity, cfg.model), device=device, dtype=dtype, revision=identity.get("revision"))
+    fx = FeatureExtractor.from_fingerprint_inputs(bb, fi)
+    mine = fx.fingerprint_inputs
     if fingerprint(mine) != meta["fingerprint"]:
         differ = sorted(k for k in set(mine) | set(fi) if mine.get(k) != fi.get(k))
         raise RunMismatchError(f"{run_dir}: the backbone and settings loaded now do not reproduce the features the "
                                f"head was trained on (differs in: {', '.join(differ)}; run: "
                                f"{fi.get('model')}, now: {mine.get('model')}); pass the run's own model with --model")
+    out_dir.mkdir(parents=True, exist_ok=True)
     rows, used = [], set()
     for path in images:
         img = load_rgb(path)

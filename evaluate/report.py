@@ -3,19 +3,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
-from evaluate.paper import paper_rows
+from hairdiff.core.files import atomic_write
+from hairdiff.evaluate.paper import paper_rows
 
 KEYS = ("mIoU", "accuracy", "precision", "f1")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """A reader sees the old file or the new one, never half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def to_json(obj) -> str:
@@ -40,7 +33,7 @@ def write_report(out_dir: Path, metrics: dict, dataset: str, extra: dict) -> Non
     """DIR/metrics.json (metrics + provenance in `extra`) and DIR/metrics.md (our row beside the paper's)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "metrics.json", to_json({**metrics, **extra}))
+    atomic_write(out_dir / "metrics.json", to_json({**metrics, **extra}))
     lines = [f"# Evaluation on {dataset} ({extra.get('split', '')}, {extra.get('images', '?')} images)", ""]
     if extra.get("cross_dataset"):
         lines += [f"Cross-dataset: the head was trained on {', '.join(extra.get('trained_on', []))}, not on "
@@ -54,4 +47,4 @@ def write_report(out_dir: Path, metrics: dict, dataset: str, extra: dict) -> Non
               f"boundary F {_fmt(metrics.get('boundary_f'))} (tolerance 0.75% of the diagonal), mean class "
               f"accuracy {_fmt(metrics.get('mean_class_accuracy'))}.", "",
               "Accuracy is pixel accuracy (the paper's equation 8 read without its 1/p_cls factor); see README."]
-    atomic_write_text(out_dir / "metrics.md", "\n".join(lines) + "\n")
+    atomic_write(out_dir / "metrics.md", "\n".join(lines) + "\n")

@@ -7,18 +7,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache import FeatureStore
-from cache.errors import CacheError, StoreMismatchError
-from cache.geometry import unletterbox
-from evaluate.boundary import boundary_counts, boundary_f
-from evaluate.metrics import confusion_matrix, scores
-from evaluate.overlay import save_overlay
-from evaluate.report import atomic_write_text, to_json, write_report
+from hairdiff.cache import FeatureStore
+from hairdiff.cache.geometry import unletterbox
+from hairdiff.core.devices import resolve_device
+from hairdiff.core.errors import CacheError, StoreMismatchError
+from hairdiff.core.files import atomic_write
+from hairdiff.core.progress import ProgressFactory, silent
+from hairdiff.evaluate.boundary import boundary_counts, boundary_f
+from hairdiff.evaluate.config import EvalConfig
+from hairdiff.evaluate.metrics import confusion_matrix, scores
+from hairdiff.evaluate.overlay import save_overlay
+from hairdiff.evaluate.report import to_json, write_report
 
 
 def predict_batch(head, feats: dict, device, resolution: int) -> torch.Tensor:
     """(B, K, R, R) class probabilities at the store resolution from cached (B, C, H, W) features."""
-    from train.head import semantic_probs
+    from hairdiff.train.mask2former.head import semantic_probs
 
     # The head trained on the cached fp16 values cast to float32 (train.loop); do the same here.
     x = {k: torch.from_numpy(np.asarray(v)).to(device).float() for k, v in feats.items()}
@@ -35,40 +39,37 @@ def to_annotation(prob: torch.Tensor, orig_size, label_size) -> np.ndarray:
 def _original_image(store: FeatureStore, i: int):
     """The image for overlays: the store holds features only, so read it from the dataset root if reachable."""
     try:
-        from extract.readers import get_reader
+        from hairdiff.extract.readers import get_reader
 
         reader = get_reader(store.dataset)
-        ref = reader.list_samples(Path(store.root), store.split.split("-ids-")[0], [store.ids[i]])[0]
+        ref = reader.list_samples(Path(store.root), store.split, [store.ids[i]])[0]
         return reader.load(ref).image
     except Exception:
         return None
 
 
-def evaluate_run(run_dir, store_url: str, out_dir, device="cpu", batch_size: int = 8, num_overlays: int = 4,
-                 progress: bool = True) -> dict:
-    """Score the run's head on the DONE samples of a store; returns metrics + provenance (also in out_dir).
+def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent) -> dict:
+    """Score the run's head on the DONE samples of a store; returns metrics + provenance (also in cfg.out).
 
     The store must carry the run's feature fingerprint. Predictions are compared with each exact original
     annotation at its own resolution; the confusion matrix and boundary counts are summed over the split.
     """
-    from rich.progress import Progress
+    from hairdiff.train.checkpoint import load_head
 
-    from train.checkpoint import load_head
-
-    out_dir = Path(out_dir)
-    head, meta = load_head(Path(run_dir), device=device)
-    store = FeatureStore.open(store_url)
+    run_dir, out_dir, batch_size = Path(cfg.run), Path(cfg.out), cfg.batch_size
+    device = str(resolve_device(cfg.device))
+    head, meta = load_head(run_dir, device=device)
+    store = FeatureStore.open(cfg.cache)
     if store.fingerprint != meta["fingerprint"]:
-        raise StoreMismatchError(f"{store_url} has feature fingerprint {store.fingerprint[:16]} but the run was "
+        raise StoreMismatchError(f"{cfg.cache} has feature fingerprint {store.fingerprint[:16]} but the run was "
                                  f"trained on {meta['fingerprint'][:16]}: extract this dataset with the run's settings")
     idx = np.flatnonzero(store.done_mask())
     if len(idx) == 0:
-        raise CacheError(f"{store_url} holds no extracted samples yet: run `pipeline extract` first")
+        raise CacheError(f"{cfg.cache} holds no extracted samples yet: run `pipeline extract` first")
     conf = np.zeros((2, 2), np.int64)
     bcounts = np.zeros(4, np.int64)
     per_image = []
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("eval", total=len(idx))
+    with progress("eval", len(idx), 0) as advance:
         for s in range(0, len(idx), batch_size):
             chunk = idx[s:s + batch_size]
             batch = store.read_batch(chunk)
@@ -81,7 +82,7 @@ def evaluate_run(run_dir, store_url: str, out_dir, device="cpu", batch_size: int
                 bcounts += boundary_counts(pred, label)
                 sc = scores(c)
                 per_image.append({"index": int(i), "id": store.ids[i], "mIoU": sc["mIoU"], "hair_iou": sc["hair_iou"]})
-            bar.advance(task, len(chunk))
+            advance(len(chunk))
     metrics = scores(conf)
     metrics["boundary_f"] = boundary_f(bcounts)
     metrics["confusion_matrix"] = conf.tolist()
@@ -91,9 +92,9 @@ def evaluate_run(run_dir, store_url: str, out_dir, device="cpu", batch_size: int
              "cross_dataset": store.dataset not in trained_on,
              "backbone": str(meta["fingerprint_inputs"].get("model", {}).get("name", ""))}
     write_report(out_dir, metrics, store.dataset, extra)
-    atomic_write_text(out_dir / "per_image.json", to_json(per_image))
+    atomic_write(out_dir / "per_image.json", to_json(per_image))
     ranked = sorted((p for p in per_image if not math.isnan(p["mIoU"])), key=lambda p: p["mIoU"])
-    n = min(num_overlays, len(ranked))
+    n = min(cfg.overlays, len(ranked))
     picks = [("worst", r, p) for r, p in enumerate(ranked[:n])] + [("best", r, p) for r, p in enumerate(ranked[::-1][:n])]
     for kind, rank, p in picks:
         i = p["index"]

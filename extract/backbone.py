@@ -9,7 +9,9 @@ from pathlib import Path
 
 import torch
 
-from extract.errors import ModelNotFoundError
+from hairdiff.core.errors import ModelNotFoundError
+from hairdiff.core.files import atomic_write_json
+from hairdiff.core.paths import models_dir
 
 HOW = "pass a local diffusers folder with --model /path/to/stable-diffusion-v1-3, or --model tiny"
 
@@ -35,9 +37,7 @@ def _freeze(*modules) -> None:
 
 def _content_hash(files: list[Path]) -> str:
     """sha256 over weight files, cached by (path, size, mtime) so a 4 GB model is hashed once."""
-    from cache.location import default_cache_root
-
-    memo_path = Path(default_cache_root()) / "models" / "content-hashes.json"
+    memo_path = models_dir() / "content-hashes.json"
     try:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
@@ -54,12 +54,9 @@ def _content_hash(files: list[Path]) -> str:
             memo[key] = fh.hexdigest()
         h.update(f.name.encode() + memo[key].encode())
     try:
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, memo_path)
+        atomic_write_json(memo_path, memo, indent=None)
     except OSError:
-        pass
+        pass  # a read-only models folder only costs re-hashing next time
     return h.hexdigest()
 
 
@@ -123,7 +120,7 @@ def load_backbone(model: str, *, device="cpu", dtype: torch.dtype | None = None,
     device = torch.device(device)
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     if model == "tiny":
-        from extract.tiny import VERSION, tiny_model_path
+        from hairdiff.extract.tiny import VERSION, tiny_model_path
 
         path = tiny_model_path()
         identity = {"kind": "tiny", "name": VERSION, "content_sha256": _content_hash(_weight_files(path))}

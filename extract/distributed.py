@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 
 import numpy as np
 
-from extract.runner import ExtractConfig, ExtractStats
+from hairdiff.core.fields import to_dict
+from hairdiff.core.progress import ProgressFactory, silent
+from hairdiff.extract.config import ExtractConfig
+from hairdiff.extract.runner import ExtractStats
 
 _WORKER_STATE: dict[str, tuple] = {}  # per worker process: config key -> (reader, refs, extractor)
 
 
 def _worker_cfg(cfg_dict: dict) -> ExtractConfig:
-    cfg = ExtractConfig(**cfg_dict)
+    cfg = ExtractConfig(**{**cfg_dict, "scheduler": None})
     cfg.workers = 0  # Dask worker processes are daemonic and may not start DataLoader workers.
     if cfg.device == "auto":
         import torch
@@ -34,7 +36,7 @@ def _worker_cfg(cfg_dict: dict) -> ExtractConfig:
 
 
 def _state(cfg_dict: dict):
-    from extract.runner import build_extractor, list_refs
+    from hairdiff.extract.runner import build_extractor, list_refs
 
     key = json.dumps(cfg_dict, sort_keys=True)
     if key not in _WORKER_STATE:
@@ -45,15 +47,15 @@ def _state(cfg_dict: dict):
 
 
 def _prepare(cfg_dict: dict) -> str:
-    from extract.runner import open_store
+    from hairdiff.extract.runner import open_store
 
     cfg, _, refs, extractor = _state(cfg_dict)
     return open_store(cfg, extractor, refs).url
 
 
 def _extract_range(cfg_dict: dict, url: str, indices: list[int]) -> dict:
-    from cache import FeatureStore
-    from extract.runner import extract_shards
+    from hairdiff.cache import FeatureStore
+    from hairdiff.extract.runner import extract_shards
 
     cfg, reader, refs, extractor = _state(cfg_dict)
     store = FeatureStore.open(url, mode="r+")
@@ -69,20 +71,19 @@ def _client(scheduler: str):
         n = int(scheduler.split(":", 1)[1])
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
         return Client(cluster), cluster
-    if scheduler.startswith("tcp://") or scheduler.startswith("tls://"):
-        return Client(scheduler), None
-    raise ValueError(f"--scheduler {scheduler!r}: use local:N (N worker processes) or tcp://HOST:PORT")
+    return Client(scheduler), None  # tcp:// or tls://, checked by ExtractConfig
 
 
-def run_distributed(cfg: ExtractConfig, scheduler: str, stats: ExtractStats, progress_factory) -> None:
+def run_distributed(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory = silent) -> None:
     from distributed import as_completed
 
-    from cache import FeatureStore
-    from extract.runner import planned_indices
+    from hairdiff.cache import FeatureStore
+    from hairdiff.extract.runner import planned_indices
 
+    scheduler = cfg.scheduler
     client, cluster = _client(scheduler)
     try:
-        cfg_dict = asdict(cfg)
+        cfg_dict = to_dict(cfg)
         url = client.submit(_prepare, cfg_dict, pure=False).result()
         store = FeatureStore.open(url)
         todo = planned_indices(cfg, store)
@@ -93,7 +94,7 @@ def run_distributed(cfg: ExtractConfig, scheduler: str, stats: ExtractStats, pro
         futures = [client.submit(_extract_range, cfg_dict, url, idx, pure=False, retries=3)
                    for idx in shards.values()]
         t0 = time.perf_counter()
-        with progress_factory(len(todo), f"extract {cfg.dataset}/{cfg.split} on {scheduler}") as advance:
+        with progress(f"extract {cfg.dataset}/{cfg.split} on {scheduler}", len(todo), 0) as advance:
             for fut in as_completed(futures):
                 r = fut.result()
                 stats.computed += r["computed"]

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from cache.levels import LevelSpec
-from extract.taps import Tap, module_of, with_geometry
+from hairdiff.cache.geometry import preprocessing_record
+from hairdiff.cache.levels import LevelSpec
+from hairdiff.core.errors import UsageError
+from hairdiff.extract.taps import Tap, module_of, with_geometry
 
 NOISE_RULE = "one N(0,1) tensor from torch.Generator(cpu).manual_seed(seed), shared by every image"
 LATENT_RULE = "vae posterior mean x scaling_factor"
@@ -16,10 +18,15 @@ class _Stop(Exception):
 
 class FeatureExtractor:
     def __init__(self, backbone, taps: list[Tap], prompt: str = "A photo of a hair.", timestep: int = 0,
-                 resolution: int = 512, seed: int = 0):
-        if resolution % 64:
-            raise ValueError(f"--resolution {resolution}: use a multiple of 64 (the UNet downsamples 64x)")
+                 resolution: int = 512, seed: int = 0, precision: str = "fp16"):
+        if resolution < 64 or resolution % 64:
+            raise UsageError(f"--resolution {resolution}: use a multiple of 64 of at least 64 (the UNet downsamples "
+                             f"64x)")
+        steps = int(backbone.scheduler.config.num_train_timesteps)
+        if not 0 <= timestep < steps:
+            raise UsageError(f"--timestep {timestep}: this model's schedule has steps 0..{steps - 1}")
         self.bb, self.prompt, self.timestep, self.resolution, self.seed = backbone, prompt, timestep, resolution, seed
+        self.precision = precision  # the stored precision: part of what a store's features are
         dev, dt = backbone.device, backbone.dtype
         self.scaling = float(backbone.vae.config.scaling_factor)
         with torch.inference_mode():
@@ -115,4 +122,14 @@ class FeatureExtractor:
             "compute_dtype": str(self.bb.dtype).replace("torch.", ""), "noise": {"seed": self.seed, "rule": NOISE_RULE},
             "latent": LATENT_RULE,
             "schedule": {k: s.get(k) for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")},
+            "preprocessing": preprocessing_record(self.resolution), "store_precision": self.precision,
         }
+
+    @classmethod
+    def from_fingerprint_inputs(cls, backbone, inputs: dict) -> "FeatureExtractor":
+        """The extractor that recomputes the features a store (or a run) records: predict's way back."""
+        from hairdiff.extract.taps import resolve_taps
+
+        return cls(backbone, resolve_taps(",".join(inputs["taps"]), backbone), prompt=inputs["prompt"],
+                   timestep=inputs["timestep"], resolution=inputs["resolution"], seed=inputs["noise"]["seed"],
+                   precision=inputs.get("store_precision", "fp16"))

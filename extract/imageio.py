@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from extract.readers.errors import BadSampleError
+from hairdiff.core.errors import BadSampleError
 
 # 178 M pixels (PIL's default warning limit x2): far above any dataset image, far below a memory bomb.
 MAX_PIXELS = 178_956_970

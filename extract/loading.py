@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cache.geometry import letterbox_image, letterbox_label
-from extract.readers.errors import BadSampleError
+from hairdiff.cache.geometry import letterbox_image, letterbox_label
+from hairdiff.core.errors import BadSampleError
 
 
 @dataclass

@@ -8,8 +8,6 @@ each Dask worker for distributed extraction (extract/distributed.py).
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import sys
 import time
 import warnings
@@ -19,35 +17,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache import FeatureStore, fingerprint, store_url
-from cache.geometry import preprocessing_record
-from extract.loading import decode_loader, to_model_input
-from extract.readers import get_reader
-from extract.readers.ids import read_ids_file
-
-
-@dataclass
-class ExtractConfig:
-    dataset: str
-    root: str
-    split: str
-    cache_root: str
-    model: str = "CompVis/stable-diffusion-v1-3"
-    revision: str | None = None
-    prompt: str = "A photo of a hair."
-    timestep: int = 0
-    resolution: int = 512
-    taps: str = "unet"
-    dtype: str = "auto"
-    device: str = "auto"
-    batch_size: int = 8
-    workers: int = 2
-    limit: int | None = None
-    ids_file: str | None = None
-    seed: int = 0
-    precision: str = "fp16"
-    shard_size: int = 16
-    on_error: str = "stop"  # "stop" | "skip"
+from hairdiff.cache import FeatureStore, default_cache_root, fingerprint, store_url
+from hairdiff.cache.geometry import preprocessing_record
+from hairdiff.core.devices import resolve_device, resolve_dtype
+from hairdiff.core.errors import BadInputStop, StoreWriteError
+from hairdiff.core.fields import to_dict
+from hairdiff.core.files import atomic_write_json
+from hairdiff.core.progress import ProgressFactory, silent
+from hairdiff.extract.config import ExtractConfig
+from hairdiff.extract.loading import decode_loader, to_model_input
+from hairdiff.extract.readers import get_reader
+from hairdiff.extract.readers.ids import read_ids_file
 
 
 @dataclass
@@ -67,32 +47,14 @@ class ExtractStats:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
 
 
-class BadInputStop(RuntimeError):
-    """--on-error stop met a bad file: everything already written is kept."""
+def ids_digest(cfg: ExtractConfig) -> str | None:
+    """A store holds one sample list: an explicit --ids selection is told apart by its file's digest."""
+    return hashlib.sha256(Path(cfg.ids_file).read_bytes()).hexdigest()[:8] if cfg.ids_file else None
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    try:
-        return {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16,
-                "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}[dtype]
-    except KeyError:
-        raise ValueError(f"--dtype {dtype!r} is not one of auto, float16, bfloat16, float32") from None
-
-
-def store_split_name(cfg: ExtractConfig) -> str:
-    """A store holds one sample list: an explicit --ids selection is its own split."""
-    if not cfg.ids_file:
-        return cfg.split
-    digest = hashlib.sha256(Path(cfg.ids_file).read_bytes()).hexdigest()[:8]
-    return f"{cfg.split}-ids-{digest}"
+def store_folder_name(cfg: ExtractConfig) -> str:
+    digest = ids_digest(cfg)
+    return f"{cfg.split}-ids-{digest}" if digest else cfg.split
 
 
 def list_refs(cfg: ExtractConfig):
@@ -103,32 +65,26 @@ def list_refs(cfg: ExtractConfig):
 
 def build_extractor(cfg: ExtractConfig):
     # Imported here so `pipeline --help` and store-only commands never pay for diffusers.
-    from extract.backbone import load_backbone
-    from extract.features import FeatureExtractor
-    from extract.taps import resolve_taps
+    from hairdiff.extract.backbone import load_backbone
+    from hairdiff.extract.features import FeatureExtractor
+    from hairdiff.extract.taps import resolve_taps
 
     device = resolve_device(cfg.device)
     backbone = load_backbone(cfg.model, device=device, dtype=resolve_dtype(cfg.dtype, device), revision=cfg.revision)
     taps = resolve_taps(cfg.taps, backbone)
     return FeatureExtractor(backbone, taps, prompt=cfg.prompt, timestep=cfg.timestep,
-                            resolution=cfg.resolution, seed=cfg.seed)
-
-
-def full_fingerprint_inputs(cfg: ExtractConfig, extractor) -> dict:
-    inputs = dict(extractor.fingerprint_inputs)
-    inputs["preprocessing"] = preprocessing_record(cfg.resolution)
-    inputs["store_precision"] = cfg.precision
-    return inputs
+                            resolution=cfg.resolution, seed=cfg.seed, precision=cfg.precision)
 
 
 def open_store(cfg: ExtractConfig, extractor, refs) -> FeatureStore:
-    inputs = full_fingerprint_inputs(cfg, extractor)
+    inputs = extractor.fingerprint_inputs
     fp = fingerprint(inputs)
-    url = store_url(cfg.cache_root, cfg.dataset, store_split_name(cfg), fp)
+    url = store_url(cfg.cache_root or default_cache_root(), cfg.dataset, store_folder_name(cfg), fp)
     return FeatureStore.create_or_open(
-        url, fingerprint=fp, fingerprint_inputs=inputs, dataset=cfg.dataset, split=store_split_name(cfg),
+        url, fingerprint=fp, fingerprint_inputs=inputs, dataset=cfg.dataset, split=cfg.split,
         root=str(cfg.root), ids=[r.id for r in refs], levels=extractor.levels, resolution=cfg.resolution,
         preprocessing=preprocessing_record(cfg.resolution), precision=cfg.precision, shard_size=cfg.shard_size,
+        ids_digest=ids_digest(cfg),
     )
 
 
@@ -170,7 +126,7 @@ class BatchRunner:
 
 
 def extract_shards(cfg: ExtractConfig, reader, refs, extractor, store: FeatureStore, indices: np.ndarray,
-                   progress=None, stats: ExtractStats | None = None) -> ExtractStats:
+                   advance=None, stats: ExtractStats | None = None) -> ExtractStats:
     """Compute and write `indices` (missing samples), claiming each shard before its first sample."""
     stats = stats or ExtractStats(store=store.url)
     device = resolve_device(cfg.device)
@@ -220,8 +176,8 @@ def extract_shards(cfg: ExtractConfig, reader, refs, extractor, store: FeatureSt
                     p["left"].discard(d.index)
             for k in [k for k, p in pending.items() if not p["left"]]:
                 _flush_shard(store, pending.pop(k), stats)
-            if progress is not None:
-                progress(len(batch))
+            if advance is not None:
+                advance(len(batch))
         for k in list(pending):  # shards whose remaining samples were all skipped
             _flush_shard(store, pending.pop(k), stats)
     except (BadInputStop, KeyboardInterrupt):
@@ -249,22 +205,19 @@ def _flush_shard(store: FeatureStore, p: dict, stats: ExtractStats) -> None:
             )
             stats.computed += len(ok)
     except OSError as e:
-        raise OSError(e.errno, f"writing to {store.url} failed ({e.strerror or e}); the store is consistent "
-                      "(done flags are written after data): free space or fix the target and run the same "
-                      "command again to continue") from e
+        raise StoreWriteError(f"writing to {store.url} failed ({e.strerror or e}); the store is consistent "
+                              "(done flags are written after data): free space or fix the target and run the "
+                              "same command again to continue") from e
     finally:
         p["claim"].__exit__(None, None, None)
 
 
 def write_report(path: Path, cfg: ExtractConfig, stats: ExtractStats) -> None:
-    report = {"config": asdict(cfg), **asdict(stats), "images_per_s": stats.images_per_s}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, path)
+    atomic_write_json(path, {"config": to_dict(cfg), **asdict(stats), "images_per_s": stats.images_per_s},
+                      indent=2)
 
 
-def run_local(cfg: ExtractConfig, stats: ExtractStats, progress_factory, log=print) -> None:
+def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory = silent, log=print) -> None:
     """The whole single-process extraction: list samples, load the model, open the store, fill it."""
     reader, refs = list_refs(cfg)
     log(f"{len(refs)} samples in {cfg.dataset}/{cfg.split}; loading model {cfg.model} ...")
@@ -273,5 +226,5 @@ def run_local(cfg: ExtractConfig, stats: ExtractStats, progress_factory, log=pri
     todo = planned_indices(cfg, store)
     stats.store, stats.planned = store.url, len(todo)
     stats.reused = int(min(len(refs), cfg.limit or len(refs)) - len(todo))
-    with progress_factory(len(todo), f"extract {cfg.dataset}/{cfg.split}") as advance:
-        extract_shards(cfg, reader, refs, extractor, store, todo, progress=advance, stats=stats)
+    with progress(f"extract {cfg.dataset}/{cfg.split}", len(todo), 0) as advance:
+        extract_shards(cfg, reader, refs, extractor, store, todo, advance=advance, stats=stats)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from hairdiff.core.errors import UsageError
+
 UNET = ["unet.up_blocks.0", "unet.up_blocks.1", "unet.up_blocks.2", "unet.up_blocks.3"]
 # NVlabs/ODISE: inputs of VAE-encoder res-blocks 5 and 7, of LDM UNet output blocks 2, 5, 8, 11
 # (diffusers up_blocks[i].resnets[j] with 3i+j) and of VAE-decoder res-blocks 2 and 5.
@@ -35,7 +37,7 @@ class Tap:
 def parse_tap(name: str) -> Tap:
     path, _, suffix = name.partition(":")
     if suffix not in ("", "input", "output"):
-        raise ValueError(f"tap {name!r}: the suffix after ':' must be 'input' or 'output'")
+        raise UsageError(f"--taps: tap {name!r}: the suffix after ':' must be 'input' or 'output'")
     root, _, module = path.partition(".")
     if root == "unet" and module:
         network = "unet"
@@ -44,8 +46,8 @@ def parse_tap(name: str) -> Tap:
     elif root == "vae" and module.startswith("decoder."):
         network = "vae_decoder"
     else:
-        raise ValueError(f"tap {name!r}: names start with unet., vae.encoder. or vae.decoder. "
-                         "(e.g. unet.up_blocks.1 or vae.encoder.down_blocks.2.resnets.1:input)")
+        raise UsageError(f"--taps: tap {name!r}: use unet, odise, or module names that start with unet., "
+                         "vae.encoder. or vae.decoder. (e.g. unet.up_blocks.1 or vae.encoder.down_blocks.2.resnets.1:input)")
     return Tap(name, network, module, suffix or "output")
 
 
@@ -54,14 +56,22 @@ def module_of(backbone, tap: Tap) -> torch.nn.Module:
     try:
         return root.get_submodule(tap.module_path)
     except AttributeError:
-        raise ValueError(f"tap {tap.name!r}: the model has no module {tap.module_path!r}") from None
+        raise UsageError(f"--taps: tap {tap.name!r}: the model has no module {tap.module_path!r} (print the "
+                         f"model's named_modules() for the names it has)") from None
+
+
+def check_tap_spec(spec: str) -> list[Tap]:
+    """The taps a --taps value names, checked for syntax (no model needed); UsageError when malformed."""
+    names = TAP_SETS.get(spec) or [s.strip() for s in str(spec).split(",") if s.strip()]
+    if not names:
+        raise UsageError("--taps is empty: use unet, odise or a comma-separated list of module names")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--taps {spec!r} names a tap twice")
+    return [parse_tap(n) for n in names]
 
 
 def resolve_taps(spec: str, backbone) -> list[Tap]:
-    names = TAP_SETS.get(spec) or [s.strip() for s in spec.split(",") if s.strip()]
-    if not names:
-        raise ValueError("--taps is empty: use unet, odise or a comma-separated list of module names")
-    taps = [parse_tap(n) for n in names]
+    taps = check_tap_spec(spec)
     for t in taps:
         module_of(backbone, t)
     return taps

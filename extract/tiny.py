@@ -18,9 +18,9 @@ WORDS = ["a", "photo", "of", "hair", "the", "cat", "dog", "face", "person", "por
 
 
 def tiny_model_path() -> Path:
-    from cache.location import default_cache_root
+    from hairdiff.core.paths import models_dir
 
-    target = Path(default_cache_root()) / "models" / VERSION
+    target = models_dir() / VERSION
     if (target / "model_index.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -24,39 +24,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from hairdiff.core.errors import CheckpointError
+from hairdiff.core.files import atomic_write_json, fsync_path, replacing
+
 FORMAT = "hairdiff-checkpoint-v1"
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^iter_(\d{8})$")
 META_KEYS = ("fingerprint", "fingerprint_inputs", "levels", "stores", "head_config", "iteration")
-
-
-class CheckpointError(ValueError):
-    """A run directory has no usable weights, or a checkpoint does not fit the model."""
-
-
-# ---------------------------------------------------------------------------------------------- files
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -162,12 +136,12 @@ def save_checkpoint(run_dir: Path, *, iteration: int, model: torch.nn.Module, op
     with open(tmp / "state.json", "w") as f:
         json.dump(state, f, indent=1, sort_keys=True)
     for name in ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"):
-        _fsync_file(tmp / name)
-    _fsync_dir(tmp)
+        fsync_path(tmp / name)
+    fsync_path(tmp)
     if final.exists():  # the same iteration saved again (a resumed run): replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_path(final.parent)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -212,7 +186,7 @@ def head_config_to_dict(cfg) -> dict:
 
 
 def head_config_from_dict(d: dict):
-    from train.head import HeadConfig
+    from hairdiff.train.mask2former.head import HeadConfig
 
     fields = {f.name: f for f in dataclasses.fields(HeadConfig)}
     unknown = sorted(set(d) - set(fields))
@@ -229,11 +203,9 @@ def head_config_from_dict(d: dict):
 def write_final(run_dir: Path, model: torch.nn.Module, run_json: dict) -> None:
     """RUN/head.safetensors then RUN/run.json (written last: its presence means the run finished)."""
     run_dir = Path(run_dir)
-    tmp = run_dir / f".head.safetensors.tmp-{os.getpid()}"
-    save_model(_unwrap(model), str(tmp))
-    _fsync_file(tmp)
-    os.replace(tmp, run_dir / "head.safetensors")
-    write_json_atomic(run_dir / "run.json", run_json)
+    with replacing(run_dir / "head.safetensors", durable=True) as tmp:
+        save_model(_unwrap(model), str(tmp))
+    atomic_write_json(run_dir / "run.json", run_json, durable=True, sort_keys=True)
 
 
 def load_head(run_dir: Path, device: str = "cpu"):
@@ -242,8 +214,8 @@ def load_head(run_dir: Path, device: str = "cpu"):
     Reads RUN/head.safetensors + RUN/run.json; for an interrupted run, the latest checkpoint.
     meta: fingerprint, fingerprint_inputs, levels (list of dicts), stores, head_config, iteration.
     """
-    from cache.levels import LevelSpec
-    from train.head import Mask2FormerHead
+    from hairdiff.cache.levels import LevelSpec
+    from hairdiff.train.mask2former.head import Mask2FormerHead
 
     run_dir = Path(run_dir)
     if (run_dir / "run.json").is_file() and (run_dir / "head.safetensors").is_file():

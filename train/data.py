@@ -15,16 +15,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from cache.errors import StoreMismatchError  # also raised here: stores given together must share settings
-from cache.levels import LevelSpec
-from cache.store import FeatureStore
-
-__all__ = ["BatchStream", "CachedFeatures", "EmptyDataError", "Position", "StoreMismatchError", "global_batch",
-           "open_stores", "rank_slice"]
-
-
-class EmptyDataError(ValueError):
-    """No sample of the given stores is finished."""
+from hairdiff.cache.levels import LevelSpec
+from hairdiff.cache.store import FeatureStore
+from hairdiff.core.errors import EmptyDataError, StoreMismatchError
 
 
 def open_stores(urls: list[str]) -> list[FeatureStore]:

@@ -1,9 +1,10 @@
 """Data-parallel training: one process per device, started by torchrun (torch.distributed.run).
 
-`pipeline train --nproc K ...` re-launches itself as `torchrun --standalone --nproc-per-node K -m
-train.distributed ...`; each process then finds RANK/WORLD_SIZE in its environment, joins a gloo (CPU)
-or nccl (CUDA) group, reads its own slice of every global batch, and DDP averages the gradients.
-Only rank 0 writes logs, checkpoints and the final head.
+`pipeline train --nproc K ...` re-launches the train command's module under `torchrun --standalone
+--nproc-per-node K`, handing every process the same TrainConfig (as JSON in the environment); each process
+then finds RANK/WORLD_SIZE in its environment, joins a gloo (CPU) or nccl (CUDA) group, reads its own
+slice of every global batch, and DDP averages the gradients. Only rank 0 writes logs, checkpoints and the
+final head.
 """
 from __future__ import annotations
 
@@ -77,30 +78,24 @@ def shutdown_distributed(ctx: DistContext) -> None:
         tdist.destroy_process_group()
 
 
-def launch(nproc: int, cli_args: list[str]) -> int:
-    """Run `train.distributed` with `cli_args` in `nproc` local processes; returns the exit status."""
+def launch(nproc: int, module: str, env: dict[str, str]) -> int:
+    """Run `python -m module` in `nproc` local processes with `env` added; returns the exit status."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    args = get_args_parser().parse_args(
-        ["--standalone", "--nproc-per-node", str(nproc), "--module", "train.distributed", *cli_args])
+    args = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc), "--module", module])
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # torchrun's children inherit this process's environment
     try:
         run(args)
     except ChildFailedError as e:
         print(f"error: a training process failed: {e.format_msg() if hasattr(e, 'format_msg') else e}",
               file=sys.stderr)
         return 1
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return 0
-
-
-def main() -> None:
-    """Entry point of each process under torchrun: the same options as `pipeline train`."""
-    import typer
-
-    from train.commands import train_command
-
-    typer.run(train_command)
-
-
-if __name__ == "__main__":
-    main()

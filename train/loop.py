@@ -29,59 +29,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.checkpoint import (head_config_to_dict, latest_checkpoint, load_checkpoint,
-                              save_checkpoint, write_final, write_json_atomic)
-from train.data import BatchStream, CachedFeatures, Position
-from train.distributed import DistContext
-from train.schedule import set_lr
+from hairdiff.core.errors import RunDirError, TrainingDiverged
+from hairdiff.core.files import atomic_write_json
+from hairdiff.core.progress import ProgressFactory, silent
+from hairdiff.train.checkpoint import (head_config_to_dict, latest_checkpoint, load_checkpoint, save_checkpoint,
+                                       write_final)
+from hairdiff.train.config import RESUME_KEYS, TrainConfig
+from hairdiff.train.data import BatchStream, CachedFeatures, Position
+from hairdiff.train.distributed import DistContext
+from hairdiff.train.mask2former.criterion import build_criterion
+from hairdiff.train.schedule import set_lr
 
 TOTAL_KEYS = ("loss", "loss_total", "total")  # where SetCriterion puts the weighted sum
 RUN_FILES = ("run.json", "head.safetensors", "log.jsonl", "config.json", "curves.png", "checkpoints")
-# Settings a resumed run must share with the run it continues (anything else may change).
-RESUME_KEYS = ("iters", "batch_size", "lr", "weight_decay", "seed", "grad_clip", "head_config")
-
-# A head small enough to train for a demo on a laptop CPU in minutes.
-SMALL_PRESET = {"hidden_dim": 64, "num_queries": 16, "nheads": 4, "dim_feedforward": 256, "dec_layers": 3,
-                "enc_layers": 2, "enc_dim_feedforward": 256, "mask_dim": 64, "num_points": 1024}
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient became NaN/inf; the last good checkpoint is kept."""
-
-
-class RunDirError(ValueError):
-    """The output folder already holds a run (or --resume does not match it)."""
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def build_head_config(overrides: dict | None = None, small: bool = False):
-    from train.head import HeadConfig
-
-    base = HeadConfig()
-    names = {f.name for f in dataclasses.fields(HeadConfig)}
-    kw = {k: v for k, v in SMALL_PRESET.items() if k in names} if small else {}
-    kw.update(overrides or {})
-    unknown = sorted(set(kw) - names)
-    if unknown:
-        raise ValueError(f"unknown head setting(s) {unknown}; HeadConfig has {sorted(names)}")
-    return dataclasses.replace(base, **kw)
-
-
-def build_criterion(cfg):
-    """SetCriterion with the Mask2Former loss weights and point counts from the head config."""
-    from train.criterion import SetCriterion
-    from train.matcher import HungarianMatcher
-
-    get = lambda name, default: getattr(cfg, name, default)  # noqa: E731
-    num_points = get("num_points", 12544)
-    matcher = HungarianMatcher(cost_class=get("class_weight", 2.0), cost_mask=get("mask_weight", 5.0),
-                               cost_dice=get("dice_weight", 5.0), num_points=num_points)
-    weights = {"loss_ce": get("class_weight", 2.0), "loss_mask": get("mask_weight", 5.0),
-               "loss_dice": get("dice_weight", 5.0)}
-    return SetCriterion(cfg.num_classes, matcher, weights, eos_coef=get("no_object_weight", 0.1),
-                        num_points=num_points)
-
-
 def sample_seed(seed: int, iteration: int, global_index: int) -> int:
     """Seed of one sample's random point draws, independent of batch split and of resumption."""
     return int(np.random.SeedSequence([seed, iteration, global_index]).generate_state(1, np.uint64)[0] >> 1)
@@ -144,66 +107,34 @@ def _check_resume(state: dict, config: dict, fingerprint: str, ckpt: Path) -> No
                           f"{state['meta']['fingerprint']}, the given stores have {fingerprint}")
 
 
-class _Progress:
-    """A rich progress bar on stderr showing loss and images/s (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, start: int):
-        self.bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                                console=Console(stderr=True))
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-
-    def __enter__(self):
-        if self.bar:
-            self.bar.start()
-        return self
-
-    def update(self, loss: float, ips: float) -> None:
-        if self.bar:
-            self.bar.update(self.task, advance=1, info=f"loss {loss:.4f}  {ips:.1f} img/s")
-
-    def __exit__(self, *exc):
-        if self.bar:
-            self.bar.stop()
-
-
 # ---------------------------------------------------------------------------------------------- train
-def train(stores: list[str], out: Path, *, iters: int, batch_size: int, lr: float = 1e-4,
-          weight_decay: float = 0.05, seed: int = 0, device: str = "cpu", ckpt_every: int = 500,
-          resume: bool = False, overwrite: bool = False, head_config: dict | None = None, small: bool = False,
-          grad_clip: float = 0.01, workers: int = 2, prefetch: int = 4, progress: bool = True,
-          stop_at: int | None = None, dist: DistContext | None = None) -> dict:
+def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = None,
+          progress: ProgressFactory = silent) -> dict:
     """Train a Mask2Former head on cached features; returns the run summary (also in RUN/run.json).
 
-    stop_at: leave after that many iterations with a checkpoint, as a pre-empted job would (for time-limited
-    job slots); `resume=True` later continues on exactly the same curve.
+    `device` is this process's resolved device (under DDP, its own GPU). cfg.stop_at: leave after that many
+    iterations with a checkpoint, as a pre-empted job would; cfg.resume later continues on exactly the same curve.
     """
     dist = dist or DistContext()
-    out = Path(out)
-    if iters <= 0 or batch_size <= 0 or ckpt_every <= 0:
-        raise ValueError(f"--iters ({iters}), --batch-size ({batch_size}) and --ckpt-every ({ckpt_every}) "
-                         f"must be positive")
-    data = CachedFeatures.from_urls([str(s) for s in stores])
-    hcfg = build_head_config(head_config, small)
-    config = {"iters": iters, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
-              "grad_clip": grad_clip, "head_config": head_config_to_dict(hcfg), "ckpt_every": ckpt_every,
-              "device": str(device), "world_size": dist.world_size, "stores": [str(s) for s in stores]}
+    out = Path(cfg.out)
+    data = CachedFeatures.from_urls(cfg.cache)
+    hcfg = cfg.head_config(device)
+    # The run's record of its settings (checkpoints and config.json; --resume compares RESUME_KEYS of it).
+    config = {"iters": cfg.iters, "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+              "seed": cfg.seed, "grad_clip": cfg.grad_clip, "head_config": head_config_to_dict(hcfg),
+              "ckpt_every": cfg.ckpt_every, "device": str(device), "world_size": dist.world_size,
+              "stores": list(cfg.cache)}
     meta = {"fingerprint": data.fingerprint, "fingerprint_inputs": data.stores[0].fingerprint_inputs,
             "levels": [dataclasses.asdict(lv) for lv in data.levels],
             "stores": [{k: d[k] for k in ("dataset", "split", "fingerprint", "url")} for d in data.describe()],
             "head_config": config["head_config"]}
 
     if dist.is_main:
-        _prepare_run_dir(out, resume, overwrite)
+        _prepare_run_dir(out, cfg.resume, cfg.overwrite)
     dist.barrier()
-    if resume and (out / "run.json").exists():
+    if cfg.resume and (out / "run.json").exists():
         done = json.loads((out / "run.json").read_text())
-        if done.get("iterations") == iters:
+        if done.get("iterations") == cfg.iters:
             return done  # finished already: nothing to do
 
     is_cuda = torch.device(device).type == "cuda"
@@ -211,35 +142,33 @@ def train(stores: list[str], out: Path, *, iters: int, batch_size: int, lr: floa
     if not is_cuda:
         torch.use_deterministic_algorithms(True)
     try:
-        return _run(data, out, hcfg, config, meta, iters=iters, batch_size=batch_size, lr=lr,
-                    weight_decay=weight_decay, seed=seed, device=device, ckpt_every=ckpt_every, resume=resume,
-                    grad_clip=grad_clip, workers=workers, prefetch=prefetch, progress=progress, stop_at=stop_at,
-                    dist=dist)
+        return _run(cfg, data, out, hcfg, config, meta, device=device, dist=dist, progress=progress)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
 
 
-def _run(data, out, hcfg, config, meta, *, iters, batch_size, lr, weight_decay, seed, device, ckpt_every,
-         resume, grad_clip, workers, prefetch, progress, stop_at, dist) -> dict:
-    from train.head import Mask2FormerHead
-    from train.targets import semantic_targets
+def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progress) -> dict:
+    from hairdiff.train.mask2former.head import Mask2FormerHead
+    from hairdiff.train.mask2former.targets import semantic_targets
+
+    iters, batch_size, lr, seed, grad_clip = cfg.iters, cfg.batch_size, cfg.lr, cfg.seed, cfg.grad_clip
 
     torch.manual_seed(seed)
     head = Mask2FormerHead(data.levels, hcfg).to(device)
     criterion = build_criterion(hcfg)
     if isinstance(criterion, torch.nn.Module):
         criterion.to(device)  # its no-object class weight is a buffer
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     start, pos, resumed_from = 0, Position(), None
-    ckpt = latest_checkpoint(out) if resume else None
+    ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
         state = load_checkpoint(ckpt, head, optimizer, device=device)
         _check_resume(state, config, data.fingerprint, ckpt)
         start, pos, resumed_from = state["iteration"], Position.from_dict(state["data_position"]), str(ckpt)
     log_path = out / "log.jsonl"
     if dist.is_main:
-        _truncate_log(log_path, start) if resume else log_path.unlink(missing_ok=True)
-        write_json_atomic(out / "config.json", {"config": config, "meta": meta})
+        _truncate_log(log_path, start) if cfg.resume else log_path.unlink(missing_ok=True)
+        atomic_write_json(out / "config.json", {"config": config, "meta": meta}, durable=True, sort_keys=True)
 
     model = head
     if dist.active:
@@ -251,11 +180,11 @@ def _run(data, out, hcfg, config, meta, *, iters, batch_size, lr, weight_decay, 
     head.train()
     last_ckpt, images, t_run = ckpt, 0, time.perf_counter()
     log_file = open(log_path, "a") if dist.is_main else None
-    stream = BatchStream(data, batch_size, seed, pos, dist.rank, dist.world_size, workers, prefetch)
+    stream = BatchStream(data, batch_size, seed, pos, dist.rank, dist.world_size, cfg.workers, cfg.prefetch)
     last = {}
-    end = iters if stop_at is None else max(start, min(stop_at, iters))
+    end = iters if cfg.stop_at is None else max(start, min(cfg.stop_at, iters))
     try:
-        with _Progress(progress and dist.is_main, iters, start) as bar:
+        with (progress if dist.is_main else silent)("train", iters, start) as advance:
             for it in range(start, end):
                 t0 = time.perf_counter()
                 batch, pos = next(stream)
@@ -294,8 +223,8 @@ def _run(data, out, hcfg, config, meta, *, iters, batch_size, lr, weight_decay, 
                     log_file.write(json.dumps(row) + "\n")
                     log_file.flush()
                     last = row
-                    bar.update(vals[0], ips)
-                if (it + 1) % ckpt_every == 0 or it + 1 == end:
+                    advance(1, f"loss {vals[0]:.4f}  {ips:.1f} img/s")
+                if (it + 1) % cfg.ckpt_every == 0 or it + 1 == end:
                     if dist.is_main:
                         last_ckpt = save_checkpoint(out, iteration=it + 1, model=head, optimizer=optimizer,
                                                     position=pos.to_dict(), config=config, meta=meta)
@@ -315,7 +244,7 @@ def _run(data, out, hcfg, config, meta, *, iters, batch_size, lr, weight_decay, 
                "device": str(device), "head_parameters": sum(p.numel() for p in head.parameters()),
                "checkpoint": str(last_ckpt) if last_ckpt else None}
     if dist.is_main and finished:
-        from train.curves import plot_curves
+        from hairdiff.train.curves import plot_curves
 
         plot_curves(log_path, out / "curves.png")
         write_final(out, head, {**summary, "config": config, "meta": {**meta, "iteration": iters}})

@@ -1,21 +1,21 @@
 """Dataset readers in the published layouts; each yields id, RGB image and hair label.
 
 Reader modules are imported on first use: extract.imageio imports this package's errors, and the readers
-import extract.imageio, so importing them here would make `import extract.imageio` circular.
+import hairdiff.extract.imageio, so importing them here would make `import hairdiff.extract.imageio` circular.
 """
 from __future__ import annotations
 
 from importlib import import_module
 
-from extract.readers.base import LoadedSample, SampleRef
-from extract.readers.errors import BadSampleError, DatasetError
-from extract.readers.ids import read_ids_file
+from hairdiff.extract.readers.base import LoadedSample, SampleRef
+from hairdiff.core.errors import BadSampleError, DatasetError
+from hairdiff.extract.readers.ids import read_ids_file
 
 _READERS = {
-    "figaro": ("extract.readers.figaro", "FigaroReader"),
-    "celebamask": ("extract.readers.celebamask", "CelebAMaskReader"),
-    "facesynthetics": ("extract.readers.facesynthetics", "FaceSyntheticsReader"),
-    "folder": ("extract.readers.folder", "FolderReader"),
+    "figaro": ("hairdiff.extract.readers.figaro", "FigaroReader"),
+    "celebamask": ("hairdiff.extract.readers.celebamask", "CelebAMaskReader"),
+    "facesynthetics": ("hairdiff.extract.readers.facesynthetics", "FaceSyntheticsReader"),
+    "folder": ("hairdiff.extract.readers.folder", "FolderReader"),
 }
 READERS = tuple(_READERS)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.readers.errors import DatasetError
+from hairdiff.core.errors import DatasetError
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ def non_empty(refs: list[SampleRef], where: str, layout: str) -> list[SampleRef]
 
 def load_image_and_mask(ref: SampleRef, missing_fix: str):
     """The image and its mask file as a 2-D array, or a BadSampleError naming the missing or mismatched mask."""
-    from extract.imageio import check_label_size, load_gray, load_rgb
-    from extract.readers.errors import BadSampleError
+    from hairdiff.extract.imageio import check_label_size, load_gray, load_rgb
+    from hairdiff.core.errors import BadSampleError
 
     image = load_rgb(ref.image_path)
     if ref.label_path is None or not Path(ref.label_path).exists():

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from extract.imageio import check_label_size, load_gray, load_rgb
-from extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids, unknown_split
-from extract.readers.errors import DatasetError
+from hairdiff.extract.imageio import check_label_size, load_gray, load_rgb
+from hairdiff.extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids, unknown_split
+from hairdiff.core.errors import DatasetError
 
 LAYOUT = "CelebA-HQ-img/<id>.jpg and CelebAMask-HQ-mask-anno/<id // 2000>/<id:05d>_hair.png"
 ANNOTATION_SIZE = 512

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.imageio import check_label_size, load_gray, load_rgb
-from extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids, unknown_split
-from extract.readers.errors import BadSampleError
+from hairdiff.extract.imageio import check_label_size, load_gray, load_rgb
+from hairdiff.extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids, unknown_split
+from hairdiff.core.errors import BadSampleError
+from hairdiff.core.labels import IGNORE
 
 LAYOUT = "NNNNNN.png with NNNNNN_seg.png (optionally inside dataset_100000/)"
-HAIR, IGNORE = 13, 255
+HAIR = 13  # Face Synthetics' class id of hair; its 255 is our IGNORE too
 SPLITS = ("all", "train", "val", "test")
 
 

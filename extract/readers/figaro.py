@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.readers.base import (LoadedSample, SampleRef, load_image_and_mask, non_empty, require_dir, select_ids,
+from hairdiff.extract.readers.base import (LoadedSample, SampleRef, load_image_and_mask, non_empty, require_dir, select_ids,
                                   unknown_split)
 
 LAYOUT = "Original/<split>/FrameNNNNN-org.jpg and GT/<split>/FrameNNNNN-gt.pbm"

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.readers.base import (LoadedSample, SampleRef, load_image_and_mask, non_empty, require_dir, select_ids,
+from hairdiff.extract.readers.base import (LoadedSample, SampleRef, load_image_and_mask, non_empty, require_dir, select_ids,
                                   unknown_split)
-from extract.readers.errors import BadSampleError
+from hairdiff.core.errors import BadSampleError
+from hairdiff.core.labels import IGNORE
 
 LAYOUT = "images/<stem>.jpg|jpeg|png|bmp|webp with masks/<stem>.png (optionally under <split>/)"
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -51,7 +52,7 @@ class FolderReader:
             ref, f"add masks/{ref.id}.png (0 background, 255 hair), or leave {ref.id} out with --ids")
         values = set(np.unique(gray).tolist())
         if self.ignore_255:
-            if not values <= {0, 1, 255}:
+            if not values <= {0, 1, IGNORE}:
                 raise BadSampleError(ref.label_path, f"mask has values {sorted(values)[:8]}, not within 0/1/255",
                                      "write 0 for background, 1 for hair and 255 for ignore")
             return LoadedSample(ref.id, image, gray.astype(np.uint8))

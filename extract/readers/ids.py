@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from extract.readers.errors import DatasetError
+from hairdiff.core.errors import DatasetError
 
 
 def read_ids_file(path) -> list[str]:

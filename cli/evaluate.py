@@ -1,0 +1,49 @@
+"""`pipeline eval` and `pipeline predict`: a table on stderr, the JSON path as the last line of stdout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from hairdiff.cli.progress import err, rich_progress
+from hairdiff.evaluate.config import EvalConfig, PredictConfig
+
+TABLE_KEYS = ("mIoU", "accuracy", "precision", "f1", "hair_iou", "hair_f1", "boundary_f")
+
+
+def evaluate(cfg: EvalConfig) -> None:
+    """Score a trained head on an extracted feature store.
+
+    Predictions are mapped back to each annotation's own resolution (undoing the letterbox) and compared
+    with the exact original masks: mIoU, accuracy, precision, F1 (the paper's equations 7-10), hair IoU/F1,
+    boundary F. Writes metrics.json, metrics.md (beside the paper's table), per_image.json and overlays of
+    the best and worst images. Example:
+
+        pipeline eval --run runs/figaro --cache ~/.cache/hairdiff/figaro/test/0123abcd.zarr --out eval/figaro
+    """
+    from hairdiff.evaluate.run import evaluate_run
+
+    m = evaluate_run(cfg, progress=rich_progress)
+    t = Table(title=f"{m['dataset']} / {m['split']}: {m['images']} images"
+              + (" (cross-dataset)" if m["cross_dataset"] else ""))
+    for k in TABLE_KEYS:
+        t.add_column(k)
+    t.add_row(*[f"{m[k]:.2f}" for k in TABLE_KEYS])
+    err.print(t)
+    print(Path(cfg.out) / "metrics.json")
+
+
+def predict(cfg: PredictConfig) -> None:
+    """Segment hair in new image files with a trained run.
+
+    Computes features on the fly with the backbone, taps, prompt, timestep, resolution and seed recorded in
+    the run (refusing if they would differ), then writes <stem>_mask.png (0/255, the image's own size),
+    <stem>_overlay.png and predictions.json. Example:
+
+        pipeline predict photo1.jpg photo2.png --run runs/figaro --out predictions/
+    """
+    from hairdiff.evaluate.predict import predict_images
+
+    for r in predict_images(cfg):
+        err.print(f"{r['image']}: hair {r['hair_fraction'] * 100:.1f}% -> {r['mask']}")
+    print(Path(cfg.out) / "predictions.json")

@@ -1,0 +1,54 @@
+"""`pipeline extract`: progress on stderr, a summary and a JSON report, the store URL as the last line."""
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from hairdiff.cli.progress import err, rich_progress
+from hairdiff.core.paths import reports_dir
+from hairdiff.extract.config import ExtractConfig
+
+
+def _report_path(cfg: ExtractConfig) -> Path:
+    if cfg.report:
+        return Path(cfg.report)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return reports_dir() / f"extract-{cfg.dataset}-{cfg.split}-{stamp}.json"
+
+
+def extract(cfg: ExtractConfig) -> None:
+    """Extract frozen Stable Diffusion features of a dataset into a shared Zarr feature store.
+
+    Prints progress on stderr and the store's path or URL as the last line of stdout. Running the same
+    command again reuses the store and computes only the missing samples.
+    """
+    from hairdiff.core.errors import BadInputStop
+    from hairdiff.extract.runner import ExtractStats, run_local, write_report
+
+    report_path = _report_path(cfg)
+    stats = ExtractStats()
+    try:
+        if cfg.scheduler:
+            from hairdiff.extract.distributed import run_distributed
+
+            run_distributed(cfg, stats, progress=rich_progress)
+        else:
+            run_local(cfg, stats, progress=rich_progress, log=err.print)
+    except BadInputStop as e:
+        raise BadInputStop(f"{e} Everything already written is kept; fix or remove the file, or pass "
+                           "--on-error skip, and run the same command again.") from None
+    finally:
+        if stats.store:
+            try:
+                write_report(report_path, cfg, stats)
+            except OSError as e:  # a full disk must not hide the real error behind this one
+                err.print(f"warning: could not write the report {report_path}: {e}")
+    err.print(f"computed {stats.computed}, reused {stats.reused}, skipped {len(stats.skipped)}"
+              + (f", {stats.claimed_elsewhere} claimed by another process" if stats.claimed_elsewhere else "")
+              + f" in {stats.seconds:.1f} s ({stats.images_per_s:.2f} img/s)")
+    if stats.skipped:
+        err.print(f"skipped files are listed in {report_path}")
+    err.print(f"report: {report_path}")
+    sys.stdout.flush()
+    print(stats.store)

@@ -1,0 +1,75 @@
+"""`pipeline train`: the DDP relaunch, a summary, and the run folder as the last line of stdout.
+
+With --nproc K this module is also what torchrun starts in each of the K processes: they read the
+TrainConfig from the environment, so the relaunch never lists options again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from hairdiff.cli.progress import err, rich_progress
+from hairdiff.core.fields import to_dict
+from hairdiff.core.progress import silent
+from hairdiff.train.config import TrainConfig
+
+CONFIG_ENV = "HAIRDIFF_TRAIN_CONFIG"
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> None:
+    """Train a Mask2Former head on cached Stable Diffusion features.
+
+    Writes RUN/log.jsonl (every loss term, lr, grad norm, images/s per iteration), atomic checkpoints,
+    RUN/curves.png, and finally RUN/head.safetensors + RUN/run.json. Prints a summary and the run folder
+    as the last line of stdout.
+    """
+    from hairdiff.train.distributed import launch, under_launcher
+
+    if cfg.nproc > 1 and not under_launcher():
+        payload = json.dumps({"config": to_dict(cfg), "progress": progress})
+        code = launch(cfg.nproc, "hairdiff.cli.train", {CONFIG_ENV: payload})
+        if code:
+            raise SystemExit(code)
+        return  # rank 0 printed the summary and the run folder
+    _train_here(cfg, progress)
+
+
+def _train_here(cfg: TrainConfig, progress: bool) -> None:
+    from hairdiff.core.devices import resolve_device
+    from hairdiff.train.distributed import init_distributed, shutdown_distributed
+    from hairdiff.train.loop import train as train_loop
+
+    ctx, dev = init_distributed(str(resolve_device(cfg.device)))
+    if cfg.small is None and str(dev).startswith("cpu") and ctx.is_main:
+        # The paper-size head runs at ~0.2 img/s on 2 CPU cores; the small one keeps CPU runs usable.
+        err.print("CPU: training the small head (pass --no-small for the paper's Mask2Former size)")
+    try:
+        summary = train_loop(cfg, device=dev, dist=ctx, progress=rich_progress if progress else silent)
+    finally:
+        shutdown_distributed(ctx)
+    if ctx.is_main:
+        _print_summary(summary)
+        print(cfg.out)
+
+
+def _print_summary(s: dict) -> None:
+    state = "finished" if s.get("finished", True) else "stopped (continue with --resume)"
+    loss, ips = s.get("final_loss"), s.get("images_per_s")
+    line = (f"{state}: {s.get('iterations')}/{s.get('total_iterations', s.get('iterations'))} iterations, "
+            f"final loss {loss:.4f}" if loss is not None else f"{state}: no iteration run")
+    if ips:
+        line += f", {ips:.1f} images/s, {s.get('seconds', 0):.0f} s on {s.get('device')} x{s.get('world_size', 1)}"
+    print(line)
+
+
+def _child() -> None:
+    """One torchrun process: the config its launcher put in the environment."""
+    payload = json.loads(os.environ[CONFIG_ENV])
+    _train_here(TrainConfig(**payload["config"]), payload["progress"])
+
+
+if __name__ == "__main__":
+    from hairdiff.cli import run_guarded
+
+    sys.exit(run_guarded(_child))

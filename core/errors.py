@@ -1,0 +1,98 @@
+"""Every error a user can fix, in one place.
+
+Each message is one line that names the value, file or path at fault and the fix. The command line
+(`hairdiff.cli.main`) is the one place that turns a `HairdiffError` into that line on stderr and the
+error's `exit_code`; anything else that escapes is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+
+class HairdiffError(Exception):
+    """A problem the user can fix. `exit_code`: 2 for a wrong input, 1 for a stopped run, 3 for divergence."""
+
+    exit_code = 2
+
+
+class UsageError(HairdiffError):
+    """An option's value is invalid; found before any model, dataset or store is touched."""
+
+
+# ------------------------------------------------------------------------------------------ datasets
+class DatasetError(HairdiffError):
+    """Wrong root, unknown split, an empty split or unknown ids."""
+
+
+class BadSampleError(HairdiffError):
+    """One image or mask file cannot be used; names the file, the reason and the fix."""
+
+    def __init__(self, path, reason: str, fix: str):
+        self.path, self.reason, self.fix = str(path), reason, fix
+        super().__init__(f"{path}: {reason}. Fix: {fix}")
+
+    def __reduce__(self):  # raised in DataLoader workers: must survive pickling
+        return (BadSampleError, (self.path, self.reason, self.fix))
+
+
+class BadInputStop(HairdiffError):
+    """--on-error stop met a bad file: everything already written is kept."""
+
+    exit_code = 1
+
+
+# --------------------------------------------------------------------------------------------- model
+class ModelNotFoundError(HairdiffError):
+    """The backbone could not be found or loaded; the message says how to pass a local path."""
+
+
+# --------------------------------------------------------------------------------------------- cache
+class CacheError(HairdiffError):
+    """A feature-store problem the user can act on; the message names the store."""
+
+
+class StoreNotFoundError(CacheError):
+    pass
+
+
+class StoreMismatchError(CacheError):
+    """Stores or runs that must share feature settings do not."""
+
+
+class SchemaVersionError(CacheError):
+    pass
+
+
+class ReadOnlyStoreError(CacheError):
+    pass
+
+
+class CorruptSampleError(CacheError):
+    """A sample flagged done reads back absent or fails its checksum."""
+
+
+class StoreWriteError(CacheError):
+    """Writing failed (disk full, quota, permissions); what was written before stays consistent."""
+
+    exit_code = 1
+
+
+# --------------------------------------------------------------------------------------- train, eval
+class EmptyDataError(HairdiffError):
+    """No sample of the given stores is finished."""
+
+
+class CheckpointError(HairdiffError):
+    """A run folder has no usable weights, or a checkpoint does not fit the model."""
+
+
+class RunDirError(HairdiffError):
+    """The output folder already holds a run (or --resume does not match it)."""
+
+
+class RunMismatchError(HairdiffError):
+    """A run's recorded backbone or settings cannot be reproduced here."""
+
+
+class TrainingDiverged(HairdiffError):
+    """The loss or the gradient became NaN/inf; the last good checkpoint is kept."""
+
+    exit_code = 3

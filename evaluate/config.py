@@ -1,0 +1,44 @@
+"""What `pipeline eval` and `pipeline predict` do, as dataclasses: their fields are the commands' options."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hairdiff.core.devices import check_device
+from hairdiff.core.errors import UsageError
+from hairdiff.core.fields import option
+
+
+def _check_common(cfg) -> None:
+    if cfg.batch_size < 1:
+        raise UsageError(f"--batch-size {cfg.batch_size}: use 1 or more")
+    check_device(cfg.device)
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    run: str = option(help="run folder of `pipeline train`")
+    cache: str = option(help="feature store to score (path or URL)")
+    out: str = option(help="folder for metrics.json, metrics.md, per_image.json, overlays/")
+    device: str = option("auto", help="auto | cpu | cuda | cuda:N")
+    batch_size: int = option(8, help="samples per forward pass")
+    overlays: int = option(4, help="overlays of the best and of the worst images")
+
+    def __post_init__(self):
+        self.run, self.cache, self.out = str(self.run), str(self.cache), str(self.out)
+        _check_common(self)
+        if self.overlays < 0:
+            raise UsageError(f"--overlays {self.overlays}: use 0 or more")
+
+
+@dataclass(kw_only=True)
+class PredictConfig:
+    images: list[str] = option(argument=True, help="image files")
+    run: str = option(help="run folder of `pipeline train`")
+    out: str = option(help="folder for <stem>_mask.png, <stem>_overlay.png, predictions.json")
+    model: str | None = option(None, help="backbone to load when the run's model is not reachable by its "
+                                          "recorded name (a local folder)")
+    device: str = option("auto", help="auto | cpu | cuda | cuda:N")
+
+    def __post_init__(self):
+        self.images, self.run, self.out = [str(i) for i in self.images], str(self.run), str(self.out)
+        check_device(self.device)

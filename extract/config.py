@@ -1,0 +1,83 @@
+"""What `pipeline extract` does, as one dataclass: its fields are the command's options.
+
+Everything is checked when the config is built, before any dataset, model or store is touched.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from hairdiff.core.devices import DTYPE_NAMES, check_device, check_dtype
+from hairdiff.core.errors import UsageError
+from hairdiff.core.fields import option
+
+DATASETS = ("figaro", "celebamask", "facesynthetics", "folder")
+Dataset = Literal["figaro", "celebamask", "facesynthetics", "folder"]
+Precision = Literal["fp16", "int8"]
+OnError = Literal["stop", "skip"]
+# The SD 1.x family trains on 1000 steps; the loaded scheduler's own count is checked again after loading.
+MAX_TIMESTEP = 999
+
+
+@dataclass(kw_only=True)
+class ExtractConfig:
+    dataset: Dataset = option(help="figaro | celebamask | facesynthetics | folder")
+    root: str = option(help="dataset root in its published layout")
+    split: str = option("all", help="figaro: Training/Testing; celebamask: train/val/test/all; "
+                                    "facesynthetics: train/val/test/all; folder: all or a subfolder name")
+    model: str = option("CompVis/stable-diffusion-v1-3",
+                        help="hub id, local diffusers folder, .safetensors/.ckpt file, or 'tiny'")
+    revision: str | None = option(None, help="hub revision (branch, tag or commit)")
+    prompt: str = option("A photo of a hair.", help="text conditioning of the UNet")
+    timestep: int = option(0, help=f"diffusion timestep the latent is noised to (0..{MAX_TIMESTEP})")
+    resolution: int = option(512, help="images are letterboxed to RESOLUTION x RESOLUTION (a multiple of 64)")
+    taps: str = option("unet", help="'unet' (decoder levels), 'odise', or comma-separated module names")
+    dtype: str = option("auto", help="auto (fp16 on CUDA, fp32 on CPU) | float16 | bfloat16 | float32")
+    device: str = option("auto", help="auto | cpu | cuda | cuda:N")
+    batch_size: int = option(8, help="images per forward pass (halved automatically on out-of-memory)")
+    workers: int = option(2, help="decoding/resizing worker processes")
+    limit: int | None = option(None, help="only the first N samples in id order")
+    ids_file: str | None = option(None, flag="--ids", help="file of sample ids (one per line) to extract")
+    cache_root: str | None = option(None, help="where stores live (path or s3://, gs://, file:// URL); "
+                                               "default $HAIRDIFF_CACHE or ~/.cache/hairdiff")
+    precision: Precision = option("fp16", help="stored precision: fp16 (lossless) | int8 (per-channel)")
+    shard_size: int = option(16, help="samples per shard file")
+    seed: int = option(0, help="seed of the one fixed noise tensor")
+    on_error: OnError = option("stop", help="stop: stop at the first bad file; skip: report it and go on")
+    scheduler: str | None = option(None, help="Dask: local:N (N worker processes) or tcp://HOST:PORT")
+    report: str | None = option(None, help="JSON report path (default under the local cache folder)")
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """UsageError naming the first bad option; touches no file, model or store."""
+        from hairdiff.extract.taps import check_tap_spec
+
+        if self.dataset not in DATASETS:
+            raise UsageError(f"--dataset {self.dataset!r}: use one of {', '.join(DATASETS)}")
+        if self.resolution < 64 or self.resolution % 64:
+            raise UsageError(f"--resolution {self.resolution}: use a multiple of 64 of at least 64 (the UNet "
+                             f"downsamples 64x), e.g. 512")
+        if not 0 <= self.timestep <= MAX_TIMESTEP:
+            raise UsageError(f"--timestep {self.timestep}: use 0..{MAX_TIMESTEP} (the diffusion schedule's steps; "
+                             f"the paper uses 0)")
+        for name in ("batch_size", "shard_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: use 1 or more")
+        if self.workers < 0:
+            raise UsageError(f"--workers {self.workers}: use 0 (decode in this process) or more")
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"--limit {self.limit}: use 1 or more (or leave it out for every sample)")
+        if self.precision not in ("fp16", "int8"):
+            raise UsageError(f"--precision {self.precision!r}: use fp16 or int8")
+        if self.on_error not in ("stop", "skip"):
+            raise UsageError(f"--on-error {self.on_error!r}: use stop or skip")
+        if self.dtype not in DTYPE_NAMES:
+            check_dtype(self.dtype)
+        check_device(self.device)
+        check_tap_spec(self.taps)
+        if self.scheduler and not (re.fullmatch(r"local:[1-9]\d*", self.scheduler)
+                                   or self.scheduler.startswith(("tcp://", "tls://"))):
+            raise UsageError(f"--scheduler {self.scheduler!r}: use local:N (N worker processes) or tcp://HOST:PORT")

@@ -1,0 +1,125 @@
+"""`pipeline eval` on real feature stores and a real (random-weight) head saved the way training saves it."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from hairdiff.cache import FeatureStore, StoreMismatchError, fingerprint
+from hairdiff.cache.geometry import letterbox_label
+from hairdiff.evaluate.config import EvalConfig
+from hairdiff.evaluate.metrics import confusion_matrix, scores
+from hairdiff.evaluate.run import evaluate_run, to_annotation
+from hairdiff.train.checkpoint import load_head
+from hairdiff.train.mask2former.head import semantic_probs
+from tests.fixtures.cli import invoke
+from tests.fixtures.stores import INPUTS, R, ellipse, make_run, synthetic_samples
+from tests.fixtures.stores import make_eval_store as make_store
+
+
+def independent_confusion(run: Path, url: str) -> tuple[np.ndarray, int]:
+    """The chain written out again: head -> probs at R -> crop the valid region -> resize -> argmax."""
+    head, _ = load_head(run)
+    store = FeatureStore.open(url)
+    conf, n = np.zeros((2, 2), np.int64), 0
+    for i in np.flatnonzero(store.done_mask()):
+        s = store.read_sample(int(i))
+        label = store.read_label(int(i))
+        with torch.no_grad():
+            out = head({k: torch.from_numpy(v[None].astype(np.float32)) for k, v in s["features"].items()})
+            p = F.interpolate(semantic_probs(out), size=(R, R), mode="bilinear", align_corners=False)
+        h, w = s["orig_size"]
+        nh, nw = round(h * R / max(h, w)), round(w * R / max(h, w))
+        p = F.interpolate(p[:, :, :nh, :nw], size=label.shape, mode="bilinear", align_corners=False)
+        pred = p[0].argmax(0).numpy()
+        keep = label != 255
+        for g in (0, 1):
+            for q in (0, 1):
+                conf[g, q] += int(((label == g) & (pred == q) & keep).sum())
+        n += 1
+    return conf, n
+
+
+def test_eval_scores_done_samples_at_annotation_resolution(tmp_path):
+    samples = synthetic_samples()
+    url = make_store(tmp_path, "celebamask", samples, root=str(tmp_path / "nowhere"), done=[0, 1, 3, 4])
+    run = make_run(tmp_path, trained_on="figaro")
+    out = tmp_path / "eval"
+    m = evaluate_run(EvalConfig(run=run, cache=url, out=out, overlays=2, batch_size=3, device="cpu"))
+
+    conf, n = independent_confusion(run, url)
+    assert n == 4 and m["images"] == 4  # sample 2 was never extracted: not scored
+    assert m["confusion_matrix"] == conf.tolist()
+    assert conf.sum() == sum(int((s[2] != 255).sum()) for k, s in enumerate(samples) if k != 2)
+    want = scores(conf)
+    for k in ("mIoU", "accuracy", "precision", "f1", "hair_iou"):
+        assert m[k] == want[k] or (math.isnan(m[k]) and math.isnan(want[k]))
+
+    saved = json.loads((out / "metrics.json").read_text())
+    for k in ("mIoU", "accuracy", "precision", "f1", "hair_iou", "hair_f1", "boundary_f", "mean_class_accuracy",
+              "run", "store", "fingerprint", "images", "cross_dataset"):
+        assert k in saved, k
+    assert saved["cross_dataset"] is True and saved["trained_on"] == ["figaro"]
+    assert saved["fingerprint"] == fingerprint(INPUTS) and saved["store"].endswith("celebamask-test.zarr")
+    md = (out / "metrics.md").read_text()
+    assert "Cross-dataset" in md and "92.58" in md  # the paper's CelebAMask-HQ row sits beside ours
+    per_image = json.loads((out / "per_image.json").read_text())
+    assert sorted(p["id"] for p in per_image) == ["00000", "00001", "00003", "00004"]
+    pngs = sorted(p.name for p in (out / "overlays").iterdir())
+    assert len(pngs) == 4 and sum(p.startswith("best_") for p in pngs) == 2
+    # root unreadable: masks drawn on grey at the annotation's size
+    worst = per_image and min(per_image, key=lambda p: p["mIoU"])
+    img = np.asarray(Image.open(next((out / "overlays").glob(f"worst_0_{worst['id']}.png"))))
+    assert img.shape[:2] == samples[int(worst["id"])][2].shape
+
+
+def test_eval_refuses_a_store_with_another_fingerprint(tmp_path):
+    other = {**INPUTS, "prompt": "A photo of a cat."}
+    url = make_store(tmp_path, "figaro", synthetic_samples(2), root=str(tmp_path), inputs=other)
+    run = make_run(tmp_path)
+    with pytest.raises(StoreMismatchError, match="fingerprint"):
+        evaluate_run(EvalConfig(run=run, cache=url, out=tmp_path / "eval", device="cpu"))
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_unletterbox_of_a_perfect_store_map_recovers_the_annotation():
+    """If the head predicted the letterboxed label exactly, evaluation must score ~100% at full size."""
+    rng = np.random.default_rng(5)
+    for h, w in [(64, 48), (37, 61), (80, 30)]:
+        label = ellipse(h, w, rng)
+        boxed = letterbox_label(label, 64)
+        onehot = torch.from_numpy(np.stack([boxed == 0, boxed == 1]).astype(np.float32))
+        pred = to_annotation(onehot, (h, w), (h, w))
+        s = scores(confusion_matrix(pred, label))
+        assert s["accuracy"] > 97 and s["hair_iou"] > 90, (h, w, s)
+
+
+def test_eval_on_real_figaro_draws_on_the_real_image_and_cli_prints_path_last(tmp_path, figaro_root):
+    from hairdiff.extract.readers import get_reader
+
+    reader = get_reader("figaro")
+    refs = reader.list_samples(figaro_root, "Training", None)[:3]
+    loaded = [reader.load(r) for r in refs]
+    samples = [(s.id, s.image.shape[:2], s.label) for s in loaded]
+    url = make_store(tmp_path, "figaro", samples, root=str(figaro_root), split="Training")
+    run = make_run(tmp_path, trained_on="figaro")
+    out = tmp_path / "eval"
+    code, stdout, err = invoke("eval", "--run", run, "--cache", url, "--out", out, "--device", "cpu", "--overlays", "1")
+    assert code == 0, err
+    assert stdout.strip().splitlines()[-1] == str(out / "metrics.json")
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["cross_dataset"] is False and m["images"] == 3
+    assert "95.40" in (out / "metrics.md").read_text()  # the paper's Figaro row
+    best = next((out / "overlays").glob("best_0_*.png"))
+    sid = best.stem.split("_", 2)[2]
+    img = np.asarray(Image.open(best)).astype(int)
+    orig = next(s for s in loaded if s.id == sid)
+    assert img.shape == orig.image.shape
+    # the photo shows through the tints (a grey base would not follow the photo's brightness)
+    assert np.corrcoef(img.mean(2).ravel(), orig.image.mean(2).ravel())[0, 1] > 0.5

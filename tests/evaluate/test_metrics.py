@@ -1,0 +1,157 @@
+"""evaluate.metrics and evaluate.boundary against brute-force references written from the equations."""
+import math
+
+import numpy as np
+import pytest
+
+from hairdiff.evaluate.boundary import boundary_counts, boundary_f, default_tolerance
+from hairdiff.evaluate.metrics import confusion_matrix, scores
+
+
+# ------------------------------------------------------------------ brute-force references (pure python)
+def ref_counts(pairs, k=2, ignore=255):
+    """p[i][j]: pixels of true class i predicted as j, over all images, by looping over pixels."""
+    p = [[0] * k for _ in range(k)]
+    for pred, gt in pairs:
+        for y in range(gt.shape[0]):
+            for x in range(gt.shape[1]):
+                g = int(gt[y, x])
+                if g != ignore:
+                    p[g][int(pred[y, x])] += 1
+    return p
+
+
+def ref_scores(p):
+    """Equations 7-10 as documented in evaluate.metrics, with explicit sums; NaN classes left out."""
+    k = len(p)
+    t = [sum(p[i][j] for j in range(k)) for i in range(k)]
+    col = [sum(p[j][i] for j in range(k)) for i in range(k)]
+
+    def mean(vals):
+        vals = [v for v in vals if v is not None]
+        return 100 * sum(vals) / len(vals) if vals else math.nan
+
+    def ratio(a, b):
+        return a / b if b else None
+
+    iou = [ratio(p[i][i], t[i] + col[i] - p[i][i]) for i in range(k)]
+    acc = 100 * sum(p[i][i] for i in range(k)) / sum(t) if sum(t) else math.nan
+    prec = [ratio(p[i][i], col[i]) for i in range(k)]
+    f1 = [ratio(2 * p[i][i], 2 * p[i][i] + sum(p[i][j] for j in range(k) if j != i)
+                + sum(p[j][i] for j in range(k) if j != i)) for i in range(k)]
+    mca = [ratio(p[i][i], t[i]) for i in range(k)]
+    return {"mIoU": mean(iou), "accuracy": acc, "precision": mean(prec), "f1": mean(f1),
+            "mean_class_accuracy": mean(mca), "hair_iou": 100 * iou[1] if iou[1] is not None else math.nan,
+            "hair_f1": 100 * f1[1] if f1[1] is not None else math.nan}
+
+
+def close(a, b):
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
+
+
+def random_pair(rng, h, w, p_hair, p_ignore, p_flip):
+    gt = (rng.random((h, w)) < p_hair).astype(np.uint8)
+    pred = np.where(rng.random((h, w)) < p_flip, 1 - gt, gt).astype(np.uint8)
+    gt[rng.random((h, w)) < p_ignore] = 255
+    return pred, gt
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def test_scores_equal_brute_force_on_random_splits():
+    rng = np.random.default_rng(0)
+    for case in range(60):
+        n = int(rng.integers(1, 4))
+        pairs = [random_pair(rng, int(rng.integers(1, 12)), int(rng.integers(1, 12)), rng.random(),
+                             rng.choice([0.0, 0.1, 0.5]), rng.random()) for _ in range(n)]
+        conf = sum(confusion_matrix(pr, gt) for pr, gt in pairs)
+        assert conf.dtype == np.int64 and conf.tolist() == ref_counts(pairs), case
+        got, want = scores(conf), ref_scores(ref_counts(pairs))
+        for key, v in want.items():
+            assert close(got[key], v), (case, key, got[key], v)
+
+
+def test_degenerate_splits_follow_the_documented_conventions():
+    # Hair absent from truth and prediction: its ratios are NaN and the means use background only.
+    gt = np.zeros((4, 4), np.uint8)
+    s = scores(confusion_matrix(gt, gt))
+    assert math.isnan(s["hair_iou"]) and s["mIoU"] == 100 and s["accuracy"] == 100 and s["f1"] == 100
+    # Hair predicted where there is none: hair IoU 0 (not NaN), precision 0, recall NaN.
+    pred = gt.copy()
+    pred[0, 0] = 1
+    s = scores(confusion_matrix(pred, gt))
+    assert s["hair_iou"] == 0 and s["hair_precision"] == 0 and math.isnan(s["hair_recall"])
+    assert close(s["mIoU"], 100 * 15 / 16 / 2)
+    # Everything ignored: no pixels, every metric NaN.
+    s = scores(confusion_matrix(pred, np.full((4, 4), 255, np.uint8)))
+    assert s["pixels"] == 0 and math.isnan(s["mIoU"]) and math.isnan(s["accuracy"])
+
+
+def test_accuracy_is_pixel_accuracy_not_halved():
+    gt = np.array([[0, 0, 0, 1]], np.uint8)
+    s = scores(confusion_matrix(gt, gt))
+    assert s["accuracy"] == 100.0 and s["hair_pixels"] == 1 and s["background_pixels"] == 3
+
+
+def test_confusion_rejects_bad_input():
+    with pytest.raises(ValueError, match="differ in size"):
+        confusion_matrix(np.zeros((2, 2), np.uint8), np.zeros((2, 3), np.uint8))
+    with pytest.raises(ValueError, match="class 2"):
+        confusion_matrix(np.full((2, 2), 2, np.uint8), np.zeros((2, 2), np.uint8))
+
+
+# --------------------------------------------------------------------------------------------- boundary
+def ref_boundary(mask, valid):
+    h, w = mask.shape
+    pts = []
+    for y in range(h):
+        for x in range(w):
+            if mask[y, x] and valid[y, x]:
+                for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                    yy, xx = y + dy, x + dx
+                    if 0 <= yy < h and 0 <= xx < w and not mask[yy, xx] and valid[yy, xx]:
+                        pts.append((y, x))
+                        break
+    return pts
+
+
+def ref_boundary_counts(pred, gt, tol):
+    valid = gt != 255
+    bp, bg = ref_boundary(pred == 1, valid), ref_boundary(gt == 1, valid)
+
+    def matched(src, dst):
+        return sum(1 for (y, x) in src if any(math.hypot(y - v, x - u) <= tol for (v, u) in dst))
+
+    return [matched(bp, bg), len(bp), matched(bg, bp), len(bg)]
+
+
+def blob(h, w, cy, cx, r):
+    yy, xx = np.mgrid[:h, :w]
+    return (((yy - cy) ** 2 + (xx - cx) ** 2) <= r * r).astype(np.uint8)
+
+
+def test_boundary_counts_equal_brute_force():
+    rng = np.random.default_rng(1)
+    for case in range(25):
+        h, w = int(rng.integers(3, 20)), int(rng.integers(3, 20))
+        gt = blob(h, w, rng.integers(0, h), rng.integers(0, w), rng.integers(1, 8))
+        pred = np.where(rng.random((h, w)) < 0.15, 1 - gt, gt).astype(np.uint8)
+        gt[rng.random((h, w)) < 0.1] = 255
+        tol = float(rng.choice([1.0, 1.5, 2.0, 3.2]))
+        assert boundary_counts(pred, gt, tol).tolist() == ref_boundary_counts(pred, gt, tol), case
+
+
+def test_boundary_f_simple_cases():
+    gt = blob(64, 64, 32, 32, 15)
+    assert boundary_f(boundary_counts(gt, gt)) == 100.0
+    assert default_tolerance(gt.shape) == 1.0  # 0.75% of a 90 px diagonal is below 1 px
+    near = np.roll(gt, 1, axis=1)  # within the tolerance: still perfect
+    assert boundary_f(boundary_counts(near, gt)) == 100.0
+    far = np.roll(gt, 6, axis=1)  # beyond it: only the edges that happen to stay close match
+    f_far = boundary_f(boundary_counts(far, gt))
+    assert 0 < f_far < 60
+    # Counts add over images.
+    total = boundary_counts(gt, gt) + boundary_counts(far, gt)
+    assert boundary_f(total) == pytest.approx(100 * (total[0] / total[1] * 2 * total[2] / total[3])
+                                              / (total[0] / total[1] + total[2] / total[3]))
+    assert math.isnan(boundary_f(boundary_counts(np.zeros_like(gt), np.zeros_like(gt))))
+    assert boundary_f(boundary_counts(np.zeros_like(gt), gt)) == 0.0

@@ -1,0 +1,119 @@
+"""`pipeline predict`: the tiny SD backbone + a saved head on new image files, same chain as evaluation."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hairdiff.cache import FeatureStore, fingerprint
+from hairdiff.cache.geometry import letterbox_image, letterbox_label, preprocessing_record
+from hairdiff.core.errors import RunMismatchError
+from hairdiff.evaluate.config import PredictConfig
+from hairdiff.evaluate.predict import predict_images
+from hairdiff.evaluate.run import predict_batch, to_annotation
+from hairdiff.train.checkpoint import load_head
+from tests.fixtures.cli import invoke
+from tests.fixtures.stores import make_run as make_run_with
+
+R = 64
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    from hairdiff.extract.backbone import load_backbone
+    from hairdiff.extract.features import FeatureExtractor
+    from hairdiff.extract.taps import resolve_taps
+
+    bb = load_backbone("tiny", device="cpu", dtype=torch.float32)
+    return FeatureExtractor(bb, resolve_taps("unet", bb), resolution=R)
+
+
+def make_run(tmp: Path, fx, edit=None) -> Path:
+    return make_run_with(tmp, levels=fx.levels, inputs=fx.fingerprint_inputs, edit=edit, seed=1)
+
+
+def predict(run, images, out, **kw):
+    return predict_images(PredictConfig(images=images, run=run, out=out, device="cpu", **kw))
+
+
+def photo(h, w, seed) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    img = np.stack([yy * 255 // h, xx * 255 // w, (yy + xx) % 256], -1) + rng.integers(0, 40, (h, w, 3))
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def test_predict_writes_masks_at_image_size_matching_the_eval_path(tmp_path, extractor):
+    from hairdiff.extract.loading import to_model_input
+
+    run = make_run(tmp_path, extractor)
+    paths = []
+    for k, (h, w) in enumerate([(50, 37), (64, 90)]):
+        p = tmp_path / f"img{k}.png"
+        Image.fromarray(photo(h, w, k)).save(p)
+        paths.append(p)
+    out = tmp_path / "pred"
+    rows = predict(run, paths, out)
+    assert [r["image"] for r in rows] == [str(p) for p in paths]
+    assert json.loads((out / "predictions.json").read_text()) == rows
+
+    # The same images through the eval path: features into a real store (fp16), head, unletterbox.
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    fp = fingerprint({"t": "predict-vs-eval"})
+    store = FeatureStore.create_or_open(
+        str(tmp_path / "s.zarr"), fingerprint=fp, fingerprint_inputs={}, dataset="folder", split="x",
+        root=str(tmp_path), ids=["a", "b"], levels=extractor.levels, resolution=R,
+        preprocessing=preprocessing_record(R), shard_size=2)
+    feats = extractor(to_model_input([letterbox_image(i, R) for i in images], torch.device("cpu"), torch.float32))
+    labels = [np.zeros(i.shape[:2], np.uint8) for i in images]
+    store.write_samples([0, 1], {k: v.numpy() for k, v in feats.items()},
+                        np.stack([letterbox_label(lab, R) for lab in labels]), labels,
+                        np.array([i.shape[:2] for i in images]))
+    head, _ = load_head(run)
+    batch = store.read_batch([0, 1])
+    probs = predict_batch(head, batch["features"], "cpu", R)
+    for j, (img, row) in enumerate(zip(images, rows)):
+        mask = np.asarray(Image.open(row["mask"]))
+        assert mask.shape == img.shape[:2] and set(np.unique(mask)) <= {0, 255}
+        assert np.array_equal(mask // 255, to_annotation(probs[j], img.shape[:2], img.shape[:2]))
+        assert row["hair_fraction"] == pytest.approx((mask == 255).mean())
+        assert np.asarray(Image.open(row["overlay"])).shape == img.shape
+
+
+def test_predict_refuses_when_the_features_would_differ(tmp_path, extractor):
+    def trained_on_sd13(meta):  # a run trained on SD v1-3 features, predicted with the tiny model
+        fi = {**meta["fingerprint_inputs"], "model": {"kind": "hub", "name": "CompVis/stable-diffusion-v1-3",
+                                                       "revision": "abc"}}
+        meta["fingerprint_inputs"], meta["fingerprint"] = fi, fingerprint(fi)
+
+    run = make_run(tmp_path, extractor, trained_on_sd13)
+    img = tmp_path / "a.png"
+    Image.fromarray(photo(30, 30, 0)).save(img)
+    with pytest.raises(RunMismatchError, match="differs in: model"):
+        predict(run, [img], tmp_path / "pred", model="tiny")
+    assert not (tmp_path / "pred" / "predictions.json").exists()
+    # a hand-edited run.json is refused before any model is loaded
+    meta = json.loads((run / "run.json").read_text())
+    meta["meta"]["fingerprint_inputs"]["prompt"] = "A photo of a cat."
+    (run / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(RunMismatchError, match="edited"):
+        predict(run, [img], tmp_path / "pred")
+
+
+def test_predict_cli_on_a_real_photo_names_a_bad_file(tmp_path, extractor, figaro_root):
+    run = make_run(tmp_path, extractor)
+    real = sorted((figaro_root / "Original" / "Training").glob("*.jpg"))[0]
+    out = tmp_path / "pred"
+    code, stdout, err = invoke("predict", real, "--run", run, "--out", out, "--device", "cpu")
+    assert code == 0, err
+    assert stdout.strip().splitlines()[-1] == str(out / "predictions.json")
+    mask = Image.open(out / f"{real.stem}_mask.png")
+    assert mask.size == Image.open(real).size
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    code, _, err = invoke("predict", broken, "--run", run, "--out", out, "--device", "cpu")
+    assert code == 2 and "broken.jpg" in err and len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,44 @@
+"""What `pip install .` puts into site-packages: one namespace, `hairdiff`, and the `pipeline` script."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from tests.fixtures import REPO
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    pytest.importorskip("setuptools", minversion="68")
+    out = tmp_path_factory.mktemp("wheel")
+    # No build isolation: the build backend is already in the test environment and needs no network.
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(out), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return zipfile.ZipFile(next(out.glob("hairdiff-*.whl")))
+
+
+def test_wheel_holds_nothing_but_the_hairdiff_namespace(wheel):
+    names = wheel.namelist()
+    top = {n.split("/", 1)[0] for n in names}
+    dist_info = {t for t in top if t.endswith(".dist-info")}
+    assert top - dist_info == {"hairdiff"}, sorted(top)
+    assert "hairdiff/__init__.py" not in names  # a namespace: nothing to collide with another hairdiff.*
+    for package in ("core", "cli", "cache", "extract", "extract/readers", "train", "train/mask2former", "evaluate",
+                    "demo"):
+        assert f"hairdiff/{package}/__init__.py" in names, package
+    assert "hairdiff/evaluate/paper_results.json" in names
+    assert not any(n.endswith("pipeline.py") or n.startswith("hairdiff/tests") for n in names)
+    entry = wheel.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "pipeline = hairdiff.cli:main" in entry
+
+
+def test_checkout_script_runs_without_installing(tmp_path):
+    # `python pipeline.py` maps the checkout's folders to `hairdiff` itself; -I ignores the installed copy.
+    p = subprocess.run([sys.executable, "-I", str(REPO / "pipeline.py"), "--version"], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.startswith("hairdiff ")

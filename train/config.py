@@ -1,0 +1,89 @@
+"""What `pipeline train` does, as one dataclass: its fields are the command's options, and the DDP
+relaunch hands the same object (as JSON) to every process.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from hairdiff.core.devices import check_device
+from hairdiff.core.errors import UsageError
+from hairdiff.core.fields import option
+
+# Settings a resumed run must share with the run it continues (anything else may change).
+RESUME_KEYS = ("iters", "batch_size", "lr", "weight_decay", "seed", "grad_clip", "head_config")
+
+
+def parse_head_overrides(items: list[str]) -> dict:
+    """--head NAME=VALUE items -> {NAME: value}; VALUE is read as JSON when it parses (numbers, true)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--head {item!r}: use NAME=VALUE, e.g. --head num_queries=50")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    cache: list[str] = option(flag="--cache", help="feature store path or URL (repeatable; all must share one "
+                                                   "fingerprint)")
+    out: str = option(help="run folder: log.jsonl, checkpoints/, head.safetensors, run.json")
+    iters: int = option(20000, help="optimizer steps")
+    batch_size: int = option(16, help="global batch size (split across --nproc processes)")
+    lr: float = option(1e-4, help="AdamW base learning rate (poly decay, power 0.9)")
+    weight_decay: float = option(0.05, help="AdamW weight decay")
+    grad_clip: float = option(0.01, help="clip the full model's gradient norm to this (0: off)")
+    seed: int = option(0, help="seed of initialisation, sample order and point sampling")
+    device: str = option("auto", help="auto (cuda if available) | cpu | cuda | cuda:N")
+    ckpt_every: int = option(1000, help="write a checkpoint every N iterations")
+    resume: bool = option(False, help="continue the run in --out from its last checkpoint")
+    overwrite: bool = option(False, help="start again in an --out that already holds a run")
+    nproc: int = option(1, help="data-parallel processes (DDP via torchrun; gloo on CPU, nccl on CUDA)")
+    small: bool | None = option(None, help="a small head (hidden 64, 16 queries, 3 decoder layers, 2 encoder "
+                                           "layers, 1024 points); default: on for CPU, off (the paper's "
+                                           "Mask2Former) on CUDA")
+    head: list[str] = option(factory=list, help="override a HeadConfig field, NAME=VALUE (repeatable), "
+                                                "e.g. --head num_queries=50")
+    workers: int = option(2, help="threads reading batches from the stores")
+    prefetch: int = option(4, help="batches read ahead of the model")
+    stop_at: int | None = option(None, help="stop after this iteration with a checkpoint (for time-limited "
+                                            "slots); continue later with --resume")
+
+    def __post_init__(self):
+        self.cache = [str(c) for c in self.cache]
+        self.out = str(self.out)
+        self.validate()
+
+    def validate(self) -> None:
+        """UsageError naming the first bad option; touches no file, store or model."""
+        if not self.cache:
+            raise UsageError("--cache is missing: pass a feature store (the last line `pipeline extract` prints)")
+        for name in ("iters", "batch_size", "ckpt_every", "nproc", "prefetch"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: use 1 or more")
+        if self.lr <= 0:
+            raise UsageError(f"--lr {self.lr}: use a positive learning rate (Mask2Former: 1e-4)")
+        for name in ("weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: use 0 or more")
+        if self.workers < 0:
+            raise UsageError(f"--workers {self.workers}: use 0 or more")
+        if self.stop_at is not None and self.stop_at < 1:
+            raise UsageError(f"--stop-at {self.stop_at}: use 1 or more")
+        if self.batch_size % self.nproc:
+            raise UsageError(f"--batch-size {self.batch_size} is not divisible by --nproc {self.nproc}: choose a "
+                             f"multiple of {self.nproc}")
+        check_device(self.device)
+        self.head_config("cpu")  # unknown or invalid --head settings fail here, before anything loads
+
+    def head_config(self, device: str):
+        """The HeadConfig this run trains: the small preset on CPU unless --no-small, then --head overrides."""
+        from hairdiff.train.mask2former.head import build_head_config
+
+        small = str(device).startswith("cpu") if self.small is None else self.small
+        return build_head_config(parse_head_overrides(self.head), small=small)

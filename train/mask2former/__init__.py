@@ -1,0 +1,23 @@
+"""Our own port of Mask2Former (Cheng et al., CVPR 2022) for semantic segmentation from cached features.
+
+What it follows: facebookresearch/Mask2Former's MSDeformAttnPixelDecoder, MultiScaleMaskedTransformerDecoder,
+HungarianMatcher and SetCriterion (semantic defaults: 100 queries, hidden 256, 8 heads, FFN 2048, 9
+masked-attention layers, 6 deformable encoder layers over 3 scales, 4 points; class/mask/dice weights
+2/5/5, no-object 0.1, 12544 importance-sampled points), checked module by module against transformers'
+Mask2Former to 1e-5 (tests/train/mask2former/test_parity_transformers.py). No detectron2.
+
+Where it deviates, and why:
+- Input: cached Stable Diffusion levels instead of a backbone. `adapter.py` projects each level to the head
+  width and sums levels that share a stride (as NVlabs/ODISE does with its SD taps).
+- Multi-scale deformable attention is pure PyTorch (grid_sample), not the CUDA kernel: portable to CPU tests.
+- Ignore pixels (label 255, letterbox padding) carry no loss and no matching cost: each target carries a
+  valid map and sampled points are weighted by the valid share of their bilinear footprint. (Mask2Former's
+  semantic mapper leaves them in every mask's background.)
+- Loss normalisation is per sample, averaged over the batch, so a batch split over DDP processes gives the
+  same loss; point sampling draws from a per-sample seed, so resume and DDP are exact.
+- Fewer than three distinct strides are accepted (the decoder then attends over what there is).
+
+Modules: head (HeadConfig, presets, Mask2FormerHead, semantic_probs), adapter, pixel_decoder,
+msdeform_attn, transformer_decoder, matcher, criterion (SetCriterion, build_criterion), point_sampling,
+targets, position, layers.
+"""

@@ -1,0 +1,133 @@
+"""The segmentation head: input adapter -> pixel decoder -> masked-attention decoder (Mask2Former).
+
+`Mask2FormerHead(levels, cfg)(feats)` maps cached backbone levels to per-query class logits and mask
+logits at the finest stride; `semantic_probs` turns them into per-class probability maps.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hairdiff.train.mask2former.adapter import ADAPTER_KINDS, LevelAdapter
+from hairdiff.train.mask2former.pixel_decoder import ATTENDED_LEVELS, MSDeformAttnPixelDecoder
+from hairdiff.core.errors import UsageError
+from hairdiff.train.mask2former.transformer_decoder import MaskedAttentionDecoder
+
+# A head small enough to train for a demo on a laptop CPU in minutes.
+SMALL_PRESET = {"hidden_dim": 64, "num_queries": 16, "nheads": 4, "dim_feedforward": 256, "dec_layers": 3,
+                "enc_layers": 2, "enc_dim_feedforward": 256, "mask_dim": 64, "num_points": 1024}
+
+
+@dataclass
+class HeadConfig:
+    """Mask2Former's semantic-segmentation defaults (Cheng et al. 2022), two classes: 0 background, 1 hair."""
+
+    num_classes: int = 2
+    num_queries: int = 100
+    hidden_dim: int = 256           # query width
+    nheads: int = 8                 # decoder and deformable-encoder heads
+    dim_feedforward: int = 2048     # decoder FFN
+    dec_layers: int = 9             # masked-attention layers (predictions: 1 initial + dec_layers)
+    enc_layers: int = 6             # deformable-attention encoder layers
+    enc_points: int = 4             # sampling points per head and level
+    enc_dim_feedforward: int = 1024
+    conv_dim: int | None = None     # adapter / pixel-decoder width; None = hidden_dim (256 in Mask2Former)
+    mask_dim: int = 256
+    dropout: float = 0.0
+    adapter: str = "conv"           # "conv" (1x1 conv + GroupNorm) or "bottleneck" (ODISE-like)
+    # Loss and matching (read by criterion.build_criterion): the one place these defaults live.
+    num_points: int = 12544
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("int", "float") and not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise UsageError(f"--head {f.name}={v!r}: expected a number")
+        if self.num_classes < 1 or self.num_queries < 1 or self.dec_layers < 0 or self.enc_layers < 0:
+            raise UsageError(f"--head: num_classes and num_queries must be >= 1 and layer counts >= 0 (got "
+                             f"num_classes={self.num_classes}, num_queries={self.num_queries}, "
+                             f"dec_layers={self.dec_layers}, enc_layers={self.enc_layers})")
+        width = self.width
+        for name, dim in (("hidden_dim", self.hidden_dim), ("conv_dim", width)):
+            if dim < 2 or dim % self.nheads:
+                raise UsageError(f"--head {name}={dim}: must be divisible by nheads={self.nheads}")
+        if self.hidden_dim % 2 or width % 2:
+            raise UsageError("--head: hidden_dim and conv_dim must be even (sine position embedding)")
+        if self.adapter not in ADAPTER_KINDS:
+            raise UsageError(f"--head adapter={self.adapter!r}: choose one of {', '.join(ADAPTER_KINDS)}")
+
+    @property
+    def width(self) -> int:
+        return self.hidden_dim if self.conv_dim is None else self.conv_dim
+
+
+def build_head_config(overrides: dict | None = None, small: bool = False) -> HeadConfig:
+    """Mask2Former's defaults, the small preset on top when `small`, then `overrides` (--head NAME=VALUE)."""
+    names = {f.name for f in dataclasses.fields(HeadConfig)}
+    kw = dict(SMALL_PRESET) if small else {}
+    kw.update(overrides or {})
+    unknown = sorted(set(kw) - names)
+    if unknown:
+        import difflib
+
+        near = [m for u in unknown for m in difflib.get_close_matches(u, names, n=1)]
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise UsageError(f"--head: unknown setting(s) {', '.join(unknown)}{hint}; HeadConfig has "
+                         f"{', '.join(sorted(names))}")
+    return dataclasses.replace(HeadConfig(), **kw)
+
+
+class Mask2FormerHead(nn.Module):
+    def __init__(self, levels, cfg: HeadConfig | None = None):
+        super().__init__()
+        cfg = cfg or HeadConfig()
+        self.cfg = cfg
+        self.levels = list(levels)
+        width = cfg.width
+        self.adapter = LevelAdapter(self.levels, width, cfg.adapter)
+        strides = self.adapter.strides
+        self.pixel_decoder = MSDeformAttnPixelDecoder(
+            [width] * len(strides), strides, conv_dim=width, mask_dim=cfg.mask_dim, enc_layers=cfg.enc_layers,
+            n_heads=cfg.nheads, n_points=cfg.enc_points, dim_feedforward=cfg.enc_dim_feedforward,
+            dropout=cfg.dropout)
+        self.predictor = MaskedAttentionDecoder(
+            width, cfg.num_classes, hidden_dim=cfg.hidden_dim, num_queries=cfg.num_queries, n_heads=cfg.nheads,
+            dim_feedforward=cfg.dim_feedforward, dec_layers=cfg.dec_layers, mask_dim=cfg.mask_dim,
+            num_levels=min(ATTENDED_LEVELS, len(strides)), dropout=cfg.dropout)
+
+    @property
+    def output_stride(self) -> int:
+        """Stride of pred_masks relative to the store resolution (the finest cached stride)."""
+        return self.adapter.strides[0]
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> dict:
+        """feats: level name -> (B, C, H, W). Returns pred_logits (B, Q, K+1), pred_masks (B, Q, H0, W0),
+        aux_outputs (one dict per earlier prediction, initial queries first)."""
+        mask_features, memory = self.pixel_decoder(self.adapter(feats))
+        return self.predictor(memory, mask_features)
+
+
+def semantic_probs(pred_logits, pred_masks: torch.Tensor | None = None, out_size=None) -> torch.Tensor:
+    """(B, K, h, w) per-class probabilities: sum over queries of P(class | query) * sigmoid(mask).
+
+    Accepts either (pred_logits, pred_masks) or the head's output dict. The "no object" column is dropped,
+    so a pixel's values need not sum to 1. out_size: (h, w) to resize to bilinearly (e.g. store resolution).
+    Computed in float32.
+    """
+    if isinstance(pred_logits, dict):
+        pred_logits, pred_masks = pred_logits["pred_logits"], pred_logits["pred_masks"]
+    if pred_masks is None:
+        raise TypeError("semantic_probs needs pred_masks (or the head's output dict)")
+    cls = pred_logits.float().softmax(-1)[..., :-1]
+    probs = torch.einsum("bqk,bqhw->bkhw", cls, pred_masks.float().sigmoid())
+    if out_size is not None and tuple(probs.shape[-2:]) != tuple(out_size):
+        probs = F.interpolate(probs, size=tuple(out_size), mode="bilinear", align_corners=False)
+    return probs
