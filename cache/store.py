@@ -1,15 +1,17 @@
-"""The feature store: one Zarr v3 group per (dataset, split, fingerprint).
+"""The feature store: one Zarr v3 group per (dataset, split, fingerprint, data).
 
 Layout: ``features/<level>`` [N, C, H, W] float16 (or int8 + ``features/<level>__scale``/``__offset``
 [N, C] float32), one sample per chunk, ``shard_size`` samples per shard file; ``masks`` [N, R, R] uint8
 (training masks at feature-input resolution, 255 = ignore); ``labels`` [N] PNG bytes (the annotation at
-its own resolution, exact); ``ids`` [N] str; ``orig_sizes``/``label_sizes`` [N, 2] int32; ``done`` [N]
-uint8 chunked by shard.
+its own resolution, exact); ``ids`` [N] str; ``orig_sizes``/``label_sizes`` [N, 2] int32; ``digests``
+[N, levels + 3] uint32 (cache/digests.py); ``done`` [N] uint8 chunked by shard.
 
-Crash-safety invariant: a sample flagged done always reads back exactly. Shards are written whole
-(zarr's LocalStore writes a key through a temporary file and a rename, object stores replace objects
-whole), and done flags are written after the data. Rewriting a shard that already holds done samples
-first clears their flags, so a crash in between leaves them missing (recomputed), never wrong.
+Crash-safety invariant: a sample flagged done always reads back exactly, or its read fails loudly.
+Shards are written whole (zarr's LocalStore writes a key through a temporary file and a rename, object
+stores replace objects whole), and done flags are written after the data. Rewriting a shard that already
+holds done samples first clears their flags, so a crash in between leaves them missing (recomputed),
+never wrong. Every read of a done sample checks its digests (stores written before digests existed: that
+its shard files exist), so a lost or corrupt shard is an error naming the sample, never zeros.
 """
 from __future__ import annotations
 
@@ -23,19 +25,22 @@ import numpy as np
 import zarr
 from PIL import Image
 
+from hairdiff.cache import digests as dg
 from hairdiff.cache.codecs import checksum_only, feature_compressors, small_compressors
-from hairdiff.core.errors import (ReadOnlyStoreError, SchemaVersionError, StoreMismatchError, StoreNotFoundError,
-                                  UsageError)
 from hairdiff.cache.fingerprint import SCHEMA_VERSION
 from hairdiff.cache.levels import LevelSpec
+from hairdiff.cache.quantize import PRECISIONS, dequantize_int8, quantize_int8, stored_dtype
+from hairdiff.core.errors import (CorruptSampleError, ReadOnlyStoreError, SchemaVersionError, StoreMismatchError,
+                                  StoreNotFoundError, StoreWriteError, UsageError)
 from hairdiff.core.labels import IGNORE
 from hairdiff.core.urls import filesystem, is_remote, local_path
 from hairdiff.core.versions import versions
 
-PRECISIONS = ("fp16", "int8")  # stored precision of features
-
 warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
 warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+# Whole shards are written at once: checking each chunk against the fill value first (zarr's default) and
+# encoding one chunk per batch cost more than half of the write time (bench/host_pipeline.py, BENCHMARKS.md).
+zarr.config.set({"array.write_empty_chunks": True, "codec_pipeline.batch_size": 64})
 
 
 def _zarr_store(url: str, read_only: bool):
@@ -62,13 +67,16 @@ class FeatureStore:
         self.ids_digest: str | None = a.get("ids_digest")
         if self.ids_digest is None and "-ids-" in self.split:  # stores written before ids_digest was an attribute
             self.split, self.ids_digest = self.split.rsplit("-ids-", 1)
+        self.data_key: str | None = a.get("data_key")
         self.root: str = a["root"]
         self.resolution: int = a["resolution"]
         self.precision: str = a.get("precision", "fp16")
         self.shard_size: int = a["shard_size"]
         self.levels = [LevelSpec(**d) for d in a["levels"]]
         self.num_samples: int = a["num_samples"]
+        self.has_digests: bool = bool(a.get("digests"))
         self._ids: list[str] | None = None
+        self._present: set[tuple[str, int]] = set()  # (array, shard) found on disk, for stores without digests
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -92,7 +100,8 @@ class FeatureStore:
     @classmethod
     def create_or_open(cls, url: str, *, fingerprint: str, fingerprint_inputs: dict, dataset: str, split: str,
                        root: str, ids: list[str], levels: list[LevelSpec], resolution: int, preprocessing: dict,
-                       precision: str = "fp16", shard_size: int = 16, ids_digest: str | None = None) -> "FeatureStore":
+                       precision: str = "fp16", shard_size: int = 16, ids_digest: str | None = None,
+                       data_key: str | None = None) -> "FeatureStore":
         url = str(url)
         if precision not in PRECISIONS:
             raise UsageError(f"--precision {precision!r}: use {' or '.join(PRECISIONS)}")
@@ -101,29 +110,34 @@ class FeatureStore:
         except StoreNotFoundError:
             store = None
         if store is not None:
+            # The URL carries the fingerprint and the data key: a clash here is a store holding other data,
+            # which is never ours to replace.
             if store.fingerprint != fingerprint:
                 raise StoreMismatchError(
-                    f"{url} holds features with fingerprint {store.fingerprint[:16]}, not {fingerprint[:16]}: "
-                    "pass another --cache-root, or delete that store to rebuild it")
-            if store.ids != list(ids):
-                raise StoreMismatchError(f"{url} holds another sample list ({store.num_samples} samples, not "
-                                         f"{len(ids)}): the dataset changed on disk; delete the store to rebuild it")
+                    f"{url} holds features with fingerprint {store.fingerprint[:16]}, not {fingerprint[:16]} "
+                    "(another extraction's data): pass another --cache-root")
+            if store.ids != list(ids) or (data_key and store.data_key and store.data_key != data_key):
+                raise StoreMismatchError(f"{url} holds another sample list or other source files "
+                                         f"({store.num_samples} samples, data {str(store.data_key)[:16]}): "
+                                         "pass another --cache-root")
             return store
-        return cls._create(url, fingerprint, fingerprint_inputs, dataset, split, root, list(ids), levels,
-                           resolution, preprocessing, precision, shard_size, ids_digest)
+        try:
+            return cls._create(url, fingerprint, fingerprint_inputs, dataset, split, root, list(ids), levels,
+                               resolution, preprocessing, precision, shard_size, ids_digest, data_key)
+        except OSError as e:
+            raise StoreWriteError(f"cannot create the store {url} ({e.strerror or e}): pass a writable "
+                                  "--cache-root") from None
 
     @classmethod
     def _create(cls, url, fp, inputs, dataset, split, root, ids, levels, resolution, preprocessing, precision,
-                shard_size, ids_digest) -> "FeatureStore":
+                shard_size, ids_digest, data_key) -> "FeatureStore":
         n, s = len(ids), shard_size
-        zs = _zarr_store(url, read_only=False)
-        g = zarr.open_group(zs, mode="a")
+        g = zarr.open_group(_zarr_store(url, read_only=False), mode="a")
         for lv in levels:
-            dtype = "int8" if precision == "int8" else "float16"
-            g.create_array(f"features/{lv.key}", shape=(n, lv.channels, lv.height, lv.width), dtype=dtype,
-                           chunks=(1, lv.channels, lv.height, lv.width), shards=(s, lv.channels, lv.height, lv.width),
-                           compressors=feature_compressors(), fill_value=0, overwrite=True,
-                           attributes={"tap": lv.name, "stride": lv.stride})
+            g.create_array(f"features/{lv.key}", shape=(n, lv.channels, lv.height, lv.width),
+                           dtype=np.dtype(stored_dtype(precision)).name, chunks=(1, lv.channels, lv.height, lv.width),
+                           shards=(s, lv.channels, lv.height, lv.width), compressors=feature_compressors(),
+                           fill_value=0, overwrite=True, attributes={"tap": lv.name, "stride": lv.stride})
             if precision == "int8":
                 for part in ("scale", "offset"):
                     g.create_array(f"features/{lv.key}__{part}", shape=(n, lv.channels), dtype="float32",
@@ -138,6 +152,9 @@ class FeatureStore:
         for name in ("orig_sizes", "label_sizes"):
             g.create_array(name, shape=(n, 2), dtype="int32", chunks=(s, 2), compressors=checksum_only(),
                            fill_value=0, overwrite=True)
+        cols = dg.columns([lv.key for lv in levels])
+        g.create_array("digests", shape=(n, len(cols)), dtype="uint32", chunks=(s, len(cols)),
+                       compressors=checksum_only(), fill_value=0, overwrite=True)
         g.create_array("done", shape=(n,), dtype="uint8", chunks=(s,), compressors=checksum_only(), fill_value=0,
                        overwrite=True)
         ids_arr = g.create_array("ids", shape=(n,), dtype=str, chunks=(max(1, n),), compressors=checksum_only(),
@@ -146,9 +163,12 @@ class FeatureStore:
         # Attributes last: a store without them is not a store yet, so a crash here just recreates it.
         g.attrs.update({
             "schema_version": SCHEMA_VERSION, "fingerprint": fp, "fingerprint_inputs": inputs, "dataset": dataset,
-            "split": split, "ids_digest": ids_digest, "root": str(root), "levels": [lv.to_dict() for lv in levels], "resolution": resolution,
-            "preprocessing": preprocessing, "precision": precision, "shard_size": s, "num_samples": n,
-            "versions": versions(("zarr", "numcodecs", "numpy", "torch")), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "split": split, "ids_digest": ids_digest, "data_key": data_key, "root": str(root),
+            "levels": [lv.to_dict() for lv in levels], "resolution": resolution, "preprocessing": preprocessing,
+            "precision": precision, "shard_size": s, "num_samples": n, "digests": {"algorithm": "crc32c",
+                                                                                "columns": cols},
+            "versions": versions(("zarr", "numcodecs", "numpy", "torch")),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
         return cls.open(url, mode="r+")
 
@@ -194,108 +214,172 @@ class FeatureStore:
             raise ReadOnlyStoreError(f"{self.url} is open read-only: open it with mode='r+' to write")
 
     def write_samples(self, indices, features: dict, masks: np.ndarray, labels: list, orig_sizes) -> None:
+        """Write samples of ONE shard, keeping its other done samples: the whole shard is written at once,
+        in stored form (kept samples are copied as stored, never decoded and re-encoded)."""
         self._require_writable()
         indices = np.asarray(indices, dtype=np.int64)
         shards = {self.shard_of(i) for i in indices}
         if len(shards) != 1:
             raise ValueError(f"write_samples takes indices of one shard, got shards {sorted(shards)}")
-        k = shards.pop()
-        rng = self.shard_range(k)
+        rng = self.shard_range(shards.pop())
         lo, hi = rng.start, rng.stop
-        done = self.group["done"][lo:hi].astype(bool)
+        g = self.group
+        done = g["done"][lo:hi].astype(bool)
         pos = indices - lo
         keep = done.copy()
         keep[pos] = False  # samples rewritten now
-        # Start from what the shard holds (its done samples are kept), then clear their flags before rewriting.
-        region = {lv.key: (self._read_region(lv, lo, hi) if keep.any() else None) for lv in self.levels}
-        mask_region = self.group["masks"][lo:hi] if keep.any() else np.full((hi - lo, self.resolution, self.resolution),
-                                                                            IGNORE, np.uint8)
-        if done.any():
-            self.group["done"][lo:hi] = np.zeros(hi - lo, np.uint8)
-        by_key = {}
-        for name, arr in features.items():
-            by_key[self.level(name).key] = arr
-        for lv in self.levels:
-            data = region[lv.key]
-            if data is None:
-                data = np.zeros((hi - lo, lv.channels, lv.height, lv.width), np.float32)
-            data = data.astype(np.float32)
-            data[pos] = by_key[lv.key]
-            self._write_region(lv, lo, hi, data)
-        mask_region = mask_region.copy()
-        mask_region[pos] = masks
-        self.group["masks"][lo:hi] = mask_region
-        lab = self.group["labels"][lo:hi] if keep.any() else np.full(hi - lo, b"", dtype=object)
-        lab = np.asarray(lab, dtype=object)
-        for j, p in enumerate(pos):
-            lab[p] = _png(labels[j])
-        self.group["labels"][lo:hi] = lab
+        dig = g["digests"][lo:hi] if self.has_digests else None
+        if dig is not None:
+            dig[~keep] = 0
+        labels_png = [_png(lab) for lab in labels]
         sizes = np.asarray(orig_sizes, dtype=np.int32).reshape(-1, 2)
-        os_ = self.group["orig_sizes"][lo:hi]
-        ls_ = self.group["label_sizes"][lo:hi]
-        os_[pos] = sizes
-        ls_[pos] = np.array([lb.shape[:2] for lb in labels], dtype=np.int32)
-        self.group["orig_sizes"][lo:hi] = os_
-        self.group["label_sizes"][lo:hi] = ls_
+        lsizes = np.array([lab.shape[:2] for lab in labels], dtype=np.int32).reshape(-1, 2)
+        regions = {}
+        for lv in self.levels:
+            x = np.asarray(features[lv.name] if lv.name in features else features[lv.key])
+            regions.update(self._stored_region(lv, lo, hi, keep, pos, x, dig))
+        mask_region = g["masks"][lo:hi] if keep.any() else np.full((hi - lo, self.resolution, self.resolution),
+                                                                    IGNORE, np.uint8)
+        mask_region[pos] = masks
+        lab = np.asarray(g["labels"][lo:hi], dtype=object) if keep.any() else np.full(hi - lo, b"", dtype=object)
+        os_, ls_ = g["orig_sizes"][lo:hi], g["label_sizes"][lo:hi]
+        for j, p in enumerate(pos):
+            lab[p], os_[p], ls_[p] = labels_png[j], sizes[j], lsizes[j]
+            if dig is not None:
+                base = len(self.levels)
+                dig[p, base:] = [dg.digest(mask_region[p]), dg.digest(labels_png[j]),
+                                 dg.digest(dg.size_bytes(sizes[j], lsizes[j]))]
+        if done.any():
+            g["done"][lo:hi] = np.zeros(hi - lo, np.uint8)  # flags of rewritten samples go first
+        for name, region in regions.items():
+            g[name][lo:hi] = region
+        g["masks"][lo:hi] = mask_region
+        g["labels"][lo:hi] = lab
+        g["orig_sizes"][lo:hi] = os_
+        g["label_sizes"][lo:hi] = ls_
+        if dig is not None:
+            g["digests"][lo:hi] = dig
         new_done = keep.copy()
         new_done[pos] = True
-        self.group["done"][lo:hi] = new_done.astype(np.uint8)  # last: data first, then the flag
+        g["done"][lo:hi] = new_done.astype(np.uint8)  # last: data first, then the flag
 
-    def _write_region(self, lv: LevelSpec, lo: int, hi: int, data: np.ndarray) -> None:
-        arr = self.group[f"features/{lv.key}"]
-        if self.precision == "fp16":
-            arr[lo:hi] = data.astype(np.float16)
-            return
-        # int8: per-sample, per-channel affine quantisation over the channel's range
-        flat = data.reshape(data.shape[0], data.shape[1], -1)
-        mn, mx = flat.min(-1), flat.max(-1)
-        scale = np.maximum(mx - mn, 1e-12) / 254.0
-        offset = (mx + mn) / 2.0
-        q = np.clip(np.rint((data - offset[..., None, None]) / scale[..., None, None]), -127, 127).astype(np.int8)
-        arr[lo:hi] = q
-        self.group[f"features/{lv.key}__scale"][lo:hi] = scale.astype(np.float32)
-        self.group[f"features/{lv.key}__offset"][lo:hi] = offset.astype(np.float32)
-
-    def _read_region(self, lv: LevelSpec, lo: int, hi: int) -> np.ndarray:
-        return self._read_level(lv, slice(lo, hi))
+    def _stored_region(self, lv: LevelSpec, lo: int, hi: int, keep, pos, x: np.ndarray, dig) -> dict:
+        """The shard's arrays of one level in stored form, new samples encoded at `pos`, kept ones as stored."""
+        key = f"features/{lv.key}"
+        shape = (hi - lo, lv.channels, lv.height, lv.width)
+        names = [key] + ([f"{key}__scale", f"{key}__offset"] if self.precision == "int8" else [])
+        if self.precision == "fp16" and not keep.any() and np.array_equal(pos, np.arange(hi - lo)):
+            out = {key: np.ascontiguousarray(x, dtype=np.float16)}  # the whole shard is new: no copy needed
+        elif keep.any():
+            out = {n: self.group[n][lo:hi] for n in names}
+        else:
+            out = {key: np.zeros(shape, stored_dtype(self.precision))}
+            out.update({n: np.zeros(shape[:2], np.float32) for n in names[1:]})
+        if self.precision == "int8":
+            q, scale, offset = quantize_int8(x)
+            out[key][pos], out[names[1]][pos], out[names[2]][pos] = q, scale, offset
+        elif out[key] is not x:
+            out[key][pos] = x  # rounded to float16 here when it is not float16 already
+        if dig is not None:
+            col = self.levels.index(lv)
+            for p in pos:
+                dig[p, col] = dg.digest(*(out[n][p] for n in names))
+        return out
 
     # ------------------------------------------------------------------ reading
-    def _read_level(self, lv: LevelSpec, sel) -> np.ndarray:
-        def get(a):
-            return a.get_orthogonal_selection((sel,)) if isinstance(sel, np.ndarray) else a[sel]
+    def _corrupt(self, i: int, what: str) -> CorruptSampleError:
+        return CorruptSampleError(
+            f"{self.url}: sample {self.ids[i]} (index {i}) is flagged done but its {what}: the store lost data. "
+            f"Run `pipeline cache verify {self.url} --repair`, then the same `pipeline extract` command to "
+            f"recompute it")
 
-        raw = get(self.group[f"features/{lv.key}"])
-        if self.precision == "fp16":
-            return raw
-        scale = get(self.group[f"features/{lv.key}__scale"])
-        offset = get(self.group[f"features/{lv.key}__offset"])
-        return (raw.astype(np.float32) * scale[..., None, None] + offset[..., None, None]).astype(np.float16)
+    def _get(self, name: str, sel):
+        """An array's values for `sel` (an index, slice or index array), with codec failures (bad checksum,
+        undecodable chunk) turned into an error naming the samples."""
+        arr = self.group[name]
+        try:
+            return arr.get_orthogonal_selection((sel,)) if isinstance(sel, np.ndarray) else arr[sel]
+        except Exception as e:  # zarr raises codec-specific errors for a corrupt chunk
+            idx = np.atleast_1d(np.arange(self.num_samples)[sel])
+            raise self._corrupt(int(idx[0]), f"{name} does not decode ({type(e).__name__}: {str(e)[:80]})") from None
 
-    def read_sample(self, i: int) -> dict:
-        i = int(i)
-        return {
-            "id": self.ids[i],
-            "features": {lv.name: self._read_level(lv, i) for lv in self.levels},
-            "mask": self.group["masks"][i],
-            "orig_size": tuple(int(x) for x in self.group["orig_sizes"][i]),
-        }
+    def _check_present(self, name: str, idx: np.ndarray, ndim: int) -> None:
+        """For stores without digests: a done sample's shard file must exist (zarr would return the fill value)."""
+        fs, base = filesystem(self.url)
+        for k in sorted({self.shard_of(i) for i in idx}):
+            if (name, k) in self._present:
+                continue
+            if not fs.exists("/".join([base.rstrip("/"), name, "c", str(k)] + ["0"] * (ndim - 1))):
+                i = next(int(i) for i in idx if self.shard_of(i) == k)
+                raise self._corrupt(i, f"{name} shard file is missing")
+            self._present.add((name, k))
+
+    def _verify(self, idx: np.ndarray, columns: dict[str, list[np.ndarray]]) -> None:
+        """Compare each sample's stored digests with the data just read; raise on the first difference."""
+        done = self.group["done"].get_orthogonal_selection((idx,)).astype(bool)
+        if not self.has_digests:
+            return
+        want = self.group["digests"].get_orthogonal_selection((idx,))
+        cols = self.attrs["digests"]["columns"]
+        for c, parts in columns.items():
+            col = cols.index(c)
+            for j, i in enumerate(idx):
+                if done[j] and dg.digest(*(p[j] for p in parts)) != want[j, col]:
+                    raise self._corrupt(int(i), f"{c} data does not match its checksum (missing or changed shard)")
+
+    def _read_levels(self, idx: np.ndarray) -> tuple[dict, dict]:
+        feats, parts = {}, {}
+        for lv in self.levels:
+            key = f"features/{lv.key}"
+            if not self.has_digests:
+                self._check_present(key, idx, 4)
+            raw = self._get(key, idx)
+            if self.precision == "int8":
+                scale, offset = self._get(f"{key}__scale", idx), self._get(f"{key}__offset", idx)
+                parts[lv.key] = [raw, scale, offset]
+                feats[lv.name] = dequantize_int8(raw, scale, offset)
+            else:
+                parts[lv.key] = [raw]
+                feats[lv.name] = raw
+        return feats, parts
 
     def read_batch(self, indices) -> dict:
+        """Samples by index, in the given order: ids, features {name: (B,C,H,W) float16}, masks, orig_sizes.
+        Raises CorruptSampleError when a done sample's data is lost or changed."""
         idx = np.asarray(indices, dtype=np.int64)
-        # Orthogonal selection reads only the chunks of these samples.
-        return {
-            "ids": [self.ids[i] for i in idx],
-            "features": {lv.name: np.asarray(self._read_level(lv, idx)) for lv in self.levels},
-            "masks": self.group["masks"].get_orthogonal_selection((idx,)),
-            "orig_sizes": self.group["orig_sizes"].get_orthogonal_selection((idx,)),
-        }
+        feats, parts = self._read_levels(idx)
+        if not self.has_digests:
+            self._check_present("masks", idx, 3)
+        masks = self._get("masks", idx)
+        sizes, lsizes = self._get("orig_sizes", idx), self._get("label_sizes", idx)
+        self._verify(idx, {**parts, "masks": [masks], dg.SIZES: [[dg.size_bytes(o, s) for o, s in zip(sizes, lsizes)]]})
+        return {"ids": [self.ids[i] for i in idx], "features": feats, "masks": masks, "orig_sizes": sizes}
+
+    def read_sample(self, i: int) -> dict:
+        b = self.read_batch([int(i)])
+        return {"id": b["ids"][0], "features": {k: v[0] for k, v in b["features"].items()}, "mask": b["masks"][0],
+                "orig_size": tuple(int(x) for x in b["orig_sizes"][0])}
 
     def read_label(self, i: int) -> np.ndarray:
+        """The annotation at its own resolution, exact."""
         i = int(i)
-        data = self.group["labels"][i:i + 1][0]
+        data = self._get("labels", slice(i, i + 1))[0]
+        done = bool(self.group["done"][i])
         if not data:
+            if done:
+                raise self._corrupt(i, "label is missing")
             raise KeyError(f"{self.url}: sample {i} has no stored label (not extracted yet)")
+        if done and self.has_digests:
+            self._verify(np.array([i]), {"labels": [[bytes(data)]]})
         return np.asarray(Image.open(io.BytesIO(bytes(data))))
+
+    def read_sizes(self, i: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(original image size, annotation size) of a sample, checked like its data."""
+        i = int(i)
+        o, s = self._get("orig_sizes", slice(i, i + 1))[0], self._get("label_sizes", slice(i, i + 1))[0]
+        if bool(self.group["done"][i]) and self.has_digests:
+            self._verify(np.array([i]), {dg.SIZES: [[dg.size_bytes(o, s)]]})
+        return (int(o[0]), int(o[1])), (int(s[0]), int(s[1]))
 
     def dask_level(self, name: str):
         import dask.array as da
@@ -307,8 +391,8 @@ class FeatureStore:
         done = self.done_mask()
         return {
             "url": self.url, "dataset": self.dataset, "split": self.split, "fingerprint": self.fingerprint,
-            "num_samples": self.num_samples, "done": int(done.sum()), "resolution": self.resolution,
-            "precision": self.precision, "shard_size": self.shard_size,
+            "data_key": self.data_key, "num_samples": self.num_samples, "done": int(done.sum()),
+            "resolution": self.resolution, "precision": self.precision, "shard_size": self.shard_size,
             "levels": [lv.to_dict() for lv in self.levels], "bytes": self.nbytes(),
             "fingerprint_inputs": self.fingerprint_inputs, "created": self.attrs.get("created"),
             "versions": self.attrs.get("versions"), "root": self.root,

@@ -23,7 +23,7 @@ def extract(cfg: ExtractConfig) -> None:
     Prints progress on stderr and the store's path or URL as the last line of stdout. Running the same
     command again reuses the store and computes only the missing samples.
     """
-    from hairdiff.core.errors import BadInputStop
+    from hairdiff.core.errors import BadInputStop, Interrupted
     from hairdiff.extract.runner import ExtractStats, run_local, write_report
 
     report_path = _report_path(cfg)
@@ -38,6 +38,10 @@ def extract(cfg: ExtractConfig) -> None:
     except BadInputStop as e:
         raise BadInputStop(f"{e} Everything already written is kept; fix or remove the file, or pass "
                            "--on-error skip, and run the same command again.") from None
+    except KeyboardInterrupt:
+        where = f" in {stats.store}" if stats.store else ""
+        raise Interrupted(f"interrupted: {stats.computed} samples computed in this run are kept{where}; run the "
+                          "same command again to continue") from None
     finally:
         if stats.store:
             try:

@@ -4,6 +4,7 @@ Everything is checked when the config is built, before any dataset, model or sto
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -16,6 +17,13 @@ DATASETS = ("figaro", "celebamask", "facesynthetics", "folder")
 Dataset = Literal["figaro", "celebamask", "facesynthetics", "folder"]
 Precision = Literal["fp16", "int8"]
 OnError = Literal["stop", "skip"]
+
+
+def default_writers() -> int:
+    """Compression is the host's heaviest work: every core but the ones decoding and feeding the device."""
+    return max(1, (os.cpu_count() or 2) - 2)
+
+
 # The SD 1.x family trains on 1000 steps; the loaded scheduler's own count is checked again after loading.
 MAX_TIMESTEP = 999
 
@@ -35,8 +43,14 @@ class ExtractConfig:
     taps: str = option("unet", help="'unet' (decoder levels), 'odise', or comma-separated module names")
     dtype: str = option("auto", help="auto (fp16 on CUDA, fp32 on CPU) | float16 | bfloat16 | float32")
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
-    batch_size: int = option(8, help="images per forward pass (halved automatically on out-of-memory)")
+    batch_size: str = option("8", help="images per forward pass (halved automatically on out-of-memory), or "
+                                       "'auto': the largest that fits, found by probing once (8 on a CPU)")
     workers: int = option(2, help="decoding/resizing worker processes")
+    writers: int = option(factory=default_writers, help="threads compressing and writing whole shards "
+                                                        "(default: the cores left after decoding)")
+    compile: bool = option(False, help="torch.compile the backbone's blocks (a warm-up first, reported apart)")
+    channels_last: bool = option(True, help="channels-last memory layout for the convolutions")
+    sdpa: bool = option(True, help="PyTorch's fused scaled-dot-product attention (off: plain attention)")
     limit: int | None = option(None, help="only the first N samples in id order")
     ids_file: str | None = option(None, flag="--ids", help="file of sample ids (one per line) to extract")
     cache_root: str | None = option(None, help="where stores live (path or s3://, gs://, file:// URL); "
@@ -49,6 +63,8 @@ class ExtractConfig:
     report: str | None = option(None, help="JSON report path (default under the local cache folder)")
 
     def __post_init__(self):
+        if str(self.batch_size).isdigit() or isinstance(self.batch_size, int):
+            self.batch_size = int(self.batch_size)
         self.validate()
 
     def validate(self) -> None:
@@ -63,7 +79,9 @@ class ExtractConfig:
         if not 0 <= self.timestep <= MAX_TIMESTEP:
             raise UsageError(f"--timestep {self.timestep}: use 0..{MAX_TIMESTEP} (the diffusion schedule's steps; "
                              f"the paper uses 0)")
-        for name in ("batch_size", "shard_size"):
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise UsageError(f"--batch-size {self.batch_size}: use a number of 1 or more, or auto")
+        for name in ("shard_size", "writers"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: use 1 or more")
         if self.workers < 0:
@@ -81,3 +99,33 @@ class ExtractConfig:
         if self.scheduler and not (re.fullmatch(r"local:[1-9]\d*", self.scheduler)
                                    or self.scheduler.startswith(("tcp://", "tls://"))):
             raise UsageError(f"--scheduler {self.scheduler!r}: use local:N (N worker processes) or tcp://HOST:PORT")
+
+    def ids_digest(self) -> str | None:
+        """An explicit --ids selection is told apart by its file's digest (kept as a store attribute)."""
+        import hashlib
+        from pathlib import Path
+
+        return hashlib.sha256(Path(self.ids_file).read_bytes()).hexdigest()[:8] if self.ids_file else None
+
+    def check_cache_root(self) -> None:
+        """A local cache root must be writable before any model is loaded: a clear line, not a failure later."""
+        import tempfile
+        from pathlib import Path
+
+        from hairdiff.cache import default_cache_root
+        from hairdiff.core.urls import is_remote, local_path
+
+        root = self.cache_root or default_cache_root()
+        if is_remote(root):
+            return  # object stores say so on the first write, with the URL
+        path = Path(local_path(root))
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        try:
+            if existing is None or not existing.is_dir():
+                raise OSError(f"{existing} is not a folder")
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as e:
+            reason = getattr(e, "strerror", None) or str(e)
+            raise UsageError(f"cannot write to the cache root {root} ({reason}): pass --cache-root to a writable "
+                             f"folder or set HAIRDIFF_CACHE") from None

@@ -46,11 +46,11 @@ def _state(cfg_dict: dict):
     return _WORKER_STATE[key]
 
 
-def _prepare(cfg_dict: dict) -> str:
+def _prepare(cfg_dict: dict, data_key: str) -> str:
     from hairdiff.extract.runner import open_store
 
     cfg, _, refs, extractor = _state(cfg_dict)
-    return open_store(cfg, extractor, refs).url
+    return open_store(cfg, extractor, refs, data_key).url
 
 
 def _extract_range(cfg_dict: dict, url: str, indices: list[int]) -> dict:
@@ -81,10 +81,14 @@ def run_distributed(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressF
     from hairdiff.extract.runner import planned_indices
 
     scheduler = cfg.scheduler
+    cfg.check_cache_root()
     client, cluster = _client(scheduler)
     try:
         cfg_dict = to_dict(cfg)
-        url = client.submit(_prepare, cfg_dict, pure=False).result()
+        from hairdiff.extract.runner import list_refs
+        from hairdiff.extract.sources import data_key
+
+        url = client.submit(_prepare, cfg_dict, data_key(list_refs(cfg)[1]), pure=False).result()
         store = FeatureStore.open(url)
         todo = planned_indices(cfg, store)
         stats.store, stats.planned = url, len(todo)

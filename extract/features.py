@@ -1,12 +1,14 @@
 """One pass of the frozen backbone per image, with forward hooks capturing the chosen taps."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from hairdiff.cache.geometry import preprocessing_record
 from hairdiff.cache.levels import LevelSpec
 from hairdiff.core.errors import UsageError
-from hairdiff.extract.taps import Tap, module_of, with_geometry
+from hairdiff.extract.taps import Tap, with_geometry
 
 NOISE_RULE = "one N(0,1) tensor from torch.Generator(cpu).manual_seed(seed), shared by every image"
 LATENT_RULE = "vae posterior mean x scaling_factor"
@@ -38,6 +40,8 @@ class FeatureExtractor:
         gen = torch.Generator("cpu").manual_seed(seed)
         self.noise = torch.randn((1, 4, lat, lat), generator=gen).to(dev, dt)
         self.t = torch.tensor([timestep], device=dev, dtype=torch.long)
+        self.timer = None  # a StageClock, when the caller wants per-network times
+        self._fp32: dict[str, torch.nn.Module] = {}  # float32 copies for recomputing overflowed samples
         self.taps = list(taps)
         self._captured: dict[str, torch.Tensor] = {}
         self._last: dict[str, str] = {}
@@ -51,8 +55,8 @@ class FeatureExtractor:
             if network != "vae_encoder":
                 self._last[network] = name
 
-    def _hook(self, tap: Tap):
-        mod = module_of(self.bb, tap)
+    def _hook(self, tap: Tap, roots: dict):
+        mod = (roots["unet"] if tap.network == "unet" else roots["vae"]).get_submodule(tap.module_path)
 
         def keep(x):
             self._captured[tap.name] = x
@@ -81,32 +85,70 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._call(images, self.bb.vae, self.bb.unet, self.bb.dtype, self.bb.dtype)
+
+    @torch.inference_mode()
+    def recompute_fp32(self, images: torch.Tensor, full: bool = False) -> dict[str, torch.Tensor]:
+        """The same features with the VAE in float32 (full: the UNet too), for samples whose half-precision
+        pass overflowed (the SD VAE is known to on some inputs). Float32 copies are made on first use."""
+        vae = self._float32("vae")
+        unet = self._float32("unet") if full else self.bb.unet
+        return self._call(images, vae, unet, torch.float32, torch.float32 if full else self.bb.dtype)
+
+    def _float32(self, name: str) -> torch.nn.Module:
+        if name not in self._fp32:
+            import copy
+
+            module = copy.deepcopy(getattr(self.bb, name))
+            for m in module.modules():  # a compiled forward belongs to the half-precision original
+                m.__dict__.pop("forward", None)
+            self._fp32[name] = module.float()
+        return self._fp32[name]
+
+    def _call(self, images, vae, unet, vae_dtype, unet_dtype) -> dict[str, torch.Tensor]:
         # Hooks live only during the call, so several extractors can share one backbone.
-        hooks = [self._hook(t) for t in self.taps]
+        hooks = [self._hook(t, {"vae": vae, "unet": unet}) for t in self.taps]
         try:
-            return self._forward(images)
+            return self._forward(images, vae, unet, vae_dtype, unet_dtype)
         finally:
             for h in hooks:
                 h.remove()
 
-    def _forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _span(self, stage: str):
+        return self.timer.gpu(stage) if self.timer is not None else nullcontext()
+
+    def _forward(self, images, vae, unet, vae_dtype, unet_dtype) -> dict[str, torch.Tensor]:
         bb = self.bb
         self._captured = {}
-        images = images.to(bb.device, bb.dtype)
-        latents = bb.vae.encode(images).latent_dist.mean * self.scaling  # encoder taps fire here
+        images = images.to(bb.device, vae_dtype)
+        with self._span("vae"):
+            latents = vae.encode(images).latent_dist.mean * self.scaling  # encoder taps fire here
         b = latents.shape[0]
         if self._needs("unet"):
-            noisy = bb.scheduler.add_noise(latents, self.noise.expand(b, -1, -1, -1), self.t.expand(b))
-            try:
-                bb.unet(noisy, self.t.expand(b), encoder_hidden_states=self.prompt_embedding.expand(b, -1, -1))
-            except _Stop:
-                pass
+            # add_noise's own arithmetic, with its coefficients prepared once: the scheduler would copy its
+            # table to the device every call, a host-device sync that stalls the pipeline.
+            sa, sb = self._noise_coefficients(unet_dtype)
+            noisy = sa * latents.to(unet_dtype) + sb * self.noise.to(unet_dtype).expand(b, -1, -1, -1)
+            with self._span("unet"):
+                try:
+                    unet(noisy, self.t.expand(b), encoder_hidden_states=self.prompt_embedding.to(unet_dtype).expand(
+                        b, -1, -1))
+                except _Stop:
+                    pass
         if self._needs("vae_decoder"):
-            try:
-                bb.vae.decode(latents / self.scaling)
-            except _Stop:
-                pass
+            with self._span("vae_decoder"):
+                try:
+                    vae.decode(latents / self.scaling)
+                except _Stop:
+                    pass
         return {t.name: self._captured[t.name] for t in self.taps}
+
+    def _noise_coefficients(self, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = f"_coef_{dtype}"
+        if key not in self.__dict__:
+            ac = self.bb.scheduler.alphas_cumprod.to(device=self.bb.device, dtype=dtype)
+            self.__dict__[key] = (ac[self.t] ** 0.5, (1 - ac[self.t]) ** 0.5)
+        return self.__dict__[key]
 
     @property
     def levels(self) -> list[LevelSpec]:

@@ -1,16 +1,15 @@
-"""`pipeline extract`: dataset -> frozen backbone -> feature store, resumable and shard by shard.
+"""`pipeline extract`: dataset -> frozen backbone -> feature store, resumable, shard by shard, overlapped.
 
 Work is organised by store shard: a shard is claimed, its missing samples are computed, and the shard is
 written in one go with its done flags set last. A crashed or pre-empted run therefore loses at most the
-shards it held, and the same command again computes only what is missing. The same shard loop runs in
-each Dask worker for distributed extraction (extract/distributed.py).
+shards it held, and the same command again computes only what is missing. The stages overlap: decoding in
+worker processes (extract/loading.py), the device asynchronous with the host (extract/compute.py), whole
+shards compressed and written by a pool of threads (extract/assembly.py). The same loop runs in each Dask
+worker for distributed extraction (extract/distributed.py).
 """
 from __future__ import annotations
 
-import hashlib
-import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,14 +19,17 @@ import torch
 from hairdiff.cache import FeatureStore, default_cache_root, fingerprint, store_url
 from hairdiff.cache.geometry import preprocessing_record
 from hairdiff.core.devices import resolve_device, resolve_dtype
-from hairdiff.core.errors import BadInputStop, StoreWriteError
+from hairdiff.core.errors import BadInputStop
 from hairdiff.core.fields import to_dict
 from hairdiff.core.files import atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
+from hairdiff.extract.assembly import ShardAssembler, WriterPool
+from hairdiff.extract.compute import ComputeStage
 from hairdiff.extract.config import ExtractConfig
-from hairdiff.extract.loading import decode_loader, to_model_input
+from hairdiff.extract.loading import decode_loader
 from hairdiff.extract.readers import get_reader
 from hairdiff.extract.readers.ids import read_ids_file
+from hairdiff.extract.timing import StageClock
 
 
 @dataclass
@@ -40,21 +42,16 @@ class ExtractStats:
     claimed_elsewhere: int = 0
     seconds: float = 0.0
     batch_size: int = 0
+    writers: int = 0
+    recomputed: dict = field(default_factory=dict)  # samples recomputed in float32: {"vae_fp32": n, "full_fp32": n}
     stage_seconds: dict = field(default_factory=dict)
+    gpu_busy_fraction: float | None = None
+    gpu_memory_peak_gb: float | None = None
+    warmup_seconds: float | None = None
 
     @property
     def images_per_s(self) -> float:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
-
-
-def ids_digest(cfg: ExtractConfig) -> str | None:
-    """A store holds one sample list: an explicit --ids selection is told apart by its file's digest."""
-    return hashlib.sha256(Path(cfg.ids_file).read_bytes()).hexdigest()[:8] if cfg.ids_file else None
-
-
-def store_folder_name(cfg: ExtractConfig) -> str:
-    digest = ids_digest(cfg)
-    return f"{cfg.split}-ids-{digest}" if digest else cfg.split
 
 
 def list_refs(cfg: ExtractConfig):
@@ -65,26 +62,33 @@ def list_refs(cfg: ExtractConfig):
 
 def build_extractor(cfg: ExtractConfig):
     # Imported here so `pipeline --help` and store-only commands never pay for diffusers.
+    from hairdiff.extract import acceleration
     from hairdiff.extract.backbone import load_backbone
     from hairdiff.extract.features import FeatureExtractor
     from hairdiff.extract.taps import resolve_taps
 
     device = resolve_device(cfg.device)
     backbone = load_backbone(cfg.model, device=device, dtype=resolve_dtype(cfg.dtype, device), revision=cfg.revision)
+    acceleration.set_channels_last(backbone, cfg.channels_last)
+    acceleration.set_sdpa(backbone, cfg.sdpa)
     taps = resolve_taps(cfg.taps, backbone)
-    return FeatureExtractor(backbone, taps, prompt=cfg.prompt, timestep=cfg.timestep,
-                            resolution=cfg.resolution, seed=cfg.seed, precision=cfg.precision)
+    fx = FeatureExtractor(backbone, taps, prompt=cfg.prompt, timestep=cfg.timestep, resolution=cfg.resolution,
+                          seed=cfg.seed, precision=cfg.precision)
+    if cfg.compile:
+        acceleration.compile_blocks(backbone)
+    return fx
 
 
-def open_store(cfg: ExtractConfig, extractor, refs) -> FeatureStore:
+def open_store(cfg: ExtractConfig, extractor, refs, data_key: str) -> FeatureStore:
+    """The store for these features of exactly these files: keyed by the fingerprint and the data."""
     inputs = extractor.fingerprint_inputs
     fp = fingerprint(inputs)
-    url = store_url(cfg.cache_root or default_cache_root(), cfg.dataset, store_folder_name(cfg), fp)
+    url = store_url(cfg.cache_root or default_cache_root(), cfg.dataset, cfg.split, fp, data_key)
     return FeatureStore.create_or_open(
         url, fingerprint=fp, fingerprint_inputs=inputs, dataset=cfg.dataset, split=cfg.split,
-        root=str(cfg.root), ids=[r.id for r in refs], levels=extractor.levels, resolution=cfg.resolution,
-        preprocessing=preprocessing_record(cfg.resolution), precision=cfg.precision, shard_size=cfg.shard_size,
-        ids_digest=ids_digest(cfg),
+        root=str(Path(cfg.root).resolve()), ids=[r.id for r in refs], levels=extractor.levels,
+        resolution=cfg.resolution, preprocessing=preprocessing_record(cfg.resolution), precision=cfg.precision,
+        shard_size=cfg.shard_size, ids_digest=cfg.ids_digest(), data_key=data_key,
     )
 
 
@@ -95,121 +99,112 @@ def planned_indices(cfg: ExtractConfig, store: FeatureStore) -> np.ndarray:
     return missing
 
 
-def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+def resolve_batch_size(cfg: ExtractConfig, extractor) -> int:
+    if cfg.batch_size != "auto":
+        return int(cfg.batch_size)
+    from hairdiff.extract.acceleration import probe_batch_size
 
-
-class BatchRunner:
-    """Runs the extractor on a batch, halving the micro-batch on out-of-memory instead of losing the run."""
-
-    def __init__(self, extractor, device: torch.device, dtype: torch.dtype, batch_size: int):
-        self.extractor, self.device, self.dtype, self.micro = extractor, device, dtype, batch_size
-
-    def __call__(self, images: list[np.ndarray]) -> dict[str, np.ndarray]:
-        while True:
-            try:
-                parts = [self._run(images[i:i + self.micro]) for i in range(0, len(images), self.micro)]
-                return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-            except (torch.OutOfMemoryError, RuntimeError) as e:
-                if not _is_oom(e) or self.micro == 1:
-                    raise
-                self.micro = max(1, self.micro // 2)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                warnings.warn(f"out of memory: retrying at batch size {self.micro}", RuntimeWarning, stacklevel=2)
-
-    def _run(self, images):
-        x = to_model_input(images, self.device, self.dtype)
-        with torch.inference_mode():
-            feats = self.extractor(x)
-        return {k: v.to("cpu").to(torch.float16).numpy() for k, v in feats.items()}
+    return probe_batch_size(extractor)
 
 
 def extract_shards(cfg: ExtractConfig, reader, refs, extractor, store: FeatureStore, indices: np.ndarray,
-                   advance=None, stats: ExtractStats | None = None) -> ExtractStats:
-    """Compute and write `indices` (missing samples), claiming each shard before its first sample."""
+                   advance=None, stats: ExtractStats | None = None, log=print, transform=None) -> ExtractStats:
+    """Compute and write `indices` (missing samples) through the overlapped pipeline.
+
+    The device stage is asynchronous: batch i+1 is launched before batch i is collected. Each shard is
+    claimed before its first sample. On a stop (bad input with --on-error stop, Ctrl-C, a failed write)
+    the batch in flight is finished and every shard with computed samples is written before the error goes up.
+    """
     stats = stats or ExtractStats(store=store.url)
-    device = resolve_device(cfg.device)
-    run = BatchRunner(extractor, device, resolve_dtype(cfg.dtype, device), cfg.batch_size)
+    device = extractor.bb.device
+    cuda = device.type == "cuda"
+    clock = StageClock(device)
     by_shard: dict[int, list[int]] = {}
     for i in indices:
         by_shard.setdefault(store.shard_of(int(i)), []).append(int(i))
-    pending: dict[int, dict] = {}  # shard -> {"left": set, "ok": [Decoded], "feats": [dict], "claim": cm}
-    refused: set[int] = set()
+    batch_size = stats.batch_size or resolve_batch_size(cfg, extractor)
+    compute = ComputeStage(extractor, device, batch_size, clock, cfg.channels_last)
+    writers = WriterPool(cfg.writers)
+    asm = ShardAssembler(store, by_shard, stats, clock, writers, pin=cuda)
+    loader = decode_loader(reader, refs, indices, cfg.resolution, batch_size, cfg.workers, pin=cuda,
+                           transform=transform)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    pending, error, decode_s = None, None, 0.0
     t0 = time.perf_counter()
+
+    def collect(p) -> None:
+        launched, good, n_items = p
+        failures = {f.position: f.reason for f in compute.finish(launched)} if launched is not None else {}
+        for j, (shard, d) in enumerate(good):
+            if j not in failures:
+                asm.computed(shard, d)
+            elif cfg.on_error == "stop":
+                raise BadInputStop(f"{d.id}: {failures[j]}")
+            else:
+                asm.skipped(shard, d, failures[j])
+                log(f"skipped {d.id}: {failures[j]}")
+        asm.flush()
+        if advance is not None:
+            advance(n_items, f"{stats.computed / max(time.perf_counter() - t0, 1e-9):.2f} img/s")
+
     try:
-        loader = decode_loader(reader, refs, indices, cfg.resolution, cfg.batch_size, cfg.workers)
-        for batch in loader:
-            good = []
-            for d in batch:
-                k = store.shard_of(d.index)
-                if k in refused:
-                    continue
-                if k not in pending:
-                    claim = store.claim(k)
-                    if not claim.__enter__():
-                        claim.__exit__(None, None, None)
-                        refused.add(k)
-                        stats.claimed_elsewhere += len(by_shard[k])
-                        continue
-                    # Another process may have finished this shard before we got the claim.
-                    done = store.done_mask()
-                    left = {i for i in by_shard[k] if not done[i]}
-                    stats.reused += len(by_shard[k]) - len(left)
-                    pending[k] = {"left": left, "ok": [], "feats": [], "claim": claim}
-                if d.index not in pending[k]["left"]:
+        batches = iter(loader)
+        while True:
+            with clock.host("wait_loader"):
+                b = next(batches, None)
+            if b is None:
+                break
+            good, rows = [], []
+            for pos, d in enumerate(b.items):
+                decode_s += d.seconds
+                shard = asm.admit(d)
+                if shard is None:
                     continue
                 if d.error is not None:
                     if cfg.on_error == "stop":
                         raise BadInputStop(d.error)
-                    stats.skipped.append({"index": d.index, "id": d.id, "reason": d.error})
-                    print(f"skipped {d.error}", file=sys.stderr)
-                    pending[k]["left"].discard(d.index)
-                else:
-                    good.append(d)
+                    asm.skipped(shard, d, d.error)
+                    log(f"skipped {d.error}")
+                    continue
+                good.append((shard, d))
+                rows.append(b.ok.index(pos))
+            launched = None
             if good:
-                feats = run([d.image for d in good])
-                for j, d in enumerate(good):
-                    p = pending[store.shard_of(d.index)]
-                    p["ok"].append(d)
-                    p["feats"].append({name: a[j] for name, a in feats.items()})
-                    p["left"].discard(d.index)
-            for k in [k for k, p in pending.items() if not p["left"]]:
-                _flush_shard(store, pending.pop(k), stats)
-            if advance is not None:
-                advance(len(batch))
-        for k in list(pending):  # shards whose remaining samples were all skipped
-            _flush_shard(store, pending.pop(k), stats)
-    except (BadInputStop, KeyboardInterrupt):
-        for k in list(pending):  # keep what was computed before the stop
-            _flush_shard(store, pending.pop(k), stats)
-        raise
+                images = b.images if rows == list(range(len(b.ok))) else b.images[rows]
+                launched = compute.launch(images, [asm.destination(s, d.index) for s, d in good])
+            if pending is not None:
+                collect(pending)  # the previous batch, while this one runs on the device
+            pending = (launched, good, len(b.items))
+            writers.raise_errors()
+        if pending is not None:
+            p, pending = pending, None
+            collect(p)
+        asm.flush(everything=True)  # shards whose remaining samples were all skipped
+    except BaseException as e:
+        error = e
+        try:  # keep what was computed: finish the batch in flight, write every shard holding samples
+            if pending is not None:
+                collect(pending)
+        except BaseException:
+            pass
+        asm.flush(everything=True)
     finally:
-        for p in pending.values():  # interrupted: release claims; unwritten shards stay missing
-            p["claim"].__exit__(None, None, None)
+        failed = writers.drain()
+        writers.close()
+        asm.release()
         stats.seconds += time.perf_counter() - t0
-        stats.batch_size = run.micro
+        stats.batch_size, stats.writers, stats.recomputed = compute.micro, cfg.writers, dict(compute.recomputed)
+        stage = {**clock.totals(), "decode": decode_s}
+        stats.stage_seconds = {k: round(v, 4) for k, v in sorted(stage.items())}
+        if cuda:
+            stats.gpu_busy_fraction = stage.get("busy", 0.0) / max(stats.seconds, 1e-9)
+            stats.gpu_memory_peak_gb = torch.cuda.max_memory_allocated(device) / 2**30
+    if error is not None:
+        raise error
+    if failed is not None:
+        raise failed
     return stats
-
-
-def _flush_shard(store: FeatureStore, p: dict, stats: ExtractStats) -> None:
-    try:
-        if p["ok"]:
-            ok = p["ok"]
-            store.write_samples(
-                np.array([d.index for d in ok]),
-                {name: np.stack([f[name] for f in p["feats"]]) for name in p["feats"][0]},
-                np.stack([d.mask for d in ok]),
-                [d.label for d in ok],
-                np.array([d.orig_size for d in ok], dtype=np.int64),
-            )
-            stats.computed += len(ok)
-    except OSError as e:
-        raise StoreWriteError(f"writing to {store.url} failed ({e.strerror or e}); the store is consistent "
-                              "(done flags are written after data): free space or fix the target and run the "
-                              "same command again to continue") from e
-    finally:
-        p["claim"].__exit__(None, None, None)
 
 
 def write_report(path: Path, cfg: ExtractConfig, stats: ExtractStats) -> None:
@@ -218,13 +213,22 @@ def write_report(path: Path, cfg: ExtractConfig, stats: ExtractStats) -> None:
 
 
 def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory = silent, log=print) -> None:
-    """The whole single-process extraction: list samples, load the model, open the store, fill it."""
+    """The whole single-process extraction: list samples, key the data, load the model, open the store, fill it."""
+    from hairdiff.extract.sources import data_key
+
     reader, refs = list_refs(cfg)
+    key = data_key(refs)
+    cfg.check_cache_root()
     log(f"{len(refs)} samples in {cfg.dataset}/{cfg.split}; loading model {cfg.model} ...")
     extractor = build_extractor(cfg)
-    store = open_store(cfg, extractor, refs)
+    store = open_store(cfg, extractor, refs, key)
     todo = planned_indices(cfg, store)
     stats.store, stats.planned = store.url, len(todo)
     stats.reused = int(min(len(refs), cfg.limit or len(refs)) - len(todo))
+    if len(todo) and cfg.compile:
+        from hairdiff.extract.acceleration import warm_up
+
+        stats.batch_size = resolve_batch_size(cfg, extractor)
+        stats.warmup_seconds = warm_up(extractor, stats.batch_size)
     with progress(f"extract {cfg.dataset}/{cfg.split}", len(todo), 0) as advance:
-        extract_shards(cfg, reader, refs, extractor, store, todo, advance=advance, stats=stats)
+        extract_shards(cfg, reader, refs, extractor, store, todo, advance=advance, stats=stats, log=log)

@@ -1,6 +1,7 @@
 """What `pip install .` puts into site-packages: one namespace, `hairdiff`, and the `pipeline` script."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,9 +15,12 @@ from tests.fixtures import REPO
 def wheel(tmp_path_factory):
     pytest.importorskip("setuptools", minversion="68")
     out = tmp_path_factory.mktemp("wheel")
+    # A copy of the checkout: setuptools builds in place and must not leave build/ in the working tree.
+    src = out / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "*.zarr"))
     # No build isolation: the build backend is already in the test environment and needs no network.
     p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        str(out), str(REPO)], capture_output=True, text=True, timeout=300)
+                        str(out), str(src)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     return zipfile.ZipFile(next(out.glob("hairdiff-*.whl")))
 

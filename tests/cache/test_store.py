@@ -12,7 +12,8 @@ import zarr
 
 from hairdiff.cache import FeatureStore, LevelSpec
 from hairdiff.cache.verify import verify
-from hairdiff.core.errors import ReadOnlyStoreError, SchemaVersionError, StoreMismatchError, StoreNotFoundError
+from hairdiff.core.errors import (CorruptSampleError, ReadOnlyStoreError, SchemaVersionError, StoreMismatchError,
+                                  StoreNotFoundError)
 
 R = 16
 LEVELS = [LevelSpec("unet.up_blocks.0", 8, 6, 2, 2), LevelSpec("unet.up_blocks.3", 4, 3, 4, 4)]
@@ -161,3 +162,49 @@ def test_write_stays_inside_one_shard(tmp_path):
     with pytest.raises(ValueError, match="one shard"):
         write(store, [1, 2])
     assert not os.path.exists(tmp_path / "s.zarr" / "features" / LEVELS[0].key / "c" / "0")
+
+
+def _shard_file(store, array, k, ndim):
+    return os.path.join(store.url, array, "c", str(k), *["0"] * (ndim - 1))
+
+
+@pytest.mark.parametrize("digests", [True, False], ids=["digests", "legacy-store"])
+def test_reading_a_lost_shard_is_an_error_not_zeros(tmp_path, digests):
+    store = create(tmp_path, n=4)
+    write(store, [0, 1])
+    write(store, [2, 3])
+    if not digests:  # a store written before per-sample digests: presence of its shard files is checked
+        g = zarr.open_group(store.url, mode="r+")
+        del g.attrs["digests"]
+    os.unlink(_shard_file(store, f"features/{LEVELS[1].key}", 1, 4))
+    s = FeatureStore.open(store.url)
+    assert s.read_sample(0)["id"] == "s0"  # the other shard still reads
+    with pytest.raises(CorruptSampleError) as e:
+        s.read_batch([0, 3])
+    msg = str(e.value)
+    assert "s2" in msg or "s3" in msg
+    assert store.url in msg and "pipeline cache verify" in msg and "\n" not in msg
+
+
+def test_flipped_bits_and_lost_masks_labels_sizes_are_named(tmp_path):
+    store = create(tmp_path, n=4)
+    write(store, [0, 1])
+    write(store, [2, 3])
+    shard = _shard_file(store, f"features/{LEVELS[0].key}", 0, 4)
+    raw = bytearray(open(shard, "rb").read())
+    raw[len(raw) // 3] ^= 0x08
+    open(shard, "wb").write(bytes(raw))
+    with pytest.raises(CorruptSampleError, match="index 0|index 1"):
+        FeatureStore.open(store.url).read_batch([0, 1])
+    os.unlink(_shard_file(store, "masks", 1, 3))
+    with pytest.raises(CorruptSampleError, match="masks"):
+        FeatureStore.open(store.url).read_sample(2)
+    write(store, [2, 3])  # rewritten: reads again
+    os.unlink(os.path.join(store.url, "labels", "c", "1"))
+    with pytest.raises(CorruptSampleError, match="label"):
+        FeatureStore.open(store.url).read_label(3)
+    os.unlink(os.path.join(store.url, "orig_sizes", "c", "1", "0"))
+    with pytest.raises(CorruptSampleError, match="sizes"):
+        FeatureStore.open(store.url).read_sizes(3)
+    with pytest.raises(CorruptSampleError, match="sizes"):
+        FeatureStore.open(store.url).read_batch([2])

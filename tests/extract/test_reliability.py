@@ -86,24 +86,30 @@ def test_two_concurrent_extractors_fill_one_store_exactly_once(data, tmp_path):
 
 
 def test_out_of_memory_halves_the_batch_and_loses_nothing():
-    from hairdiff.extract.runner import BatchRunner
+    from types import SimpleNamespace
+
+    from hairdiff.extract.compute import ComputeStage
+    from hairdiff.extract.timing import StageClock
 
     class Flaky:
         """A real computation that fails like CUDA does when the batch is too large for the device."""
+        bb, timer = SimpleNamespace(dtype=torch.float32), None
 
         def __call__(self, x):
             if x.shape[0] > 2:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
             return {"f": x.float().mean(1, keepdim=True)}
 
-    images = [np.full((8, 8, 3), i * 20, np.uint8) for i in range(7)]
-    runner = BatchRunner(Flaky(), torch.device("cpu"), torch.float32, batch_size=8)
+    images = torch.from_numpy(np.stack([np.full((8, 8, 3), i * 20, np.uint8) for i in range(7)]))
+    dests = [{"f": torch.full((1, 8, 8), float("nan"), dtype=torch.float16)} for _ in range(7)]
+    stage = ComputeStage(Flaky(), torch.device("cpu"), 8, StageClock("cpu"))
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        out = runner(images)
-    assert runner.micro == 2 and any("out of memory" in str(x.message) for x in w)
+        failures = stage.finish(stage.launch(images, dests))
+    assert stage.micro == 2 and not failures and any("out of memory" in str(x.message) for x in w)
+    out = torch.stack([d["f"] for d in dests]).float().numpy()
     expected = np.stack([np.full((1, 8, 8), i * 20 / 127.5 - 1, np.float32) for i in range(7)])
-    np.testing.assert_allclose(out["f"].astype(np.float32), expected, atol=1e-3)
+    np.testing.assert_allclose(out, expected, atol=1e-3)
 
 
 def _limit_file_size():
