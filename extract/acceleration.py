@@ -34,6 +34,13 @@ def compile_blocks(backbone) -> int:
     from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
+    import torch._dynamo
+
+    # One compiled graph per distinct block shape: SD 1.x has more resnet shapes than dynamo's default
+    # limit of 8, past which it would quietly fall back to eager.
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
     n = 0
     for model in (backbone.unet, backbone.vae):
         for m in model.modules():

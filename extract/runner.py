@@ -18,6 +18,7 @@ import torch
 
 from hairdiff.cache import FeatureStore, default_cache_root, fingerprint, store_url
 from hairdiff.cache.geometry import preprocessing_record
+from hairdiff.cache.store import codec_threads
 from hairdiff.core.devices import resolve_device, resolve_dtype
 from hairdiff.core.errors import BadInputStop
 from hairdiff.core.fields import to_dict
@@ -68,6 +69,8 @@ def build_extractor(cfg: ExtractConfig):
     from hairdiff.extract.taps import resolve_taps
 
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest convolutions once
     backbone = load_backbone(cfg.model, device=device, dtype=resolve_dtype(cfg.dtype, device), revision=cfg.revision)
     acceleration.set_channels_last(backbone, cfg.channels_last)
     acceleration.set_sdpa(backbone, cfg.sdpa)
@@ -124,6 +127,7 @@ def extract_shards(cfg: ExtractConfig, reader, refs, extractor, store: FeatureSt
         by_shard.setdefault(store.shard_of(int(i)), []).append(int(i))
     batch_size = stats.batch_size or resolve_batch_size(cfg, extractor)
     compute = ComputeStage(extractor, device, batch_size, clock, cfg.channels_last)
+    codec_threads(cfg.writers)
     writers = WriterPool(cfg.writers)
     asm = ShardAssembler(store, by_shard, stats, clock, writers, pin=cuda)
     loader = decode_loader(reader, refs, indices, cfg.resolution, batch_size, cfg.workers, pin=cuda,
@@ -212,15 +216,18 @@ def write_report(path: Path, cfg: ExtractConfig, stats: ExtractStats) -> None:
                       indent=2)
 
 
-def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory = silent, log=print) -> None:
-    """The whole single-process extraction: list samples, key the data, load the model, open the store, fill it."""
+def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory = silent, log=print,
+              extractor=None) -> None:
+    """The whole single-process extraction: list samples, key the data, load the model, open the store, fill it.
+    `extractor`: one built by build_extractor(cfg) already (benchmarks reuse one)."""
     from hairdiff.extract.sources import data_key
 
     reader, refs = list_refs(cfg)
     key = data_key(refs)
     cfg.check_cache_root()
-    log(f"{len(refs)} samples in {cfg.dataset}/{cfg.split}; loading model {cfg.model} ...")
-    extractor = build_extractor(cfg)
+    if extractor is None:
+        log(f"{len(refs)} samples in {cfg.dataset}/{cfg.split}; loading model {cfg.model} ...")
+        extractor = build_extractor(cfg)
     store = open_store(cfg, extractor, refs, key)
     todo = planned_indices(cfg, store)
     stats.store, stats.planned = store.url, len(todo)

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
-_NOT_TERMS = {"iter", "loss", "lr", "grad_norm", "images_per_s", "time", "epoch"}
+_NOT_TERMS = {"iter", "loss", "lr", "grad_norm", "images_per_s", "data_wait_s", "time", "epoch"}
 
 
 def read_log(path: Path) -> list[dict]:

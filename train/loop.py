@@ -188,6 +188,7 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
             for it in range(start, end):
                 t0 = time.perf_counter()
                 batch, pos = next(stream)
+                waited = time.perf_counter() - t0  # > 0 when the readers fell behind the model
                 lr_now = set_lr(optimizer, lr, it, iters)
                 feats = {k: v.to(device, non_blocking=True).float() for k, v in batch["features"].items()}
                 targets = semantic_targets(batch["labels"].to(device), num_classes=hcfg.num_classes)
@@ -219,7 +220,8 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
                     vals = stats.tolist()
                     row = {"iter": it + 1, "epoch": pos.epoch, "loss": vals[0],
                            **{k: v for k, v in zip(terms, vals[1:])},
-                           "lr": lr_now, "grad_norm": float(gnorm), "images_per_s": ips, "time": time.time()}
+                           "lr": lr_now, "grad_norm": float(gnorm), "images_per_s": ips, "data_wait_s": waited,
+                           "time": time.time()}
                     log_file.write(json.dumps(row) + "\n")
                     log_file.flush()
                     last = row

@@ -9,6 +9,7 @@ import numpy as np
 
 from hairdiff.cache import FeatureStore, LevelSpec
 from tests.fixtures import REPO
+from tests.fixtures.cli import cli_env
 
 
 
@@ -29,3 +30,40 @@ def test_cache_codecs_runs_and_reports_every_option(tmp_path):
     assert {r["precision"] for r in rows} == {"fp16", "bf16", "int8"}
     fp16_none = next(r for r in rows if r["precision"] == "fp16" and r["codec"] == "none")
     assert fp16_none["max_error_rel_to_level_max"] == 0 and abs(fp16_none["ratio_vs_fp16_raw"] - 1) < 1e-9
+
+
+def _bench(script: str, *args, tmp_path) -> dict:
+    p = subprocess.run([sys.executable, str(REPO / "bench" / script), *map(str, args), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, env=cli_env(tmp_path / "cache"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads((tmp_path / script.replace(".py", ".json")).read_text())
+
+
+def test_extract_speed_reports_stages_ceiling_and_naive(tmp_path):
+    res = _bench("extract_speed.py", "--model", "tiny", "--resolution", "64", "--images", "8", "--naive-images", "2",
+                 "--workers", "0", "--batch-size", "4", tmp_path=tmp_path)
+    s = res["summary"]
+    assert s["images"] == 8 and s["images_per_s"] > 0 and s["batch_used"] == 4
+    assert {"decode", "h2d", "vae", "unet", "d2h", "write"} <= set(s["stage_seconds"])
+    assert s["flops_per_image"]["total"] > 0 and 0 < s["ceiling_fraction"] and s["speedup_vs_naive"] > 0
+    for row in res["rows"]:
+        assert row["device"] and row["torch"] and row["command"].startswith("python")
+
+
+def test_host_pipeline_scales_writers_and_says_the_cores_needed(tmp_path):
+    res = _bench("host_pipeline.py", "--seconds", "0.3", "--resolution", "64", "--threads", "1", tmp_path=tmp_path)
+    stages = {r["stage"] for r in res["rows"]}
+    assert stages == {"decode+letterbox", "compress+write", "train reader"}
+    writes = [r for r in res["rows"] if r["stage"] == "compress+write"]
+    assert {(r["tap_set"], r["precision"]) for r in writes} == {("unet", "fp16"), ("unet", "int8"), ("odise", "fp16"),
+                                                                ("odise", "int8")}
+    assert all(r["images_per_s"] > 0 and r["cores_for_ceiling"] > 0 for r in writes)
+
+
+def test_train_speed_compares_cached_and_online(tmp_path):
+    res = _bench("train_speed.py", "--model", "tiny", "--resolution", "64", "--images", "8", "--iters", "5",
+                 "--batch-size", "2", tmp_path=tmp_path)
+    s = res["summary"]
+    assert s["cached_images_per_s"] > 0 and s["online_images_per_s"] > 0
+    assert s["train_speedup_vs_online"] == s["cached_images_per_s"] / s["online_images_per_s"]
+    assert 0 <= s["loader_wait_fraction"] <= 1
