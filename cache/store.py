@@ -27,7 +27,7 @@ from PIL import Image
 
 from hairdiff.cache import digests as dg
 from hairdiff.cache.codecs import checksum_only, feature_compressors, small_compressors
-from hairdiff.cache.fingerprint import SCHEMA_VERSION
+from hairdiff.cache.fingerprint import SCHEMA_VERSION, features_fingerprint
 from hairdiff.cache.levels import LevelSpec
 from hairdiff.cache.quantize import PRECISIONS, dequantize_int8, quantize_int8, stored_dtype
 from hairdiff.core.errors import (CorruptSampleError, ReadOnlyStoreError, SchemaVersionError, StoreMismatchError,
@@ -76,6 +76,9 @@ class FeatureStore:
         self.attrs = a
         self.fingerprint: str = a["fingerprint"]
         self.fingerprint_inputs: dict = a["fingerprint_inputs"]
+        # Equal to `fingerprint` for stores without views (all stores written before views existed).
+        self.features_fingerprint: str = (features_fingerprint(self.fingerprint_inputs)
+                                          if "views" in self.fingerprint_inputs else self.fingerprint)
         self.dataset: str = a["dataset"]
         self.split: str = a["split"]
         self.ids_digest: str | None = a.get("ids_digest")
@@ -89,6 +92,9 @@ class FeatureStore:
         self.levels = [LevelSpec(**d) for d in a["levels"]]
         self.num_samples: int = a["num_samples"]
         self.has_digests: bool = bool(a.get("digests"))
+        # Views (extract/views.py): samples are view-major, the first num_images are the original images.
+        self.views: dict | None = a.get("views")
+        self.num_images: int = self.views["num_images"] if self.views else self.num_samples
         self._ids: list[str] | None = None
         self._present: set[tuple[str, int]] = set()  # (array, shard) found on disk, for stores without digests
 
@@ -115,7 +121,7 @@ class FeatureStore:
     def create_or_open(cls, url: str, *, fingerprint: str, fingerprint_inputs: dict, dataset: str, split: str,
                        root: str, ids: list[str], levels: list[LevelSpec], resolution: int, preprocessing: dict,
                        precision: str = "fp16", shard_size: int = 16, ids_digest: str | None = None,
-                       data_key: str | None = None) -> "FeatureStore":
+                       data_key: str | None = None, views: dict | None = None) -> "FeatureStore":
         url = str(url)
         if precision not in PRECISIONS:
             raise UsageError(f"--precision {precision!r}: use {' or '.join(PRECISIONS)}")
@@ -137,14 +143,14 @@ class FeatureStore:
             return store
         try:
             return cls._create(url, fingerprint, fingerprint_inputs, dataset, split, root, list(ids), levels,
-                               resolution, preprocessing, precision, shard_size, ids_digest, data_key)
+                               resolution, preprocessing, precision, shard_size, ids_digest, data_key, views)
         except OSError as e:
             raise StoreWriteError(f"cannot create the store {url} ({e.strerror or e}): pass a writable "
                                   "--cache-root") from None
 
     @classmethod
     def _create(cls, url, fp, inputs, dataset, split, root, ids, levels, resolution, preprocessing, precision,
-                shard_size, ids_digest, data_key) -> "FeatureStore":
+                shard_size, ids_digest, data_key, views) -> "FeatureStore":
         n, s = len(ids), shard_size
         g = zarr.open_group(_zarr_store(url, read_only=False), mode="a")
         for lv in levels:
@@ -177,7 +183,7 @@ class FeatureStore:
         # Attributes last: a store without them is not a store yet, so a crash here just recreates it.
         g.attrs.update({
             "schema_version": SCHEMA_VERSION, "fingerprint": fp, "fingerprint_inputs": inputs, "dataset": dataset,
-            "split": split, "ids_digest": ids_digest, "data_key": data_key, "root": str(root),
+            "split": split, "ids_digest": ids_digest, "data_key": data_key, "views": views, "root": str(root),
             "levels": [lv.to_dict() for lv in levels], "resolution": resolution, "preprocessing": preprocessing,
             "precision": precision, "shard_size": s, "num_samples": n, "digests": {"algorithm": "crc32c",
                                                                                 "columns": cols},

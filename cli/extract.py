@@ -26,8 +26,8 @@ def extract(cfg: ExtractConfig) -> None:
     from hairdiff.core.errors import BadInputStop, Interrupted
     from hairdiff.extract.runner import ExtractStats, run_local, write_report
 
-    report_path = _report_path(cfg)
     stats = ExtractStats()
+    report_path = None
     try:
         if cfg.scheduler:
             from hairdiff.extract.distributed import run_distributed
@@ -43,6 +43,7 @@ def extract(cfg: ExtractConfig) -> None:
         raise Interrupted(f"interrupted: {stats.computed} samples computed in this run are kept{where}; run the "
                           "same command again to continue") from None
     finally:
+        report_path = _report_path(cfg)  # after listing: the split is settled
         if stats.store:
             try:
                 write_report(report_path, cfg, stats)

@@ -32,8 +32,9 @@ MAX_TIMESTEP = 999
 class ExtractConfig:
     dataset: Dataset = option(help="figaro | celebamask | facesynthetics | folder")
     root: str = option(help="dataset root in its published layout")
-    split: str = option("all", help="figaro: Training/Testing; celebamask: train/val/test/all; "
-                                    "facesynthetics: train/val/test/all; folder: all or a subfolder name")
+    split: str | None = option(None, help="figaro: Training/Testing; celebamask: train/val/test/all; "
+                                           "facesynthetics: train/val/test/all; folder: all or a subfolder name. "
+                                           "Default: all, or Figaro's Training")
     model: str = option("CompVis/stable-diffusion-v1-3",
                         help="hub id, local diffusers folder, .safetensors/.ckpt file, or 'tiny'")
     revision: str | None = option(None, help="hub revision (branch, tag or commit)")
@@ -57,7 +58,9 @@ class ExtractConfig:
                                                "default $HAIRDIFF_CACHE or ~/.cache/hairdiff")
     precision: Precision = option("fp16", help="stored precision: fp16 (lossless) | int8 (per-channel)")
     shard_size: int = option(16, help="samples per shard file")
-    seed: int = option(0, help="seed of the one fixed noise tensor")
+    seed: int = option(0, help="seed of the one fixed noise tensor (and of the views' random crops)")
+    views: str | None = option(None, help="augmented views extracted besides each image: flip, scale:S1,S2,.., "
+                                          "lsj:K, joined by '+' (e.g. flip+scale:0.75,1.25; see extract/views.py)")
     on_error: OnError = option("stop", help="stop: stop at the first bad file; skip: report it and go on")
     scheduler: str | None = option(None, help="Dask: local:N (N worker processes) or tcp://HOST:PORT")
     report: str | None = option(None, help="JSON report path (default under the local cache folder)")
@@ -96,6 +99,9 @@ class ExtractConfig:
             check_dtype(self.dtype)
         check_device(self.device)
         check_tap_spec(self.taps)
+        from hairdiff.extract.views import parse_views
+
+        parse_views(self.views)
         if self.scheduler and not (re.fullmatch(r"local:[1-9]\d*", self.scheduler)
                                    or self.scheduler.startswith(("tcp://", "tls://"))):
             raise UsageError(f"--scheduler {self.scheduler!r}: use local:N (N worker processes) or tcp://HOST:PORT")

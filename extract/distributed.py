@@ -59,7 +59,8 @@ def _extract_range(cfg_dict: dict, url: str, indices: list[int]) -> dict:
 
     cfg, reader, refs, extractor = _state(cfg_dict)
     store = FeatureStore.open(url, mode="r+")
-    stats = extract_shards(cfg, reader, refs, extractor, store, np.asarray(indices, dtype=np.int64))
+    stats = extract_shards(cfg, reader, refs, extractor, store, np.asarray(indices, dtype=np.int64),
+                           log=lambda *a: None)
     return {"computed": stats.computed, "reused": stats.reused, "skipped": stats.skipped,
             "claimed_elsewhere": stats.claimed_elsewhere, "seconds": stats.seconds, "n": len(indices)}
 
@@ -80,15 +81,16 @@ def run_distributed(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressF
     from hairdiff.cache import FeatureStore
     from hairdiff.extract.runner import planned_indices
 
+    from hairdiff.extract.runner import list_refs
+    from hairdiff.extract.sources import data_key
+
     scheduler = cfg.scheduler
+    key = data_key(list_refs(cfg)[1])  # also settles cfg.split before the workers get the config
     cfg.check_cache_root()
     client, cluster = _client(scheduler)
     try:
         cfg_dict = to_dict(cfg)
-        from hairdiff.extract.runner import list_refs
-        from hairdiff.extract.sources import data_key
-
-        url = client.submit(_prepare, cfg_dict, data_key(list_refs(cfg)[1]), pure=False).result()
+        url = client.submit(_prepare, cfg_dict, key, pure=False).result()
         store = FeatureStore.open(url)
         todo = planned_indices(cfg, store)
         stats.store, stats.planned = url, len(todo)

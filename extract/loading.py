@@ -42,9 +42,10 @@ class DecodedBatch:
 
 
 class DecodeDataset(Dataset):
-    def __init__(self, reader, refs, indices, resolution: int, transform=None):
+    def __init__(self, reader, refs, indices, resolution: int, transform=None, ids=None):
         self.reader, self.refs, self.indices, self.resolution = reader, refs, list(indices), resolution
         self.transform = transform  # (index, image, label) -> (image, label): an augmented view, or None
+        self.ids = ids  # the store's sample ids when they are not the refs' (views: "<id>@<view>")
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -53,16 +54,17 @@ class DecodeDataset(Dataset):
         t = time.perf_counter()
         index = int(self.indices[j])
         ref = self.refs[index]
+        sid = self.ids[index] if self.ids is not None else ref.id
         try:
             s = self.reader.load(ref)
         except BadSampleError as e:
-            return Decoded(index, ref.id, error=str(e))
+            return Decoded(index, sid, error=str(e))
         except Exception as e:  # an unexpected decoder failure still names the file rather than killing the run
-            return Decoded(index, ref.id, error=f"{ref.image_path}: {type(e).__name__}: {e}")
+            return Decoded(index, sid, error=f"{ref.image_path}: {type(e).__name__}: {e}")
         image, label = s.image, s.label
         if self.transform is not None:
             image, label = self.transform(index, image, label)
-        return Decoded(index, ref.id, image=letterbox_image(image, self.resolution),
+        return Decoded(index, sid, image=letterbox_image(image, self.resolution),
                        mask=letterbox_label(label, self.resolution), label=label,
                        orig_size=(int(image.shape[0]), int(image.shape[1])), seconds=time.perf_counter() - t)
 
@@ -74,9 +76,9 @@ def collate(items: list[Decoded]) -> DecodedBatch:
 
 
 def decode_loader(reader, refs, indices, resolution: int, batch_size: int, workers: int, pin: bool = False,
-                  transform=None) -> DataLoader:
+                  transform=None, ids=None) -> DataLoader:
     return DataLoader(
-        DecodeDataset(reader, refs, indices, resolution, transform),
+        DecodeDataset(reader, refs, indices, resolution, transform, ids),
         batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate, pin_memory=pin,
         prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
     )

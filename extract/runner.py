@@ -28,7 +28,7 @@ from hairdiff.extract.assembly import ShardAssembler, WriterPool
 from hairdiff.extract.compute import ComputeStage
 from hairdiff.extract.config import ExtractConfig
 from hairdiff.extract.loading import decode_loader
-from hairdiff.extract.readers import get_reader
+from hairdiff.extract.readers import default_split, get_reader
 from hairdiff.extract.readers.ids import read_ids_file
 from hairdiff.extract.timing import StageClock
 
@@ -56,7 +56,10 @@ class ExtractStats:
 
 
 def list_refs(cfg: ExtractConfig):
+    """The reader and the split's samples; fills in cfg.split when it was not given."""
     reader = get_reader(cfg.dataset)
+    if cfg.split is None:
+        cfg.split = default_split(reader, Path(cfg.root))
     ids = read_ids_file(cfg.ids_file) if cfg.ids_file else None
     return reader, reader.list_samples(Path(cfg.root), cfg.split, ids)
 
@@ -82,23 +85,38 @@ def build_extractor(cfg: ExtractConfig):
     return fx
 
 
+def viewed(cfg: ExtractConfig, refs):
+    """The store's samples: the images, then each extra view of every image (None without --views)."""
+    from hairdiff.extract.views import ViewedSamples, parse_views
+
+    views = parse_views(cfg.views)
+    return ViewedSamples(refs, views, cfg.seed) if views else None
+
+
 def open_store(cfg: ExtractConfig, extractor, refs, data_key: str) -> FeatureStore:
     """The store for these features of exactly these files: keyed by the fingerprint and the data."""
-    inputs = extractor.fingerprint_inputs
+    from hairdiff.extract.views import record
+
+    inputs = dict(extractor.fingerprint_inputs)
+    samples = viewed(cfg, refs)
+    if samples is not None:
+        inputs["views"] = record(cfg.views, cfg.seed)  # what the store holds; not what its features are
     fp = fingerprint(inputs)
     url = store_url(cfg.cache_root or default_cache_root(), cfg.dataset, cfg.split, fp, data_key)
     return FeatureStore.create_or_open(
         url, fingerprint=fp, fingerprint_inputs=inputs, dataset=cfg.dataset, split=cfg.split,
-        root=str(Path(cfg.root).resolve()), ids=[r.id for r in refs], levels=extractor.levels,
-        resolution=cfg.resolution, preprocessing=preprocessing_record(cfg.resolution), precision=cfg.precision,
-        shard_size=cfg.shard_size, ids_digest=cfg.ids_digest(), data_key=data_key,
+        root=str(Path(cfg.root).resolve()), ids=samples.ids() if samples else [r.id for r in refs],
+        levels=extractor.levels, resolution=cfg.resolution, preprocessing=preprocessing_record(cfg.resolution),
+        precision=cfg.precision, shard_size=cfg.shard_size, ids_digest=cfg.ids_digest(), data_key=data_key,
+        views=samples.attrs(cfg.views) if samples else None,
     )
 
 
 def planned_indices(cfg: ExtractConfig, store: FeatureStore) -> np.ndarray:
+    """Missing samples; with --limit N, those of the first N images (in every view)."""
     missing = store.missing_indices()
     if cfg.limit is not None:
-        missing = missing[missing < cfg.limit]
+        missing = missing[missing % store.num_images < cfg.limit]
     return missing
 
 
@@ -111,7 +129,7 @@ def resolve_batch_size(cfg: ExtractConfig, extractor) -> int:
 
 
 def extract_shards(cfg: ExtractConfig, reader, refs, extractor, store: FeatureStore, indices: np.ndarray,
-                   advance=None, stats: ExtractStats | None = None, log=print, transform=None) -> ExtractStats:
+                   advance=None, stats: ExtractStats | None = None, log=print) -> ExtractStats:
     """Compute and write `indices` (missing samples) through the overlapped pipeline.
 
     The device stage is asynchronous: batch i+1 is launched before batch i is collected. Each shard is
@@ -130,8 +148,9 @@ def extract_shards(cfg: ExtractConfig, reader, refs, extractor, store: FeatureSt
     codec_threads(cfg.writers)
     writers = WriterPool(cfg.writers)
     asm = ShardAssembler(store, by_shard, stats, clock, writers, pin=cuda)
-    loader = decode_loader(reader, refs, indices, cfg.resolution, batch_size, cfg.workers, pin=cuda,
-                           transform=transform)
+    samples = viewed(cfg, refs)
+    loader = decode_loader(reader, samples or refs, indices, cfg.resolution, batch_size, cfg.workers, pin=cuda,
+                           transform=samples.transform if samples else None, ids=samples.ids() if samples else None)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     pending, error, decode_s = None, None, 0.0
@@ -231,7 +250,9 @@ def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory
     store = open_store(cfg, extractor, refs, key)
     todo = planned_indices(cfg, store)
     stats.store, stats.planned = store.url, len(todo)
-    stats.reused = int(min(len(refs), cfg.limit or len(refs)) - len(todo))
+    planned = store.num_samples if cfg.limit is None else min(cfg.limit, store.num_images) * (
+        store.num_samples // store.num_images)
+    stats.reused = int(planned - len(todo))
     if len(todo) and cfg.compile:
         from hairdiff.extract.acceleration import warm_up
 

@@ -29,4 +29,19 @@ def get_reader(name: str, **options):
     return getattr(import_module(module), cls)(**options)
 
 
-__all__ = ["BadSampleError", "DatasetError", "LoadedSample", "READERS", "SampleRef", "get_reader", "read_ids_file"]
+def default_split(reader, root) -> str:
+    """The split to use when --split is not given: every sample ('all') where the dataset has that, the
+    training split of a dataset published in splits (Figaro's Training), else the only split there is."""
+    found = reader.splits(root)
+    for choice in ("all", "Training"):
+        if choice in found:
+            return choice
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        reader.list_samples(root, "all")  # raises the reader's own error naming the root and the layout
+    raise DatasetError(f"--split is needed: {reader.name} under {root} has the splits {', '.join(found)}; "
+                       f"pass one with --split")
+
+
+__all__ = ["default_split", "BadSampleError", "DatasetError", "LoadedSample", "READERS", "SampleRef", "get_reader", "read_ids_file"]
