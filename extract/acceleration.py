@@ -10,7 +10,7 @@ import warnings
 
 import torch
 
-AUTO_CAP = 256  # the largest batch `--batch-size auto` tries
+AUTO_CAP = 128  # the largest batch `--batch-size auto` tries: beyond it the GPU is long full
 CPU_AUTO = 8  # on a CPU "the largest batch that fits" is the RAM: a fixed batch instead
 
 
@@ -67,6 +67,8 @@ def probe_batch_size(extractor, cap: int = AUTO_CAP) -> int:
     if extractor.bb.device.type != "cuda":
         return CPU_AUTO
     r, best, b = extractor.resolution, 0, 1
+    # No cuDNN autotuning while probing: it would benchmark every probed batch size's convolutions.
+    tuned, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
     while b <= cap:
         try:
             x = torch.zeros((b, 3, r, r), device=extractor.bb.device, dtype=extractor.bb.dtype)
@@ -77,6 +79,7 @@ def probe_batch_size(extractor, cap: int = AUTO_CAP) -> int:
             break
         finally:
             torch.cuda.empty_cache()
+    torch.backends.cudnn.benchmark = tuned
     if best == 0:
         warnings.warn("out of memory at batch size 1 while probing --batch-size auto", RuntimeWarning, stacklevel=2)
         return 1
