@@ -69,6 +69,13 @@ class CorruptSampleError(CacheError):
     """A sample flagged done reads back absent or fails its checksum."""
 
 
+class VerifyError(CacheError):
+    """`cache verify` (or the check after `push`/`pull`) found corrupt samples, or, with --complete,
+    samples not extracted yet; the report printed before the error names them."""
+
+    exit_code = 1
+
+
 class StoreWriteError(CacheError):
     """Writing failed (disk full, quota, permissions); what was written before stays consistent."""
 
