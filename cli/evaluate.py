@@ -1,6 +1,7 @@
 """`pipeline eval` and `pipeline predict`: a table on stderr, the JSON path as the last line of stdout."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.table import Table
@@ -21,11 +22,14 @@ def evaluate(cfg: EvalConfig) -> None:
 
         pipeline eval --run runs/figaro --cache ~/.cache/hairdiff/figaro/test/0123abcd.zarr --out eval/figaro
     """
+    from hairdiff.evaluate.report import RANDOM_WEIGHTS
     from hairdiff.evaluate.run import evaluate_run
 
-    m = evaluate_run(cfg, progress=rich_progress)
+    m = evaluate_run(cfg, progress=rich_progress, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     t = Table(title=f"{m['dataset']} / {m['split']}: {m['images']} images"
-              + (" (cross-dataset)" if m["cross_dataset"] else ""))
+              + (" (cross-dataset)" if m["cross_dataset"] else "")
+              + (" (training data)" if m["evaluated_on_training_store"] else "")
+              + (f" ({RANDOM_WEIGHTS})" if m["random_weight_backbone"] else ""))
     for k in TABLE_KEYS:
         t.add_column(k)
     t.add_row(*[f"{m[k]:.2f}" for k in TABLE_KEYS])

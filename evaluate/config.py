@@ -2,10 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from hairdiff.core.devices import check_device
 from hairdiff.core.errors import UsageError
 from hairdiff.core.fields import option
+
+
+def check_run_dir(run) -> None:
+    """UsageError unless --run is a folder; called before any model or store is loaded."""
+    if not Path(run).is_dir():
+        raise UsageError(f"--run {run}: no such folder; pass the --out folder of a `pipeline train` run")
 
 
 def _check_common(cfg) -> None:
