@@ -38,16 +38,23 @@ def evaluate(cfg: EvalConfig) -> None:
 
 
 def predict(cfg: PredictConfig) -> None:
-    """Segment hair in new image files with a trained run.
+    """Segment hair in new image files (or the image files of folders) with a trained run.
 
     Computes features on the fly with the backbone, taps, prompt, timestep, resolution and seed recorded in
     the run (refusing if they would differ), then writes <stem>_mask.png (0/255, the image's own size),
-    <stem>_overlay.png and predictions.json. Example:
+    <stem>_overlay.png (predicted hair in green, the key under it) and predictions.json. Every path is
+    checked before the model loads. Example:
 
-        pipeline predict photo1.jpg photo2.png --run runs/figaro --out predictions/
+        pipeline predict photo1.jpg photos/ --run runs/figaro --out predictions/ --batch-size 4
     """
     from hairdiff.evaluate.predict import predict_images
 
-    for r in predict_images(cfg):
-        err.print(f"{r['image']}: hair {r['hair_fraction'] * 100:.1f}% -> {r['mask']}")
+    rows = predict_images(cfg, warn=lambda message: print(message, file=sys.stderr))
+    for r in rows:
+        if "mask" in r:
+            err.print(f"{r['image']}: hair {r['hair_fraction'] * 100:.1f}% -> {r['mask']}", markup=False)
+    skipped = sum("error" in r for r in rows)
+    if skipped:
+        print(f"skipped {skipped} of {len(rows)} image(s); each is listed with its reason in "
+              f"{Path(cfg.out) / 'predictions.json'}", file=sys.stderr)
     print(Path(cfg.out) / "predictions.json")
