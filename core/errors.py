@@ -99,6 +99,12 @@ class RunMismatchError(HairdiffError):
     """A run's recorded backbone or settings cannot be reproduced here."""
 
 
+class Interrupted(HairdiffError):
+    """Ctrl-C during a long command; the message says what was kept and how to continue."""
+
+    exit_code = 130
+
+
 class TrainingDiverged(HairdiffError):
     """The loss or the gradient became NaN/inf; the last good checkpoint is kept."""
 
