@@ -121,7 +121,8 @@ def verify(store) -> dict:
     bad = [{"index": i, "id": ids[i], "problems": p} for i, p in sorted(corrupt.items())]
     not_extracted = [{"index": int(i), "id": ids[int(i)]} for i in np.flatnonzero(~done) if int(i) not in corrupt]
     return {"url": store.url, "ok": not bad, "complete": not bad and not not_extracted,
-            "num_samples": store.num_samples, "done": int(done.sum()), "readable": int(done.sum()) - len(bad),
+            "num_samples": store.num_samples, "done": int(done.sum()),
+            "readable": int(done.sum()) - int(sum(done[i] for i in corrupt)),
             "corrupt": bad, "not_extracted": not_extracted}
 
 

@@ -122,15 +122,18 @@ def test_non_finite_and_lost_shards_are_corrupt_and_repair_clears_them(partial, 
     x[0, 0, 0] = np.inf
     g["features"][key][2] = x  # written through zarr: the checksum is right, the value is not
     (Path(store) / "masks" / "c" / "0" / "0" / "0").unlink()  # shard 0: samples 0 and 1
+    flags = Path(store) / "done" / "c" / "2"  # the done flags of samples 4 and 5
+    flags.write_bytes(bytes([flags.read_bytes()[0] ^ 1]) + flags.read_bytes()[1:])
     code, out, _ = invoke("cache", "verify", store, "--json")
     assert code == 1
     report = json.loads(out)
     bad = {r["index"]: r["problems"] for r in report["corrupt"]}
-    assert sorted(bad) == [0, 1, 2] and not report["ok"] and not report["complete"]
+    assert sorted(bad) == [0, 1, 2, 4, 5] and not report["ok"] and not report["complete"]
     assert bad[0] == ["masks: shard file missing (masks/c/0/0/0)"]
     assert bad[2] == [f"features/{key}: non-finite values"]
-    assert [r["index"] for r in report["not_extracted"]] == [5, 6, 7]
+    assert bad[4][0].startswith("done: flags unreadable") and bad[5] == bad[4]
+    assert [r["index"] for r in report["not_extracted"]] == [6, 7] and report["readable"] == 1  # sample 3
     code, out, _ = invoke("cache", "verify", store, "--repair", "--complete")
     assert code == 1  # repaired, but --complete still wants every sample
-    assert FeatureStore.open(store).done_mask().tolist() == [False, False, False, True, True, False, False, False]
+    assert FeatureStore.open(store).done_mask().tolist() == [False, False, False, True, False, False, False, False]
 
