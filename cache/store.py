@@ -51,10 +51,19 @@ def codec_threads(n: int | None) -> None:
     """
     if zarr.config.get("threading.max_workers", None) == n:
         return
-    zarr.config.set({"threading.max_workers": n})
-    from zarr.core.sync import cleanup_resources
+    zarr.config.set({"threading.max_workers": n})  # read when zarr makes its pool, on first use
+    from zarr.core import sync
 
-    cleanup_resources()  # the pool is made on first use: drop it so the next use makes one of the new size
+    old = getattr(sync, "_executor", None)
+    if old is None:
+        return
+    # Already made: hand zarr's running loop a pool of the new size. (Restarting zarr's loop instead would
+    # strand the fsspec filesystems bound to it: object-store stores would fail with "Event loop is closed".)
+    from concurrent.futures import ThreadPoolExecutor
+
+    sync._executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="zarr_pool")
+    sync._get_loop().set_default_executor(sync._executor)
+    old.shutdown(wait=False)
 
 
 def _zarr_store(url: str, read_only: bool):
@@ -307,11 +316,12 @@ class FeatureStore:
         return out
 
     # ------------------------------------------------------------------ reading
-    def _corrupt(self, i: int, what: str) -> CorruptSampleError:
+    def _corrupt(self, i: int, part: str) -> CorruptSampleError:
+        """part: "<array>: <what is wrong>"."""
         return CorruptSampleError(
-            f"{self.url}: sample {self.ids[i]} (index {i}) is flagged done but its {what}: the store lost data. "
-            f"Run `pipeline cache verify {self.url} --repair`, then the same `pipeline extract` command to "
-            f"recompute it")
+            f"{self.url}: sample {self.ids[i]} (index {i}) is flagged done but unreadable ({part}): the store lost "
+            f"data. Run `pipeline cache verify {self.url} --repair`, then the same `pipeline extract` command to "
+            f"recompute it", part=part)
 
     def _get(self, name: str, sel):
         """An array's values for `sel` (an index, slice or index array), with codec failures (bad checksum,
@@ -327,7 +337,7 @@ class FeatureStore:
             return np.concatenate(parts) if len(parts) > 1 else parts[0]
         except Exception as e:  # zarr raises codec-specific errors for a corrupt chunk
             idx = np.atleast_1d(np.arange(self.num_samples)[sel])
-            raise self._corrupt(int(idx[0]), f"{name} does not decode ({type(e).__name__}: {str(e)[:80]})") from None
+            raise self._corrupt(int(idx[0]), f"{name}: does not decode ({type(e).__name__}: {str(e)[:80]})") from None
 
     def _check_present(self, name: str, idx: np.ndarray, ndim: int) -> None:
         """For stores without digests: a done sample's shard file must exist (zarr would return the fill value)."""
@@ -337,7 +347,7 @@ class FeatureStore:
                 continue
             if not fs.exists("/".join([base.rstrip("/"), name, "c", str(k)] + ["0"] * (ndim - 1))):
                 i = next(int(i) for i in idx if self.shard_of(i) == k)
-                raise self._corrupt(i, f"{name} shard file is missing")
+                raise self._corrupt(i, f"{name}: shard file missing")
             self._present.add((name, k))
 
     def _verify(self, idx: np.ndarray, columns: dict[str, list[np.ndarray]]) -> None:
@@ -351,7 +361,9 @@ class FeatureStore:
             col = cols.index(c)
             for j, i in enumerate(idx):
                 if done[j] and dg.digest(*(p[j] for p in parts)) != want[j, col]:
-                    raise self._corrupt(int(i), f"{c} data does not match its checksum (missing or changed shard)")
+                    name = f"features/{c}" if c in cols[:len(self.levels)] else c
+                    raise self._corrupt(int(i), f"{name}: does not match its checksum (lost or changed since it "
+                                                f"was written)")
 
     def _read_levels(self, idx: np.ndarray) -> tuple[dict, dict]:
         feats, parts = {}, {}
@@ -393,7 +405,7 @@ class FeatureStore:
         done = bool(self.group["done"][i])
         if not data:
             if done:
-                raise self._corrupt(i, "label is missing")
+                raise self._corrupt(i, "labels: missing")
             raise KeyError(f"{self.url}: sample {i} has no stored label (not extracted yet)")
         if done and self.has_digests:
             self._verify(np.array([i]), {"labels": [[bytes(data)]]})

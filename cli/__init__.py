@@ -90,4 +90,5 @@ def run_guarded(fn: Callable[[], object]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """The `pipeline` console script."""
-    sys.exit(run_guarded(lambda: app(args=argv, standalone_mode=False)))
+    # prog_name: hints read `pipeline extract --help` however it was started (python -m, tests, the script)
+    sys.exit(run_guarded(lambda: app(args=argv, prog_name="pipeline", standalone_mode=False)))

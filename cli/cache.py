@@ -1,119 +1,156 @@
-"""`pipeline cache ls | info | verify | push | pull`."""
+"""`pipeline cache ls | info | verify | push | pull`.
+
+Output is plain lines, never a rich table: tables cut long cells with "…", and paths and URLs are what a
+user copies from here.
+"""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 app = typer.Typer(help="Inspect, verify and copy feature stores.", no_args_is_help=True)
-out = Console(soft_wrap=True)  # full paths and URLs, never cut
+SHOW_IDS = 20  # sample ids named per line before "and N more"
+
+DEST_HELP = ("a cache root: the store lands at DEST/<dataset>/<split>/<fingerprint16>.zarr, where --cache-root "
+             "finds it; or a path ending in .zarr: the store lands exactly there")
+
+
+def _columns(rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns; the last one (a path or URL) is never padded or cut."""
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+    return ["  ".join([c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]) for r in rows]
+
+
+def _some(ids: list[str]) -> str:
+    more = len(ids) - SHOW_IDS
+    return ", ".join(ids[:SHOW_IDS]) + (f" and {more} more" if more > 0 else "")
 
 
 @app.command("ls")
-def ls_command(cache_root: Annotated[Optional[str], typer.Option(help="default $HAIRDIFF_CACHE")] = None,
+def ls_command(cache_root: Annotated[Optional[str], typer.Option(help="default $HAIRDIFF_CACHE, else "
+                                                                      "~/.cache/hairdiff")] = None,
                json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """List the stores under a cache root."""
+    """List the stores under a cache root (a folder or a URL), with their full paths."""
     from hairdiff.cache import FeatureStore, default_cache_root, list_stores
 
+    root = str(cache_root or default_cache_root())
     rows = []
-    for url in list_stores(cache_root or default_cache_root()):
+    for url in list_stores(root):
         try:
             s = FeatureStore.open(url)
-        except Exception as e:
+        except Exception as e:  # one unreadable store must not hide the others
             rows.append({"url": url, "error": str(e)})
             continue
         rows.append({"dataset": s.dataset, "split": s.split, "fingerprint": s.fingerprint[:16],
                      "done": int(s.done_mask().sum()), "num_samples": s.num_samples, "bytes": s.nbytes(), "url": url})
     if json_:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"root": root, "stores": rows}, indent=2))
         return
-    t = Table("dataset", "split", "fingerprint", "done/N", "MB", "url")
+    if not rows:
+        print(f"no feature stores under {root} (pass --cache-root to list another root)")
+        return
+    print(f"{len(rows)} feature store(s) under {root}:")
+    table = [["dataset", "split", "fingerprint", "done/N", "MB", "path"]]
     for r in rows:
         if "error" in r:
-            t.add_row("?", "?", "?", "?", "?", f"{r['url']} ({r['error']})")
+            table.append(["?", "?", "?", "?", "?", f"{r['url']} (unreadable: {r['error']})"])
         else:
-            t.add_row(r["dataset"], r["split"], r["fingerprint"], f"{r['done']}/{r['num_samples']}",
-                      f"{r['bytes'] / 1e6:.1f}", r["url"])
-    out.print(t)
+            table.append([r["dataset"], r["split"], r["fingerprint"], f"{r['done']}/{r['num_samples']}",
+                          f"{r['bytes'] / 1e6:.1f}", r["url"]])
+    print("\n".join(_columns(table)))
 
 
 @app.command("info")
 def info_command(store: str, json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """Show a store's dataset, fingerprint inputs, levels, progress and size."""
+    """Show a store's full path, dataset, fingerprint inputs, levels, progress and size."""
     from hairdiff.cache import FeatureStore
 
     info = FeatureStore.open(store).info()
     if json_:
         print(json.dumps(info, indent=2, default=str))
         return
-    t = Table("field", "value", show_header=False)
-    for k in ("url", "dataset", "split", "fingerprint", "num_samples", "done", "resolution", "precision",
+    for k in ("url", "root", "dataset", "split", "fingerprint", "num_samples", "done", "resolution", "precision",
               "shard_size", "bytes", "created"):
-        t.add_row(k, str(info[k]))
+        print(f"{k}: {info[k]}")
     for lv in info["levels"]:
-        t.add_row(f"level {lv['name']}", f"{lv['channels']}x{lv['height']}x{lv['width']} stride {lv['stride']}")
+        print(f"level {lv['name']}: {lv['channels']}x{lv['height']}x{lv['width']} stride {lv['stride']}")
     for k, v in info["fingerprint_inputs"].items():
-        t.add_row(f"fp.{k}", json.dumps(v, default=str)[:120])
-    out.print(t)
+        print(f"fp.{k}: {json.dumps(v, default=str)}")
 
 
 @app.command("verify")
 def verify_command(store: str,
+                   complete: Annotated[bool, typer.Option(help="also fail (exit 1) when samples are not "
+                                                               "extracted yet")] = False,
+                   repair: Annotated[bool, typer.Option(help="clear the done flags of the corrupt samples, so "
+                                                             "the same `pipeline extract` command recomputes "
+                                                             "exactly those")] = False,
                    json_out: Annotated[Optional[Path], typer.Option(help="also write the report here")] = None,
                    json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """Read every chunk; name each sample whose data is corrupt or missing. Exit 1 if any."""
-    from hairdiff.cache import FeatureStore
-    from hairdiff.cache.verify import verify
+    """Read every sample flagged done and name each corrupt one (absent, failing its checksum, non-finite).
 
-    report = verify(FeatureStore.open(store))
+    Exit 0 for a healthy store, partial ones included (made with --limit, or interrupted): samples not
+    extracted yet are counted, not errors, unless --complete. Exit 1 for corrupt samples (after --repair,
+    which turns them into samples not extracted yet: exit 0).
+    """
+    from hairdiff.cache import FeatureStore
+    from hairdiff.cache.verify import repair as repair_store
+    from hairdiff.cache.verify import verify
+    from hairdiff.core.errors import VerifyError
+
+    st = FeatureStore.open(store, mode="r+" if repair else "r")
+    report = verify(st)
+    if repair:
+        report["repaired"] = [{"index": i, "id": st.ids[i]} for i in repair_store(st, report)]
     if json_out:
         json_out.write_text(json.dumps(report, indent=2))
     if json_:
         print(json.dumps(report, indent=2))
     else:
         _print_report(report)
-    if report["corrupt"] or report["missing"]:
-        raise typer.Exit(1)
+    if report["corrupt"] and not repair:
+        raise VerifyError(f"{len(report['corrupt'])} corrupt sample(s) in {st.url} (flagged done but absent or "
+                          f"unreadable): run `pipeline cache verify {store} --repair` to clear their done flags, "
+                          f"then the same `pipeline extract` command to recompute them")
+    missing = len(report["not_extracted"]) + len(report.get("repaired", []))
+    if complete and missing:
+        raise VerifyError(f"--complete: {missing} of {report['num_samples']} samples in {st.url} are not "
+                          f"extracted yet: run the `pipeline extract` command without --limit to compute them")
 
 
 def _print_report(report: dict) -> None:
-    out.print(f"{report['url']}: {report['done']}/{report['num_samples']} samples done, "
-              f"{len(report['corrupt'])} corrupt, {len(report['missing'])} missing")
+    print(f"{report['url']}: {report['readable']} of {report['num_samples']} samples done and readable, "
+          f"{len(report['not_extracted'])} not extracted yet, {len(report['corrupt'])} corrupt")
+    for r in report["corrupt"]:
+        print(f"corrupt: sample {r['index']} ({r['id']}): {'; '.join(r['problems'])}")
+    if report.get("repaired"):
+        print(f"repaired: cleared the done flags of {len(report['repaired'])} corrupt sample(s) "
+              f"({_some([r['id'] for r in report['repaired']])}); run the same `pipeline extract` command again "
+              f"to recompute exactly those")
+
+
+def _transfer(src: str, dest: str) -> None:
+    from hairdiff.cache.transfer import transfer
+    from hairdiff.core.errors import VerifyError
+
+    target, report = transfer(src, dest)
+    _print_report(report)
     if report["corrupt"]:
-        t = Table("index", "id", "problem")
-        for r in report["corrupt"]:
-            t.add_row(str(r["index"]), r["id"], "; ".join(r["problems"]))
-        out.print(t)
-    if report["missing"]:
-        ids = ", ".join(r["id"] for r in report["missing"][:20])
-        more = len(report["missing"]) - 20
-        out.print(f"missing: {ids}" + (f" ... and {more} more" if more > 0 else ""))
+        raise VerifyError(f"the copy at {target} has {len(report['corrupt'])} corrupt sample(s), listed above: "
+                          f"check the source with `pipeline cache verify {src}`")
+    print(target)  # last: the path to pass as --cache
 
 
-@app.command("push")
-def push_command(store: str, url: str) -> None:
-    """Copy a store whole to URL (e.g. s3://bucket/prefix/store.zarr) and verify the copy."""
-    from hairdiff.cache.transfer import push
-
-    report = push(store, url)
-    _print_report(report)
-    print(url)
-    if not report["ok"]:
-        sys.exit(1)
+@app.command("push", help=f"Copy a store whole to DEST and verify the copy; prints where it landed last. "
+                          f"DEST: {DEST_HELP} (e.g. s3://bucket/hair-cache).")
+def push_command(store: str, dest: str) -> None:
+    _transfer(store, dest)
 
 
-@app.command("pull")
-def pull_command(url: str, dest: Path) -> None:
-    """Copy a store whole from URL into DEST and verify the copy."""
-    from hairdiff.cache.transfer import pull
-
-    report = pull(url, str(dest))
-    _print_report(report)
-    print(dest)
-    if not report["ok"]:
-        sys.exit(1)
+@app.command("pull", help=f"Copy a store whole from URL to DEST and verify the copy; prints where it landed "
+                          f"last. DEST: {DEST_HELP}.")
+def pull_command(url: str, dest: str) -> None:
+    _transfer(url, dest)

@@ -1,6 +1,7 @@
 """`pipeline eval` and `pipeline predict`: a table on stderr, the JSON path as the last line of stdout."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.table import Table
@@ -21,11 +22,14 @@ def evaluate(cfg: EvalConfig) -> None:
 
         pipeline eval --run runs/figaro --cache ~/.cache/hairdiff/figaro/test/0123abcd.zarr --out eval/figaro
     """
+    from hairdiff.evaluate.report import RANDOM_WEIGHTS
     from hairdiff.evaluate.run import evaluate_run
 
-    m = evaluate_run(cfg, progress=rich_progress)
+    m = evaluate_run(cfg, progress=rich_progress, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     t = Table(title=f"{m['dataset']} / {m['split']}: {m['images']} images"
-              + (" (cross-dataset)" if m["cross_dataset"] else ""))
+              + (" (cross-dataset)" if m["cross_dataset"] else "")
+              + (" (training data)" if m["evaluated_on_training_store"] else "")
+              + (f" ({RANDOM_WEIGHTS})" if m["random_weight_backbone"] else ""))
     for k in TABLE_KEYS:
         t.add_column(k)
     t.add_row(*[f"{m[k]:.2f}" for k in TABLE_KEYS])
@@ -34,16 +38,23 @@ def evaluate(cfg: EvalConfig) -> None:
 
 
 def predict(cfg: PredictConfig) -> None:
-    """Segment hair in new image files with a trained run.
+    """Segment hair in new image files (or the image files of folders) with a trained run.
 
     Computes features on the fly with the backbone, taps, prompt, timestep, resolution and seed recorded in
     the run (refusing if they would differ), then writes <stem>_mask.png (0/255, the image's own size),
-    <stem>_overlay.png and predictions.json. Example:
+    <stem>_overlay.png (predicted hair in green, the key under it) and predictions.json. Every path is
+    checked before the model loads. Example:
 
-        pipeline predict photo1.jpg photo2.png --run runs/figaro --out predictions/
+        pipeline predict photo1.jpg photos/ --run runs/figaro --out predictions/ --batch-size 4
     """
     from hairdiff.evaluate.predict import predict_images
 
-    for r in predict_images(cfg):
-        err.print(f"{r['image']}: hair {r['hair_fraction'] * 100:.1f}% -> {r['mask']}")
+    rows = predict_images(cfg, warn=lambda message: print(message, file=sys.stderr))
+    for r in rows:
+        if "mask" in r:
+            err.print(f"{r['image']}: hair {r['hair_fraction'] * 100:.1f}% -> {r['mask']}", markup=False)
+    skipped = sum("error" in r for r in rows)
+    if skipped:
+        print(f"skipped {skipped} of {len(rows)} image(s); each is listed with its reason in "
+              f"{Path(cfg.out) / 'predictions.json'}", file=sys.stderr)
     print(Path(cfg.out) / "predictions.json")

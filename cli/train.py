@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 from hairdiff.cli.progress import err, rich_progress
 from hairdiff.core.fields import to_dict
@@ -44,8 +45,16 @@ def _train_here(cfg: TrainConfig, progress: bool) -> None:
     if cfg.small is None and str(dev).startswith("cpu") and ctx.is_main:
         # The paper-size head runs at ~0.2 img/s on 2 CPU cores; the small one keeps CPU runs usable.
         err.print("CPU: training the small head (pass --no-small for the paper's Mask2Former size)")
+    if ctx.is_main:
+        _announce(cfg)
     try:
         summary = train_loop(cfg, device=dev, dist=ctx, progress=rich_progress if progress else silent)
+    except KeyboardInterrupt:
+        if not ctx.is_main:
+            raise
+        from hairdiff.core.errors import Interrupted
+
+        raise Interrupted(_what_was_kept(cfg)) from None
     finally:
         shutdown_distributed(ctx)
     if ctx.is_main:
@@ -61,6 +70,48 @@ def _print_summary(s: dict) -> None:
     if ips:
         line += f", {ips:.1f} images/s, {s.get('seconds', 0):.0f} s on {s.get('device')} x{s.get('world_size', 1)}"
     print(line)
+
+
+def _announce(cfg: TrainConfig) -> None:
+    """Before the first batch: what the run trains on, and for --resume where it starts."""
+    from hairdiff.train.checkpoint import latest_checkpoint, read_checkpoint_state
+    from hairdiff.train.data import open_stores
+
+    stores = open_stores(cfg.cache)
+    done = [int(s.done_mask().sum()) for s in stores]
+    if sum(done):  # none done: the loop's own error says what to do, alone
+        each = [s.url + (f" ({d} of {s.num_samples})" if len(stores) > 1 else "") for s, d in zip(stores, done)]
+        _say(f"training on {sum(done)} done samples of {sum(s.num_samples for s in stores)} in {', '.join(each)}")
+    if not cfg.resume:
+        return
+    out = Path(cfg.out)
+    if (out / "run.json").is_file() and json.loads((out / "run.json").read_text()).get("iterations") == cfg.iters:
+        _say(f"--resume: {out} finished all {cfg.iters} iterations already: nothing to do")
+    elif (ckpt := latest_checkpoint(out)) is not None:
+        _say(f"resuming from {ckpt} (iteration {read_checkpoint_state(ckpt)['iteration']} of {cfg.iters})")
+    else:
+        _say(f"--resume: no checkpoint in {out}, nothing to resume: starting at iteration 0")
+
+
+def _what_was_kept(cfg: TrainConfig) -> str:
+    """The one line for Ctrl-C: the checkpoint that survives, and the command that continues from it."""
+    from hairdiff.train.checkpoint import latest_checkpoint, read_checkpoint_state
+
+    out = Path(cfg.out)
+    try:  # the last iteration logged (rows are flushed one by one)
+        at = f" at iteration {json.loads((out / 'log.jsonl').read_text().splitlines()[-1])['iter']}"
+    except (OSError, IndexError, ValueError, KeyError):
+        at = ""
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        return (f"interrupted{at}, before the first checkpoint (one every --ckpt-every {cfg.ckpt_every} "
+                f"iterations): nothing kept; run the same command with --resume to start again at iteration 0")
+    return (f"interrupted{at}: kept the checkpoint {ckpt} (iteration {read_checkpoint_state(ckpt)['iteration']} "
+            f"of {cfg.iters}); continue with the same command and --resume")
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)  # not rich: a path may hold [brackets], which rich reads as markup
 
 
 def _child() -> None:

@@ -66,7 +66,18 @@ class ReadOnlyStoreError(CacheError):
 
 
 class CorruptSampleError(CacheError):
-    """A sample flagged done reads back absent or fails its checksum."""
+    """A sample flagged done reads back absent or fails its checksum; `part` says which of its data."""
+
+    def __init__(self, message: str, part: str = ""):
+        super().__init__(message)
+        self.part = part
+
+
+class VerifyError(CacheError):
+    """`cache verify` (or the check after `push`/`pull`) found corrupt samples, or, with --complete,
+    samples not extracted yet; the report printed before the error names them."""
+
+    exit_code = 1
 
 
 class StoreWriteError(CacheError):
@@ -93,7 +104,7 @@ class RunMismatchError(HairdiffError):
 
 
 class Interrupted(HairdiffError):
-    """Ctrl-C: the message says what was kept and how to continue."""
+    """Ctrl-C during a long command; the message says what was kept and how to continue."""
 
     exit_code = 130
 

@@ -2,10 +2,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 from hairdiff.core.devices import check_device
 from hairdiff.core.errors import UsageError
 from hairdiff.core.fields import option
+
+OnError = Literal["stop", "skip"]
+
+
+def check_run_dir(run) -> None:
+    """UsageError unless --run is a folder; called before any model or store is loaded."""
+    if not Path(run).is_dir():
+        raise UsageError(f"--run {run}: no such folder; pass the --out folder of a `pipeline train` run")
 
 
 def _check_common(cfg) -> None:
@@ -32,13 +42,19 @@ class EvalConfig:
 
 @dataclass(kw_only=True)
 class PredictConfig:
-    images: list[str] = option(argument=True, help="image files")
+    images: list[str] = option(argument=True, help="image files, or folders: their .jpg .jpeg .png .bmp .webp "
+                                                   "files, sorted by name (not subfolders)")
     run: str = option(help="run folder of `pipeline train`")
     out: str = option(help="folder for <stem>_mask.png, <stem>_overlay.png, predictions.json")
     model: str | None = option(None, help="backbone to load when the run's model is not reachable by its "
                                           "recorded name (a local folder)")
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
+    batch_size: int = option(1, help="images per backbone pass (the masks equal those of 1, up to float rounding)")
+    on_error: OnError = option("stop", help="an image that cannot be read: stop there (keeping what was written), "
+                                            "or skip it (listed in predictions.json and on stderr)")
 
     def __post_init__(self):
         self.images, self.run, self.out = [str(i) for i in self.images], str(self.run), str(self.out)
-        check_device(self.device)
+        _check_common(self)
+        if self.on_error not in ("stop", "skip"):
+            raise UsageError(f"--on-error {self.on_error!r}: use stop or skip")

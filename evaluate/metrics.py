@@ -12,10 +12,14 @@ The sums in 7 and 9 run over the predicted-as-i column (the printed row sum woul
 quantities: eq 9 would be recall); the sums in 10 leave out the diagonal. We also report the mean class
 accuracy (1/p_cls sum_i p_ii / t_i, the other reading of eq 8) and per-class IoU, precision, recall, F1.
 
-Empty classes: a ratio whose denominator is 0 over the whole split (e.g. a class absent from both truth
-and prediction; precision of a class never predicted) is NaN and left out of the class means. Ignore
-pixels (255) are excluded before counting. Confusion matrices add up over images, so split metrics are
-computed from the summed matrix (pixel-weighted), not as a mean of per-image metrics.
+Empty classes (the convention of torchmetrics' macro averages with zero_division=0): a class that occurs
+in the truth or in the prediction counts in every class mean, and a ratio of it whose denominator is 0
+counts as 0. So the precision of a class that is never predicted is 0 (eq 9 averages over all p_cls
+classes: a head that predicts no hair gets half its accuracy as precision, not its accuracy), and so is
+the recall of a class that is predicted but absent from the truth. A class absent from both truth and
+prediction is left out of the means (its per-class values are NaN): nothing about it was right or wrong.
+Ignore pixels (255) are excluded before counting. Confusion matrices add up over images, so split metrics
+are computed from the summed matrix (pixel-weighted), not as a mean of per-image metrics.
 """
 from __future__ import annotations
 
@@ -39,9 +43,10 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int = 2, ign
     return np.bincount(g * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _div(a: np.ndarray, b: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """a / b per class; 0 where b is 0 for a class that occurs, NaN for a class absent from truth and prediction."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+        return np.where(b > 0, a / np.where(b > 0, b, 1), np.where(present, 0.0, np.nan))
 
 
 def _nanmean(a: np.ndarray) -> float:
@@ -55,10 +60,11 @@ def scores(conf: np.ndarray) -> dict:
     tp = np.diag(conf)
     t = conf.sum(1)  # true pixels per class
     p = conf.sum(0)  # predicted pixels per class
-    iou = _div(tp, t + p - tp)
-    precision = _div(tp, p)
-    recall = _div(tp, t)
-    f1 = _div(2 * tp, t + p)
+    present = (t + p) > 0  # the class occurs in the truth or in the prediction
+    iou = _div(tp, t + p - tp, present)
+    precision = _div(tp, p, present)
+    recall = _div(tp, t, present)
+    f1 = _div(2 * tp, t + p, present)
     total = conf.sum()
     out = {
         "mIoU": 100 * (_nanmean(iou)),

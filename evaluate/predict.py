@@ -4,15 +4,41 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from hairdiff.cache import fingerprint
 from hairdiff.cache.geometry import letterbox_image, unletterbox
 from hairdiff.core.devices import resolve_device
-from hairdiff.core.errors import RunMismatchError
-from hairdiff.evaluate.config import PredictConfig
+from hairdiff.core.errors import BadInputStop, BadSampleError, RunMismatchError, UsageError
+from hairdiff.evaluate.config import PredictConfig, check_run_dir
 from hairdiff.evaluate.overlay import mask_overlay
+
+# The image files a folder contributes (the folder dataset's own list, so both commands read the same files).
+from hairdiff.extract.readers.folder import IMAGE_EXT
+
+
+def image_paths(items: list[str]) -> list[Path]:
+    """Files as given, folders expanded to their image files (sorted by name, not recursive). UsageError
+    naming the first path that is missing, not an image file name, or a folder without images."""
+    exts = " ".join(IMAGE_EXT)
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXT and f.is_file())
+            if not found:
+                raise UsageError(f"{p}: the folder holds no image file ({exts}): pass another folder or the image "
+                                 "files themselves")
+            paths += found
+        elif not p.exists():
+            raise UsageError(f"{p}: no such file or folder: check the path")
+        elif p.suffix.lower() not in IMAGE_EXT:
+            raise UsageError(f"{p}: not an image file name ({exts}): leave it out, or rename it if it is an image")
+        else:
+            paths.append(p)
+    return paths
 
 
 def _model_arg(identity: dict, override: str | None) -> str:
@@ -26,29 +52,44 @@ def _model_arg(identity: dict, override: str | None) -> str:
                            "--model /path/to/model")
 
 
-def predict_images(cfg: PredictConfig) -> list[dict]:
-    """Segment hair in each image; writes <stem>_mask.png (0/255), <stem>_overlay.png and predictions.json.
-
-    The backbone, taps, prompt, timestep, resolution and noise seed come from the run's fingerprint inputs;
-    `cfg.model` overrides where the backbone is loaded from (the fingerprint check still applies).
-    """
-    from hairdiff.extract.backbone import load_backbone
-    from hairdiff.extract.features import FeatureExtractor
-    from hairdiff.extract.imageio import load_rgb
+def segment(fx, head, images: list[np.ndarray], resolution: int) -> list[torch.Tensor]:
+    """Class probabilities (K, H, W) at each image's own size, from one backbone pass over the batch."""
     from hairdiff.extract.loading import to_model_input
-    from hairdiff.train.checkpoint import load_head
     from hairdiff.train.mask2former.head import semantic_probs
 
-    run_dir, images, device = Path(cfg.run), [Path(p) for p in cfg.images], str(resolve_device(cfg.device))
-    out_dir = Path(cfg.out)
+    bb = fx.bb
+    x = to_model_input([letterbox_image(img, resolution) for img in images], bb.device, bb.dtype)
+    with torch.inference_mode():
+        # The head trained on features rounded to the store's fp16 then cast to float32 (int8 stores:
+        # fp16 here too, the quantisation error is not reproduced).
+        feats = {k: v.to(torch.float16).float() for k, v in fx(x).items()}
+        prob = semantic_probs(head(feats), out_size=(resolution, resolution))
+    return [unletterbox(prob[j:j + 1], img.shape[:2], img.shape[:2])[0] for j, img in enumerate(images)]
+
+
+def _read(path: Path) -> np.ndarray:
+    from hairdiff.extract.imageio import load_rgb
+
+    if not path.exists():  # checked at the start; gone since then
+        raise BadSampleError(path, "the file is missing (removed while predicting?)", "restore it or leave it out")
+    return load_rgb(path)
+
+
+def _load(cfg: PredictConfig):
+    """The run's head and the feature extractor that reproduces its training features, checked."""
+    from hairdiff.extract.backbone import load_backbone
+    from hairdiff.extract.features import FeatureExtractor
+    from hairdiff.train.checkpoint import load_head
+
+    run_dir, device = Path(cfg.run), str(resolve_device(cfg.device))
     head, meta = load_head(run_dir, device=device)
     fi = meta["fingerprint_inputs"]
     if fingerprint(fi) != meta["fingerprint"]:
         raise RunMismatchError(f"{run_dir}/run.json: its fingerprint_inputs do not hash to its fingerprint (edited "
                                "by hand?): use the run folder as `pipeline train` wrote it")
-    dtype = getattr(torch, fi["compute_dtype"])
     identity = fi["model"]
-    bb = load_backbone(_model_arg(identity, cfg.model), device=device, dtype=dtype, revision=identity.get("revision"))
+    bb = load_backbone(_model_arg(identity, cfg.model), device=device, dtype=getattr(torch, fi["compute_dtype"]),
+                       revision=identity.get("revision"))
     fx = FeatureExtractor.from_fingerprint_inputs(bb, fi)
     mine = fx.fingerprint_inputs
     if fingerprint(mine) != meta["fingerprint"]:
@@ -56,26 +97,68 @@ def predict_images(cfg: PredictConfig) -> list[dict]:
         raise RunMismatchError(f"{run_dir}: the backbone and settings loaded now do not reproduce the features the "
                                f"head was trained on (differs in: {', '.join(differ)}; run: "
                                f"{fi.get('model')}, now: {mine.get('model')}); pass the run's own model with --model")
+    return head, fx, fi["resolution"]
+
+
+def predict_images(cfg: PredictConfig, warn=None) -> list[dict]:
+    """Segment hair in each image; writes <stem>_mask.png (0/255), <stem>_overlay.png and predictions.json.
+
+    Every path is checked before anything is loaded. The backbone, taps, prompt, timestep, resolution and
+    noise seed come from the run's fingerprint inputs; `cfg.model` overrides where the backbone is loaded
+    from (the fingerprint check still applies). An image that cannot be read stops the run (BadInputStop,
+    predictions.json lists what was done) or, with on_error="skip", becomes a row {"image", "error"} and
+    warn(message). Rows follow the order of the images.
+    """
+    paths = image_paths(cfg.images)
+    check_run_dir(cfg.run)
+    head, fx, resolution = _load(cfg)
+    out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, used = [], set()
-    for path in images:
-        img = load_rgb(path)
-        x = to_model_input([letterbox_image(img, fi["resolution"])], torch.device(device), dtype)
-        with torch.inference_mode():
-            # The head trained on features rounded to the store's fp16 then cast to float32 (int8 stores:
-            # fp16 here too, the quantisation error is not reproduced).
-            feats = {k: v.to(torch.float16).float() for k, v in fx(x).items()}
-            prob = semantic_probs(head(feats), out_size=(fi["resolution"], fi["resolution"]))
-        back = unletterbox(prob, img.shape[:2], img.shape[:2])[0]
-        pred = back.argmax(0).to(torch.uint8).cpu().numpy()
-        stem = Path(path).stem
-        while stem in used:  # a.jpg from two folders must not overwrite each other's mask
-            stem += "_"
-        used.add(stem)
-        Image.fromarray(pred * 255).save(out_dir / f"{stem}_mask.png")
-        Image.fromarray(mask_overlay(img, pred)).save(out_dir / f"{stem}_overlay.png")
-        rows.append({"image": str(path), "mask": str(out_dir / f"{stem}_mask.png"),
-                     "overlay": str(out_dir / f"{stem}_overlay.png"), "height": img.shape[0], "width": img.shape[1],
-                     "hair_fraction": float(pred.mean())})
-    (out_dir / "predictions.json").write_text(json.dumps(rows, indent=2))
-    return rows
+    rows: list[dict | None] = [None] * len(paths)
+    used: set[str] = set()
+    pending: list[tuple[int, Path, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        for (k, path, img), prob in zip(pending, segment(fx, head, [p[2] for p in pending], resolution)):
+            pred = prob.argmax(0).to(torch.uint8).cpu().numpy()
+            stem = path.stem
+            while stem in used:  # a.jpg from two folders must not overwrite each other's mask
+                stem += "_"
+            used.add(stem)
+            Image.fromarray(pred * 255).save(out_dir / f"{stem}_mask.png")
+            Image.fromarray(mask_overlay(img, pred)).save(out_dir / f"{stem}_overlay.png")
+            rows[k] = {"image": str(path), "mask": str(out_dir / f"{stem}_mask.png"),
+                       "overlay": str(out_dir / f"{stem}_overlay.png"), "height": img.shape[0],
+                       "width": img.shape[1], "hair_fraction": float(pred.mean())}
+        pending.clear()
+
+    def done() -> list[dict]:
+        kept = [r for r in rows if r is not None]
+        (out_dir / "predictions.json").write_text(json.dumps(kept, indent=2))
+        return kept
+
+    for k, path in enumerate(paths):
+        try:
+            img = _read(path)
+        except BadSampleError as e:
+            if cfg.on_error == "stop":
+                flush()  # the images before this one are kept
+                n = len(done())
+                raise BadInputStop(f"{e}; stopped there (--on-error stop): the {n} image(s) before it are in "
+                                   f"{out_dir / 'predictions.json'}; pass --on-error skip to go on past unreadable "
+                                   "images") from None
+            rows[k] = {"image": str(path), "error": str(e)}
+            if warn is not None:
+                warn(f"skipped {e}")
+            continue
+        pending.append((k, path, img))
+        if len(pending) == cfg.batch_size:
+            flush()
+    flush()
+    kept = done()
+    if not any("mask" in r for r in kept):
+        raise BadInputStop(f"none of the {len(paths)} image(s) could be read; each is listed with its reason in "
+                           f"{out_dir / 'predictions.json'}")
+    return kept

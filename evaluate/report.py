@@ -6,9 +6,11 @@ import math
 from pathlib import Path
 
 from hairdiff.core.files import atomic_write
+from hairdiff.evaluate.overlay import key_text
 from hairdiff.evaluate.paper import paper_rows
 
 KEYS = ("mIoU", "accuracy", "precision", "f1")
+RANDOM_WEIGHTS = "random-weight test model: these numbers say nothing about the method"
 
 
 def to_json(obj) -> str:
@@ -35,16 +37,24 @@ def write_report(out_dir: Path, metrics: dict, dataset: str, extra: dict) -> Non
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "metrics.json", to_json({**metrics, **extra}))
     lines = [f"# Evaluation on {dataset} ({extra.get('split', '')}, {extra.get('images', '?')} images)", ""]
+    if extra.get("evaluated_on_training_store"):
+        seen = extra.get("training_store") or {}
+        lines += [f"**Warning: evaluated on training data.** This store is one the head was trained on "
+                  f"({seen.get('dataset')}/{seen.get('split')}, {seen.get('url')}): the scores measure fit, not "
+                  f"how the head does on images it has not seen.", ""]
     if extra.get("cross_dataset"):
         lines += [f"Cross-dataset: the head was trained on {', '.join(extra.get('trained_on', []))}, not on "
                   f"{dataset} (the paper's open question: how a model trained on one dataset transfers).", ""]
+    backbone = extra.get("backbone", "") + (f" ({RANDOM_WEIGHTS})" if extra.get("random_weight_backbone") else "")
     lines += ["| method | backbone | mIoU | accuracy | precision | F1 |", "|---|---|---|---|---|---|",
-              "| **hairdiff (this run)** | " + extra.get("backbone", "") + " | "
+              "| **hairdiff (this run)** | " + backbone + " | "
               + " | ".join(_fmt(metrics.get(k)) for k in KEYS) + " |"]
     for r in paper_rows(dataset):
         lines.append(f"| {r['method']} (paper) | {r['backbone']} | " + " | ".join(_fmt(r[k]) for k in KEYS) + " |")
     lines += ["", f"Hair IoU {_fmt(metrics.get('hair_iou'))}, hair F1 {_fmt(metrics.get('hair_f1'))}, "
               f"boundary F {_fmt(metrics.get('boundary_f'))} (tolerance 0.75% of the diagonal), mean class "
               f"accuracy {_fmt(metrics.get('mean_class_accuracy'))}.", "",
-              "Accuracy is pixel accuracy (the paper's equation 8 read without its 1/p_cls factor); see README."]
+              "Accuracy is pixel accuracy (the paper's equation 8 read without its 1/p_cls factor); precision counts "
+              "a class that occurs but is never predicted as 0; see README.", "",
+              f"Overlays (overlays/): {key_text()}; the key is drawn under each picture."]
     atomic_write(out_dir / "metrics.md", "\n".join(lines) + "\n")

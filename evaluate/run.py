@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ from hairdiff.core.devices import resolve_device
 from hairdiff.core.errors import CacheError, StoreMismatchError
 from hairdiff.core.files import atomic_write
 from hairdiff.core.progress import ProgressFactory, silent
+from hairdiff.core.urls import is_remote, local_path
 from hairdiff.evaluate.boundary import boundary_counts, boundary_f
-from hairdiff.evaluate.config import EvalConfig
+from hairdiff.evaluate.config import EvalConfig, check_run_dir
 from hairdiff.evaluate.metrics import confusion_matrix, scores
 from hairdiff.evaluate.overlay import save_overlay
 from hairdiff.evaluate.report import to_json, write_report
@@ -48,15 +50,42 @@ def _original_image(store: FeatureStore, i: int):
         return None
 
 
-def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent) -> dict:
+def _same_location(a: str, b: str) -> bool:
+    if is_remote(a) or is_remote(b):
+        return str(a).rstrip("/") == str(b).rstrip("/")
+    return os.path.realpath(local_path(a)) == os.path.realpath(local_path(b))
+
+
+def training_store(store: FeatureStore, trained: list[dict]) -> dict | None:
+    """The record of the run's training store that `store` is, or None: the same location, or the same
+    dataset, split, sample list (ids digest; runs that did not record it match on the rest) and features."""
+    for t in trained:
+        if t.get("url") and _same_location(t["url"], store.url):
+            return t
+        same = (t.get("dataset"), t.get("split"), t.get("fingerprint")) == (store.dataset, store.split,
+                                                                            store.fingerprint)
+        if same and t.get("ids_digest", store.ids_digest) == store.ids_digest:
+            return t
+    return None
+
+
+def backbone_identity(fingerprint_inputs: dict) -> dict:
+    """The run's backbone identity ({"kind", "name", ...}); older or hand-made records hold a plain name."""
+    model = fingerprint_inputs.get("model", {})
+    return model if isinstance(model, dict) else {"name": str(model)}
+
+
+def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=None) -> dict:
     """Score the run's head on the DONE samples of a store; returns metrics + provenance (also in cfg.out).
 
     The store must carry the run's feature fingerprint. Predictions are compared with each exact original
     annotation at its own resolution; the confusion matrix and boundary counts are summed over the split.
+    warn(message): told at the start when the store is one the run trained on.
     """
     from hairdiff.train.checkpoint import load_head
 
     run_dir, out_dir, batch_size = Path(cfg.run), Path(cfg.out), cfg.batch_size
+    check_run_dir(run_dir)
     device = str(resolve_device(cfg.device))
     head, meta = load_head(run_dir, device=device)
     store = FeatureStore.open(cfg.cache)
@@ -66,6 +95,10 @@ def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent) -> dict
     idx = np.flatnonzero(store.done_mask())
     if len(idx) == 0:
         raise CacheError(f"{cfg.cache} holds no extracted samples yet: run `pipeline extract` first")
+    seen = training_store(store, meta["stores"])
+    if seen is not None and warn is not None:
+        warn(f"{store.url} is a store this run trained on ({seen.get('dataset')}/{seen.get('split')}, "
+             f"{seen.get('url')}): these scores are on training data, not held-out data")
     conf = np.zeros((2, 2), np.int64)
     bcounts = np.zeros(4, np.int64)
     per_image = []
@@ -87,10 +120,13 @@ def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent) -> dict
     metrics["boundary_f"] = boundary_f(bcounts)
     metrics["confusion_matrix"] = conf.tolist()
     trained_on = sorted({s["dataset"] for s in meta["stores"]})
+    identity = backbone_identity(meta["fingerprint_inputs"])
     extra = {"run": str(run_dir), "store": store.url, "dataset": store.dataset, "split": store.split,
              "fingerprint": store.fingerprint, "images": int(len(idx)), "trained_on": trained_on,
              "cross_dataset": store.dataset not in trained_on,
-             "backbone": str(meta["fingerprint_inputs"].get("model", {}).get("name", ""))}
+             "evaluated_on_training_store": seen is not None, "training_store": seen,
+             "backbone": str(identity.get("name", "")),
+             "random_weight_backbone": identity.get("kind") == "tiny"}  # extract's built-in `--model tiny`
     write_report(out_dir, metrics, store.dataset, extra)
     atomic_write(out_dir / "per_image.json", to_json(per_image))
     ranked = sorted((p for p in per_image if not math.isnan(p["mIoU"])), key=lambda p: p["mIoU"])

@@ -225,7 +225,7 @@ def load_head(run_dir: Path, device: str = "cpu"):
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             raise CheckpointError(f"{run_dir} holds no trained head (no head.safetensors + run.json and no "
-                                  f"checkpoint): pass the --out folder of a `pipeline train` run")
+                                  f"checkpoint): pass as --run the --out folder of a `pipeline train` run")
         meta = read_checkpoint_state(ckpt)["meta"]
         weights = ckpt / "model.safetensors"
     meta = {k: meta[k] for k in META_KEYS}

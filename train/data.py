@@ -79,8 +79,8 @@ class CachedFeatures:
 
     def describe(self) -> list[dict]:
         """Per store: what a trained head was trained on (goes into run.json and checkpoints)."""
-        return [{"dataset": s.dataset, "split": s.split, "fingerprint": s.fingerprint, "url": s.url,
-                 "num_done": int(np.asarray(s.done_mask()).sum())} for s in self.stores]
+        return [{"dataset": s.dataset, "split": s.split, "ids_digest": s.ids_digest, "fingerprint": s.fingerprint,
+                 "url": s.url, "num_done": int(np.asarray(s.done_mask()).sum())} for s in self.stores]
 
     def read(self, positions: np.ndarray) -> dict:
         """Read samples (dataset positions) in the given order: features float16, labels (B,R,R) uint8."""

@@ -126,7 +126,8 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
               "stores": list(cfg.cache)}
     meta = {"fingerprint": data.fingerprint, "fingerprint_inputs": data.stores[0].fingerprint_inputs,
             "levels": [dataclasses.asdict(lv) for lv in data.levels],
-            "stores": [{k: d[k] for k in ("dataset", "split", "fingerprint", "url")} for d in data.describe()],
+            "stores": [{k: d[k] for k in ("dataset", "split", "ids_digest", "fingerprint", "url")}
+                       for d in data.describe()],
             "head_config": config["head_config"]}
 
     if dist.is_main:

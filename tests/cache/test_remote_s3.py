@@ -48,6 +48,9 @@ def test_extract_to_s3_info_pull_and_concurrent_readers(s3, tmp_path):
     info = json.loads(run(["cache", "info", url, "--json"], s3, tmp_path / "local").stdout)
     assert info["done"] == 6 and info["dataset"] == "folder" and len(info["levels"]) == 4
     assert "testing-secret-never-written" not in json.dumps(info)
+    # presence of every shard is checked through the bucket's listing, not read back as zeros
+    assert run(["cache", "verify", url], s3, tmp_path / "local").stdout.strip() == (
+        f"{url}: 6 of 6 samples done and readable, 0 not extracted yet, 0 corrupt")
     # the same command again reuses the remote store
     assert "computed 0" in run(args, s3, tmp_path / "local").stderr
     pulled = tmp_path / "pulled.zarr"

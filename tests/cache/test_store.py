@@ -90,7 +90,7 @@ def test_verify_names_corrupt_missing_and_lost_samples(tmp_path):
     write(store, [2, 3])
     report = verify(store)
     assert report["done"] == 4 and not report["corrupt"]
-    assert [m["id"] for m in report["missing"]] == ["s4", "s5"]
+    assert [m["id"] for m in report["not_extracted"]] == ["s4", "s5"]
     shard0 = tmp_path / "s.zarr" / "features" / LEVELS[0].key / "c" / "0" / "0" / "0" / "0"
     raw = bytearray(shard0.read_bytes())
     raw[len(raw) // 4] ^= 0x40

@@ -66,9 +66,12 @@ def test_eval_scores_done_samples_at_annotation_resolution(tmp_path):
               "run", "store", "fingerprint", "images", "cross_dataset"):
         assert k in saved, k
     assert saved["cross_dataset"] is True and saved["trained_on"] == ["figaro"]
+    assert saved["evaluated_on_training_store"] is False and saved["random_weight_backbone"] is False
     assert saved["fingerprint"] == fingerprint(INPUTS) and saved["store"].endswith("celebamask-test.zarr")
     md = (out / "metrics.md").read_text()
     assert "Cross-dataset" in md and "92.58" in md  # the paper's CelebAMask-HQ row sits beside ours
+    assert "training data" not in md and "random-weight" not in md
+    assert "green = hair found, red = hair predicted where there is none, blue = hair missed" in md
     per_image = json.loads((out / "per_image.json").read_text())
     assert sorted(p["id"] for p in per_image) == ["00000", "00001", "00003", "00004"]
     pngs = sorted(p.name for p in (out / "overlays").iterdir())
@@ -76,7 +79,8 @@ def test_eval_scores_done_samples_at_annotation_resolution(tmp_path):
     # root unreadable: masks drawn on grey at the annotation's size
     worst = per_image and min(per_image, key=lambda p: p["mIoU"])
     img = np.asarray(Image.open(next((out / "overlays").glob(f"worst_0_{worst['id']}.png"))))
-    assert img.shape[:2] == samples[int(worst["id"])][2].shape
+    h, w = samples[int(worst["id"])][2].shape
+    assert img.shape[0] > h and img.shape[1] >= w  # the picture, then the colour key under it
 
 
 def test_eval_refuses_a_store_with_another_fingerprint(tmp_path):
@@ -120,6 +124,42 @@ def test_eval_on_real_figaro_draws_on_the_real_image_and_cli_prints_path_last(tm
     sid = best.stem.split("_", 2)[2]
     img = np.asarray(Image.open(best)).astype(int)
     orig = next(s for s in loaded if s.id == sid)
-    assert img.shape == orig.image.shape
+    h, w = orig.image.shape[:2]
+    assert img.shape[1] == w and img.shape[0] > h  # the key strip under the picture
+    img = img[:h]
     # the photo shows through the tints (a grey base would not follow the photo's brightness)
     assert np.corrcoef(img.mean(2).ravel(), orig.image.mean(2).ravel())[0, 1] > 0.5
+
+
+def test_eval_warns_on_a_training_store_and_marks_a_random_weight_backbone(tmp_path):
+    tiny = {**INPUTS, "model": {"kind": "tiny", "name": "tiny-sd1-v1", "content_sha256": "0" * 64}}
+    url = make_store(tmp_path, "figaro", synthetic_samples(3), root=str(tmp_path), inputs=tiny, split="Training")
+
+    def trained_here(meta):  # the run's record of its training store: another copy (URL) of the same store
+        meta["stores"] = [{"dataset": "figaro", "split": "Training", "ids_digest": None,
+                           "fingerprint": fingerprint(tiny), "url": "s3://bucket/cache/figaro/Training/x.zarr"}]
+
+    run = make_run(tmp_path, inputs=tiny, edit=trained_here)
+    out = tmp_path / "eval"
+    code, stdout, err = invoke("eval", "--run", run, "--cache", url, "--out", out, "--device", "cpu", "--overlays", "0")
+    assert code == 0, err
+    warning = [ln for ln in err.splitlines() if ln.startswith("warning: ")]
+    assert warning == [f"warning: {url} is a store this run trained on (figaro/Training, "
+                       f"s3://bucket/cache/figaro/Training/x.zarr): these scores are on training data, not held-out "
+                       f"data"], err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["evaluated_on_training_store"] is True and m["random_weight_backbone"] is True
+    md = (out / "metrics.md").read_text()
+    assert "**Warning: evaluated on training data.**" in md
+    ours = next(ln for ln in md.splitlines() if "hairdiff (this run)" in ln)
+    assert "random-weight test model: these numbers say nothing about the method" in ours
+
+    # Another sample list of the same split (an --ids selection) is not the training store.
+    def other_ids(meta):
+        trained_here(meta)
+        meta["stores"][0]["ids_digest"] = "0a1b2c3d"
+
+    (tmp_path / "b").mkdir()
+    run2 = make_run(tmp_path / "b", inputs=tiny, edit=other_ids)
+    m = evaluate_run(EvalConfig(run=run2, cache=url, out=tmp_path / "eval2", device="cpu", overlays=0))
+    assert m["evaluated_on_training_store"] is False

@@ -22,7 +22,8 @@ def ref_counts(pairs, k=2, ignore=255):
 
 
 def ref_scores(p):
-    """Equations 7-10 as documented in evaluate.metrics, with explicit sums; NaN classes left out."""
+    """Equations 7-10 as documented in evaluate.metrics, with explicit sums: a class that occurs in truth or
+    prediction counts, 0 for a zero denominator; a class absent from both is left out."""
     k = len(p)
     t = [sum(p[i][j] for j in range(k)) for i in range(k)]
     col = [sum(p[j][i] for j in range(k)) for i in range(k)]
@@ -31,15 +32,17 @@ def ref_scores(p):
         vals = [v for v in vals if v is not None]
         return 100 * sum(vals) / len(vals) if vals else math.nan
 
-    def ratio(a, b):
-        return a / b if b else None
+    def ratio(i, a, b):
+        if b:
+            return a / b
+        return 0.0 if t[i] or col[i] else None
 
-    iou = [ratio(p[i][i], t[i] + col[i] - p[i][i]) for i in range(k)]
+    iou = [ratio(i, p[i][i], t[i] + col[i] - p[i][i]) for i in range(k)]
     acc = 100 * sum(p[i][i] for i in range(k)) / sum(t) if sum(t) else math.nan
-    prec = [ratio(p[i][i], col[i]) for i in range(k)]
-    f1 = [ratio(2 * p[i][i], 2 * p[i][i] + sum(p[i][j] for j in range(k) if j != i)
+    prec = [ratio(i, p[i][i], col[i]) for i in range(k)]
+    f1 = [ratio(i, 2 * p[i][i], 2 * p[i][i] + sum(p[i][j] for j in range(k) if j != i)
                 + sum(p[j][i] for j in range(k) if j != i)) for i in range(k)]
-    mca = [ratio(p[i][i], t[i]) for i in range(k)]
+    mca = [ratio(i, p[i][i], t[i]) for i in range(k)]
     return {"mIoU": mean(iou), "accuracy": acc, "precision": mean(prec), "f1": mean(f1),
             "mean_class_accuracy": mean(mca), "hair_iou": 100 * iou[1] if iou[1] is not None else math.nan,
             "hair_f1": 100 * f1[1] if f1[1] is not None else math.nan}
@@ -49,9 +52,11 @@ def close(a, b):
     return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
 
 
-def random_pair(rng, h, w, p_hair, p_ignore, p_flip):
+def random_pair(rng, h, w, p_hair, p_ignore, p_flip, p_no_hair_head=0.0):
     gt = (rng.random((h, w)) < p_hair).astype(np.uint8)
     pred = np.where(rng.random((h, w)) < p_flip, 1 - gt, gt).astype(np.uint8)
+    if rng.random() < p_no_hair_head:
+        pred[:] = 0  # a head that never predicts hair
     gt[rng.random((h, w)) < p_ignore] = 255
     return pred, gt
 
@@ -61,8 +66,8 @@ def test_scores_equal_brute_force_on_random_splits():
     rng = np.random.default_rng(0)
     for case in range(60):
         n = int(rng.integers(1, 4))
-        pairs = [random_pair(rng, int(rng.integers(1, 12)), int(rng.integers(1, 12)), rng.random(),
-                             rng.choice([0.0, 0.1, 0.5]), rng.random()) for _ in range(n)]
+        pairs = [random_pair(rng, int(rng.integers(1, 12)), int(rng.integers(1, 12)), rng.choice([0, rng.random()]),
+                             rng.choice([0.0, 0.1, 0.5]), rng.random(), 0.3) for _ in range(n)]
         conf = sum(confusion_matrix(pr, gt) for pr, gt in pairs)
         assert conf.dtype == np.int64 and conf.tolist() == ref_counts(pairs), case
         got, want = scores(conf), ref_scores(ref_counts(pairs))
@@ -75,15 +80,49 @@ def test_degenerate_splits_follow_the_documented_conventions():
     gt = np.zeros((4, 4), np.uint8)
     s = scores(confusion_matrix(gt, gt))
     assert math.isnan(s["hair_iou"]) and s["mIoU"] == 100 and s["accuracy"] == 100 and s["f1"] == 100
-    # Hair predicted where there is none: hair IoU 0 (not NaN), precision 0, recall NaN.
+    assert s["precision"] == 100 and s["mean_class_accuracy"] == 100
+    # Hair predicted where there is none: hair IoU, precision and recall 0 (it occurs: it counts).
     pred = gt.copy()
     pred[0, 0] = 1
     s = scores(confusion_matrix(pred, gt))
-    assert s["hair_iou"] == 0 and s["hair_precision"] == 0 and math.isnan(s["hair_recall"])
-    assert close(s["mIoU"], 100 * 15 / 16 / 2)
+    assert s["hair_iou"] == 0 and s["hair_precision"] == 0 and s["hair_recall"] == 0
+    assert close(s["mIoU"], 100 * 15 / 16 / 2) and close(s["mean_class_accuracy"], 100 * 15 / 16 / 2)
     # Everything ignored: no pixels, every metric NaN.
     s = scores(confusion_matrix(pred, np.full((4, 4), 255, np.uint8)))
     assert s["pixels"] == 0 and math.isnan(s["mIoU"]) and math.isnan(s["accuracy"])
+
+
+def test_a_head_that_predicts_no_hair_gets_zero_hair_precision_not_its_accuracy():
+    gt = np.zeros((10, 10), np.uint8)
+    gt[:3] = 1  # 30% hair
+    s = scores(confusion_matrix(np.zeros_like(gt), gt))
+    assert s["hair_precision"] == 0 and s["hair_predicted_pixels"] == 0
+    assert close(s["accuracy"], 70.0) and close(s["precision"], 35.0)  # (70% background precision + 0) / 2
+    assert close(s["f1"], 100 * (2 * 70 / (70 + 100)) / 2) and close(s["mIoU"], 35.0)
+
+
+def test_scores_equal_torchmetrics_macro_averages_with_zero_division_0():
+    """The real library on random splits, degenerate ones included (the README's reading of eq 7-10)."""
+    import torch
+    from torchmetrics.classification import (MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex,
+                                             MulticlassPrecision, MulticlassRecall)
+
+    kw = {"num_classes": 2, "ignore_index": 255}
+    metrics = {"mIoU": MulticlassJaccardIndex(average="macro", **kw),
+               "accuracy": MulticlassAccuracy(average="micro", **kw),
+               "precision": MulticlassPrecision(average="macro", zero_division=0, **kw),
+               "f1": MulticlassF1Score(average="macro", zero_division=0, **kw),
+               "mean_class_accuracy": MulticlassRecall(average="macro", zero_division=0, **kw)}
+    rng = np.random.default_rng(7)
+    for case in range(40):
+        pred, gt = random_pair(rng, 9, 7, rng.choice([0, 0.02, rng.random()]), rng.choice([0.0, 0.2]),
+                               rng.random() * 0.5, 0.3)
+        if (gt == 255).all():
+            continue  # torchmetrics returns 0 there, we return NaN (no pixel to score)
+        got = scores(confusion_matrix(pred, gt))
+        for key, m in metrics.items():
+            want = 100 * float(m(torch.from_numpy(pred).long(), torch.from_numpy(gt).long()))
+            assert math.isclose(got[key], want, abs_tol=1e-4), (case, key, got[key], want)
 
 
 def test_accuracy_is_pixel_accuracy_not_halved():

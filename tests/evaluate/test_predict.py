@@ -81,7 +81,8 @@ def test_predict_writes_masks_at_image_size_matching_the_eval_path(tmp_path, ext
         assert mask.shape == img.shape[:2] and set(np.unique(mask)) <= {0, 255}
         assert np.array_equal(mask // 255, to_annotation(probs[j], img.shape[:2], img.shape[:2]))
         assert row["hair_fraction"] == pytest.approx((mask == 255).mean())
-        assert np.asarray(Image.open(row["overlay"])).shape == img.shape
+        shown = np.asarray(Image.open(row["overlay"]))
+        assert shown.shape[0] > img.shape[0] and shown.shape[1] >= img.shape[1]  # the picture, its key under it
 
 
 def test_predict_refuses_when_the_features_would_differ(tmp_path, extractor):
@@ -104,16 +105,87 @@ def test_predict_refuses_when_the_features_would_differ(tmp_path, extractor):
         predict(run, [img], tmp_path / "pred")
 
 
-def test_predict_cli_on_a_real_photo_names_a_bad_file(tmp_path, extractor, figaro_root):
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_predict_stops_at_an_unreadable_image_or_skips_it(tmp_path, extractor, figaro_root):
     run = make_run(tmp_path, extractor)
-    real = sorted((figaro_root / "Original" / "Training").glob("*.jpg"))[0]
-    out = tmp_path / "pred"
-    code, stdout, err = invoke("predict", real, "--run", run, "--out", out, "--device", "cpu")
-    assert code == 0, err
-    assert stdout.strip().splitlines()[-1] == str(out / "predictions.json")
-    mask = Image.open(out / f"{real.stem}_mask.png")
-    assert mask.size == Image.open(real).size
+    real = sorted((figaro_root / "Original" / "Training").glob("*.jpg"))[:2]
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a jpeg")
-    code, _, err = invoke("predict", broken, "--run", run, "--out", out, "--device", "cpu")
-    assert code == 2 and "broken.jpg" in err and len(err.strip().splitlines()) == 1, err
+    images = [real[0], broken, real[1]]
+    out = tmp_path / "stop"
+    code, _, err = invoke("predict", *images, "--run", run, "--out", out, "--device", "cpu")
+    assert code == 1
+    line = one_error_line(err)
+    assert str(broken) in line and "cannot decode" in line and "--on-error skip" in line
+    kept = json.loads((out / "predictions.json").read_text())
+    assert [r["image"] for r in kept] == [str(real[0])]  # the image before the bad one is kept
+    assert Image.open(kept[0]["mask"]).size == Image.open(real[0]).size
+
+    out = tmp_path / "skip"
+    code, stdout, err = invoke("predict", *images, "--run", run, "--out", out, "--device", "cpu",
+                               "--on-error", "skip", "--batch-size", "2")
+    assert code == 0, err
+    assert stdout.strip().splitlines()[-1] == str(out / "predictions.json")
+    assert f"skipped {broken}: cannot decode the image" in err and "skipped 1 of 3 image(s)" in err
+    rows = json.loads((out / "predictions.json").read_text())
+    assert [r["image"] for r in rows] == [str(p) for p in images]  # in the order given
+    assert set(rows[1]) == {"image", "error"} and "cannot decode" in rows[1]["error"]
+    for r in (rows[0], rows[2]):
+        assert Image.open(r["mask"]).size == Image.open(r["image"]).size
+
+
+def test_folders_expand_to_their_image_files_sorted(tmp_path, extractor):
+    run = make_run(tmp_path, extractor)
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.png", "a.jpg", "c.WEBP", "sub/d.png"):
+        Image.fromarray(photo(20, 24, len(name))).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    single = tmp_path / "z.bmp"
+    Image.fromarray(photo(16, 16, 9)).save(single)
+    rows = predict(run, [single, folder], tmp_path / "pred")
+    assert [Path(r["image"]).name for r in rows] == ["z.bmp", "a.jpg", "b.png", "c.WEBP"]
+
+
+def test_batches_give_the_masks_of_batch_size_1(tmp_path, extractor):
+    from hairdiff.evaluate.predict import segment
+
+    run = make_run(tmp_path, extractor)
+    images = [photo(h, w, k) for k, (h, w) in enumerate([(50, 37), (64, 90), (30, 30), (70, 40)])]
+    head, _ = load_head(run)
+    together = segment(extractor, head, images, R)
+    for img, prob in zip(images, together):
+        alone = segment(extractor, head, [img], R)[0]
+        assert prob.shape == alone.shape == (2, *img.shape[:2])
+        torch.testing.assert_close(prob, alone, atol=1e-3, rtol=0)  # fp16 rounding of the features, no more
+    paths = []
+    for k, img in enumerate(images):
+        paths.append(tmp_path / f"im{k}.png")
+        Image.fromarray(img).save(paths[-1])
+    one, three = predict(run, paths, tmp_path / "one"), predict(run, paths, tmp_path / "three", batch_size=3)
+    for a, b in zip(one, three):
+        ma, mb = np.asarray(Image.open(a["mask"])), np.asarray(Image.open(b["mask"]))
+        assert ma.shape == mb.shape and (ma != mb).mean() <= 1e-3, (a["image"], (ma != mb).mean())
+
+
+def test_every_path_is_checked_before_the_model_loads(tmp_path, extractor):
+    def local_model(meta):  # loading this run's backbone would fail: --model is needed
+        fi = {**meta["fingerprint_inputs"], "model": {"kind": "local", "name": "sd-somewhere"}}
+        meta["fingerprint_inputs"], meta["fingerprint"] = fi, fingerprint(fi)
+
+    run = make_run(tmp_path, extractor, local_model)
+    good = tmp_path / "a.png"
+    Image.fromarray(photo(16, 16, 0)).save(good)
+    (tmp_path / "notes.txt").write_text("x")
+    for bad, says in [(tmp_path / "notes.txt", "not an image file name (.jpg .jpeg .png .bmp .webp)"),
+                      (tmp_path / "gone.png", "no such file or folder")]:
+        code, _, err = invoke("predict", good, bad, "--run", run, "--out", tmp_path / "pred", "--device", "cpu")
+        assert code == 2 and one_error_line(err).startswith(f"error: {bad}: {says}"), err
+        assert not (tmp_path / "pred").exists()
+    code, _, err = invoke("predict", good, "--run", run, "--out", tmp_path / "pred", "--device", "cpu")
+    assert code == 2 and "--model" in one_error_line(err)  # the model is reached once the paths are fine

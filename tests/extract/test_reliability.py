@@ -125,7 +125,9 @@ def test_disk_full_during_write_leaves_a_consistent_store_that_resumes(data, tmp
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert "consistent" in p.stderr and "run the same command again" in p.stderr
     store = next((tmp_path / "c" / "folder" / "all").glob("*.zarr"))
-    assert run(["cache", "verify", store], tmp_path / "c", check=False).returncode == 1  # missing, not corrupt
+    check = run(["cache", "verify", store], tmp_path / "c", check=False)  # consistent: partial, nothing corrupt
+    assert check.returncode == 0 and ", 0 corrupt" in check.stdout, check.stdout
+    assert run(["cache", "verify", store, "--complete"], tmp_path / "c", check=False).returncode == 1
     resumed = run(extract_args(data), tmp_path / "c").stdout.split()[-1]
     a, b = features(ref), features(resumed)
     for k in a:
