@@ -26,6 +26,7 @@ import zarr
 from PIL import Image
 
 from hairdiff.cache import digests as dg
+from hairdiff.cache import shard_codec
 from hairdiff.cache.codecs import checksum_only, feature_compressors, small_compressors
 from hairdiff.cache.fingerprint import SCHEMA_VERSION, features_fingerprint
 from hairdiff.cache.levels import LevelSpec
@@ -280,9 +281,12 @@ class FeatureStore:
                                  dg.digest(dg.size_bytes(sizes[j], lsizes[j]))]
         if done.any():
             g["done"][lo:hi] = np.zeros(hi - lo, np.uint8)  # flags of rewritten samples go first
-        for name, region in regions.items():
-            g[name][lo:hi] = region
-        g["masks"][lo:hi] = mask_region
+        for name, region in {**regions, "masks": mask_region}.items():
+            arr = g[name]
+            if shard_codec.encodable(arr):
+                shard_codec.write_shard(arr, lo // self.shard_size, region)  # encoded in this thread
+            else:
+                arr[lo:hi] = region
         g["labels"][lo:hi] = lab
         g["orig_sizes"][lo:hi] = os_
         g["label_sizes"][lo:hi] = ls_
