@@ -161,6 +161,16 @@ def read_checkpoint_state(path: Path) -> dict:
     return state
 
 
+def check_optimizer_format(state: dict, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """CheckpointError unless the checkpoint's optimizer has as many parameter groups as `optimizer`."""
+    saved, now = len(state["optimizer"]["param_groups"]), len(optimizer.param_groups)
+    if saved != now:
+        # Runs before weight decay was split (norms and embeddings: 0) saved one group of all parameters.
+        raise CheckpointError(f"{path}: its optimizer state has {saved} parameter group(s), this version trains "
+                              f"with {now} (no weight decay on norms and embeddings), so it cannot be resumed: "
+                              f"start again with --overwrite, or finish it with the hairdiff that began it")
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     *, restore_random: bool = True, device: str | torch.device = "cpu") -> dict:
     """Load weights (and optimizer state and RNG states) from checkpoint dir `path`; returns state.json."""
@@ -175,14 +185,12 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         info = state["optimizer"]
         if info["class"] != type(optimizer).__name__:
             raise CheckpointError(f"{path}: optimizer {info['class']} != {type(optimizer).__name__}")
+        check_optimizer_format(state, optimizer, path)
         saved = [len(g["params"]) for g in info["param_groups"]]
         now = [len(g["params"]) for g in optimizer.param_groups]
         if saved != now:
-            # Runs before weight decay was split (norms and embeddings: 0) saved one group of all parameters.
-            raise CheckpointError(f"{path}: its optimizer state has parameter groups of sizes {saved}, this version "
-                                  f"trains with {now} (no weight decay on norms and embeddings); it cannot be "
-                                  f"resumed: start again with --overwrite, or finish it with the hairdiff that "
-                                  f"began it")
+            raise CheckpointError(f"{path}: its optimizer state holds {saved} parameters per group, this head "
+                                  f"{now}; was it trained with another head config?")
         optimizer.load_state_dict(_optimizer_join(load_file(str(path / "optimizer.safetensors")), info))
     if restore_random:
         restore_rng(load_file(str(path / "rng.safetensors")), state["rng"])

@@ -38,7 +38,8 @@ from hairdiff.core.errors import RunDirError, StoreMismatchError, TrainingDiverg
 from hairdiff.core.files import atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.train.augment import check_crop, crop_batch
-from hairdiff.train.checkpoint import (head_config_to_dict, latest_checkpoint, load_checkpoint, save_checkpoint,
+from hairdiff.train.checkpoint import (check_optimizer_format, head_config_from_dict, head_config_to_dict,
+                                       latest_checkpoint, load_checkpoint, read_checkpoint_state, save_checkpoint,
                                        write_final)
 from hairdiff.train.config import RESUME_KEYS, TrainConfig
 from hairdiff.train.data import BatchStream, CachedFeatures, Position
@@ -120,11 +121,20 @@ def _validate(head: torch.nn.Module, validation: Validation) -> dict:
         head.train()
 
 
+def _setting_diff(key: str, old, now) -> str:
+    if key == "head_config" and isinstance(old, dict) and isinstance(now, dict):  # name the fields, not two dicts
+        return ", ".join(f"head {k}: checkpoint {old.get(k)!r} vs now {now.get(k)!r}"
+                         for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k))
+    return f"{key}: checkpoint {old!r} vs now {now!r}"
+
+
 def _check_resume(state: dict, config: dict, fingerprint: str, ckpt: Path) -> None:
-    old = state["config"]
+    old = dict(state["config"])
+    if "head_config" in old:  # a config from before a HeadConfig field existed means that field's LEGACY value
+        old["head_config"] = head_config_to_dict(head_config_from_dict(old["head_config"]))
     diff = [k for k in RESUME_KEYS if old.get(k) != config.get(k)]
     if diff:
-        detail = "; ".join(f"{k}: checkpoint {old.get(k)!r} vs now {config.get(k)!r}" for k in diff)
+        detail = "; ".join(_setting_diff(k, old.get(k), config.get(k)) for k in diff)
         raise RunDirError(f"--resume: {ckpt} was made with other settings ({detail}); resume with the same "
                           f"options, or pass --overwrite to start a new run")
     if state["meta"]["fingerprint"] != fingerprint:
@@ -191,8 +201,10 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
     start, pos, resumed_from = 0, Position(), None
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
+        # Cheap, clear refusals first: a checkpoint of another format or other settings is never loaded.
+        check_optimizer_format(read_checkpoint_state(ckpt), optimizer, ckpt)
+        _check_resume(read_checkpoint_state(ckpt), config, data.fingerprint, ckpt)
         state = load_checkpoint(ckpt, head, optimizer, device=device)
-        _check_resume(state, config, data.fingerprint, ckpt)
         start, pos, resumed_from = state["iteration"], Position.from_dict(state["data_position"]), str(ckpt)
     log_path = out / "log.jsonl"
     if dist.is_main:

@@ -54,6 +54,8 @@ def test_resume_refuses_other_settings_and_finished_runs_are_left_alone(tmp_path
     _run(store, run, iters=4, stop_at=3)
     with pytest.raises(RunDirError, match="lr"):
         _run(store, run, iters=4, lr=5e-4, resume=True)
+    with pytest.raises(RunDirError, match="head num_points: checkpoint 256 vs now 128"):  # the field, not two dicts
+        _run(store, run, iters=4, resume=True, head=[f"{k}={v}" for k, v in {**TINY, "num_points": 128}.items()])
     _run(store, run, iters=4, resume=True)
     before = (run / "head.safetensors").read_bytes()
     again = _run(store, run, iters=4, resume=True)
@@ -109,4 +111,20 @@ def test_resuming_a_checkpoint_with_one_optimizer_group_is_one_line(tmp_path):
                           "--seed", "5", "--ckpt-every", "3", "--device", "cpu", "--resume", "--no-progress",
                           "--no-small", *[f"--head={k}={v}" for k, v in TINY.items()])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("error: ") and "parameter groups" in err and "--overwrite" in err, err
+    assert err.startswith("error: ") and "1 parameter group" in err and "--overwrite" in err, err
+
+
+def test_resume_reads_a_missing_head_field_as_its_legacy_value(tmp_path):
+    """A checkpoint config written before a HeadConfig field existed lacks it: that means the LEGACY value."""
+    from hairdiff.train.mask2former.head import LEGACY
+
+    store = make_store(tmp_path, n=4)
+    run = tmp_path / "run"
+    legacy_head = [f"{k}={v}" for k, v in TINY.items()] + [f"{k}={json.dumps(v)}" for k, v in LEGACY.items()]
+    _run(store, run, iters=4, stop_at=3, head=legacy_head)
+    path = latest_checkpoint(run) / "state.json"
+    state = json.loads(path.read_text())
+    for k in LEGACY:
+        del state["config"]["head_config"][k]
+    path.write_text(json.dumps(state))
+    assert _run(store, run, iters=4, resume=True, head=legacy_head)["finished"]
