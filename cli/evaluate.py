@@ -26,7 +26,8 @@ def evaluate(cfg: EvalConfig) -> None:
     m = evaluate_run(cfg, progress=rich_progress)
     if m["head"]["source"] == "best":
         err.print(f"scored the best validated head: {m['head']['weights']} (iteration {m['head']['iteration']}, "
-                  f"val {m['head']['metric']} {m['head']['score']:.2f}); --no-best scores the final head")
+                  f"val {m['head']['metric']} {m['head']['score']:.2f}); --no-best scores the final head",
+                  markup=False)  # a path may hold [brackets], which rich reads as markup
     t = Table(title=f"{m['dataset']} / {m['split']}: {m['images']} images"
               + (" (cross-dataset)" if m["cross_dataset"] else ""))
     for k in TABLE_KEYS:
