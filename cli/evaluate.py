@@ -26,6 +26,10 @@ def evaluate(cfg: EvalConfig) -> None:
     from hairdiff.evaluate.run import evaluate_run
 
     m = evaluate_run(cfg, progress=rich_progress, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
+    if m["head"]["source"] == "best":
+        err.print(f"scored the best validated head: {m['head']['weights']} (iteration {m['head']['iteration']}, "
+                  f"val {m['head']['metric']} {m['head']['score']:.2f}); --no-best scores the final head",
+                  markup=False)  # a path may hold [brackets], which rich reads as markup
     t = Table(title=f"{m['dataset']} / {m['split']}: {m['images']} images"
               + (" (cross-dataset)" if m["cross_dataset"] else "")
               + (" (training data)" if m["evaluated_on_training_store"] else "")

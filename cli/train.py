@@ -48,7 +48,8 @@ def _train_here(cfg: TrainConfig, progress: bool) -> None:
     if ctx.is_main:
         _announce(cfg)
     try:
-        summary = train_loop(cfg, device=dev, dist=ctx, progress=rich_progress if progress else silent)
+        summary = train_loop(cfg, device=dev, dist=ctx, progress=rich_progress if progress else silent,
+                             validation=_validation(cfg, dev))
     except KeyboardInterrupt:
         if not ctx.is_main:
             raise
@@ -62,6 +63,26 @@ def _train_here(cfg: TrainConfig, progress: bool) -> None:
         print(cfg.out)
 
 
+def _validation(cfg: TrainConfig, device):
+    """--val STORE as the loop's scorer, composed here from evaluate's own scoring (train never imports it)."""
+    if cfg.val is None:
+        return None
+    from hairdiff.cache import FeatureStore
+    from hairdiff.cli.evaluate import TABLE_KEYS
+    from hairdiff.evaluate.config import EvalConfig
+    from hairdiff.evaluate.run import score_head
+    from hairdiff.train.validation import Validation
+
+    store = FeatureStore.open(cfg.val)
+    batch = EvalConfig.__dataclass_fields__["batch_size"].default  # what `pipeline eval` reads per forward pass
+
+    def score(head) -> dict:
+        metrics, _ = score_head(head, store, batch_size=batch, device=device)
+        return {k: metrics[k] for k in TABLE_KEYS}
+
+    return Validation(store.url, store.fingerprint, score)
+
+
 def _print_summary(s: dict) -> None:
     state = "finished" if s.get("finished", True) else "stopped (continue with --resume)"
     loss, ips = s.get("final_loss"), s.get("images_per_s")
@@ -69,6 +90,9 @@ def _print_summary(s: dict) -> None:
             f"final loss {loss:.4f}" if loss is not None else f"{state}: no iteration run")
     if ips:
         line += f", {ips:.1f} images/s, {s.get('seconds', 0):.0f} s on {s.get('device')} x{s.get('world_size', 1)}"
+    if s.get("best"):
+        b = s["best"]
+        line += f"; best val {b['metric']} {b['score']:.2f} at iteration {b['iteration']} (RUN/best)"
     print(line)
 
 

@@ -32,6 +32,8 @@ class EvalConfig:
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
     batch_size: int = option(8, help="samples per forward pass")
     overlays: int = option(4, help="overlays of the best and of the worst images")
+    best: bool = option(True, help="score RUN/best/ (the head with the best validation mIoU, from `pipeline train "
+                                   "--val`) when the run has one; --no-best: the final head")
 
     def __post_init__(self):
         self.run, self.cache, self.out = str(self.run), str(self.cache), str(self.out)

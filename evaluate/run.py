@@ -75,30 +75,13 @@ def backbone_identity(fingerprint_inputs: dict) -> dict:
     return model if isinstance(model, dict) else {"name": str(model)}
 
 
-def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=None) -> dict:
-    """Score the run's head on the DONE samples of a store; returns metrics + provenance (also in cfg.out).
-
-    The store must carry the run's feature fingerprint. Predictions are compared with each exact original
-    annotation at its own resolution; the confusion matrix and boundary counts are summed over the split.
-    warn(message): told at the start when the store is one the run trained on.
-    """
-    from hairdiff.train.checkpoint import load_head
-
-    run_dir, out_dir, batch_size = Path(cfg.run), Path(cfg.out), cfg.batch_size
-    check_run_dir(run_dir)
-    device = str(resolve_device(cfg.device))
-    head, meta = load_head(run_dir, device=device)
-    store = FeatureStore.open(cfg.cache)
-    if store.fingerprint != meta["fingerprint"]:
-        raise StoreMismatchError(f"{cfg.cache} has feature fingerprint {store.fingerprint[:16]} but the run was "
-                                 f"trained on {meta['fingerprint'][:16]}: extract this dataset with the run's settings")
+def score_head(head, store: FeatureStore, *, batch_size: int, device, progress: ProgressFactory = silent):
+    """The head's metrics on the DONE samples of `store` (at each annotation's own resolution; confusion matrix
+    and boundary counts summed over the split) and per-image rows. `pipeline eval` and `pipeline train --val`
+    both score through here."""
     idx = np.flatnonzero(store.done_mask())
     if len(idx) == 0:
-        raise CacheError(f"{cfg.cache} holds no extracted samples yet: run `pipeline extract` first")
-    seen = training_store(store, meta["stores"])
-    if seen is not None and warn is not None:
-        warn(f"{store.url} is a store this run trained on ({seen.get('dataset')}/{seen.get('split')}, "
-             f"{seen.get('url')}): these scores are on training data, not held-out data")
+        raise CacheError(f"{store.url} holds no extracted samples yet: run `pipeline extract` first")
     conf = np.zeros((2, 2), np.int64)
     bcounts = np.zeros(4, np.int64)
     per_image = []
@@ -119,10 +102,38 @@ def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=No
     metrics = scores(conf)
     metrics["boundary_f"] = boundary_f(bcounts)
     metrics["confusion_matrix"] = conf.tolist()
+    return metrics, per_image
+
+
+def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=None) -> dict:
+    """Score the run's head on the DONE samples of a store; returns metrics + provenance (also in cfg.out).
+
+    The store must carry the run's feature fingerprint. The head is RUN/best/ (the best validated one) when
+    the run has it and cfg.best, else the final one. Predictions are compared with each exact original
+    annotation at its own resolution; the confusion matrix and boundary counts are summed over the split.
+    warn(message): told at the start when the store is one the run trained on.
+    """
+    from hairdiff.train.checkpoint import head_source, load_head
+
+    run_dir, out_dir, batch_size = Path(cfg.run), Path(cfg.out), cfg.batch_size
+    check_run_dir(run_dir)
+    device = str(resolve_device(cfg.device))
+    source = head_source(run_dir, cfg.best)
+    head, meta = load_head(run_dir, device=device, source=source)
+    store = FeatureStore.open(cfg.cache)
+    if store.fingerprint != meta["fingerprint"]:
+        raise StoreMismatchError(f"{cfg.cache} has feature fingerprint {store.fingerprint[:16]} but the run was "
+                                 f"trained on {meta['fingerprint'][:16]}: extract this dataset with the run's settings")
+    seen = training_store(store, meta["stores"])
+    if seen is not None and warn is not None:
+        warn(f"{store.url} is a store this run trained on ({seen.get('dataset')}/{seen.get('split')}, "
+             f"{seen.get('url')}): these scores are on training data, not held-out data")
+    metrics, per_image = score_head(head, store, batch_size=batch_size, device=device, progress=progress)
     trained_on = sorted({s["dataset"] for s in meta["stores"]})
     identity = backbone_identity(meta["fingerprint_inputs"])
     extra = {"run": str(run_dir), "store": store.url, "dataset": store.dataset, "split": store.split,
-             "fingerprint": store.fingerprint, "images": int(len(idx)), "trained_on": trained_on,
+             "fingerprint": store.fingerprint, "images": len(per_image), "trained_on": trained_on,
+             "head": {k: v for k, v in source.items() if k != "meta"},
              "cross_dataset": store.dataset not in trained_on,
              "evaluated_on_training_store": seen is not None, "training_store": seen,
              "backbone": str(identity.get("name", "")),

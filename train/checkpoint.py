@@ -8,7 +8,8 @@ A checkpoint is a directory RUN/checkpoints/iter_NNNNNNNN/ holding
                          states, data position, run config, and the head's provenance (meta)
 It is written into a temporary sibling, fsynced, and renamed into place, so a directory with that name
 is always complete: a kill at any moment leaves the previous checkpoint as the latest.
-A finished run also has RUN/head.safetensors + RUN/run.json, which is what evaluation loads.
+A finished run also has RUN/head.safetensors + RUN/run.json, which is what evaluation loads (or RUN/best/,
+the best validated head, see train/validation.py).
 """
 from __future__ import annotations
 
@@ -160,6 +161,16 @@ def read_checkpoint_state(path: Path) -> dict:
     return state
 
 
+def check_optimizer_format(state: dict, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """CheckpointError unless the checkpoint's optimizer has as many parameter groups as `optimizer`."""
+    saved, now = len(state["optimizer"]["param_groups"]), len(optimizer.param_groups)
+    if saved != now:
+        # Runs before weight decay was split (norms and embeddings: 0) saved one group of all parameters.
+        raise CheckpointError(f"{path}: its optimizer state has {saved} parameter group(s), this version trains "
+                              f"with {now} (no weight decay on norms and embeddings), so it cannot be resumed: "
+                              f"start again with --overwrite, or finish it with the hairdiff that began it")
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     *, restore_random: bool = True, device: str | torch.device = "cpu") -> dict:
     """Load weights (and optimizer state and RNG states) from checkpoint dir `path`; returns state.json."""
@@ -174,6 +185,12 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         info = state["optimizer"]
         if info["class"] != type(optimizer).__name__:
             raise CheckpointError(f"{path}: optimizer {info['class']} != {type(optimizer).__name__}")
+        check_optimizer_format(state, optimizer, path)
+        saved = [len(g["params"]) for g in info["param_groups"]]
+        now = [len(g["params"]) for g in optimizer.param_groups]
+        if saved != now:
+            raise CheckpointError(f"{path}: its optimizer state holds {saved} parameters per group, this head "
+                                  f"{now}; was it trained with another head config?")
         optimizer.load_state_dict(_optimizer_join(load_file(str(path / "optimizer.safetensors")), info))
     if restore_random:
         restore_rng(load_file(str(path / "rng.safetensors")), state["rng"])
@@ -182,11 +199,15 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 # ---------------------------------------------------------------------------------------- final head
 def head_config_to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    """As JSON holds it (tuples as lists), so a config compares equal to the one read back from a run."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
 def head_config_from_dict(d: dict):
-    from hairdiff.train.mask2former.head import HeadConfig
+    """A run's head config; fields it predates take the LEGACY values that rebuild the head it trained."""
+    from hairdiff.train.mask2former.head import LEGACY, HeadConfig
+
+    d = {**{k: v for k, v in LEGACY.items() if k not in d}, **d}
 
     fields = {f.name: f for f in dataclasses.fields(HeadConfig)}
     unknown = sorted(set(d) - set(fields))
@@ -208,29 +229,44 @@ def write_final(run_dir: Path, model: torch.nn.Module, run_json: dict) -> None:
     atomic_write_json(run_dir / "run.json", run_json, durable=True, sort_keys=True)
 
 
-def load_head(run_dir: Path, device: str = "cpu"):
+def head_source(run_dir: Path, prefer_best: bool = False) -> dict:
+    """Which weights `load_head` takes: {source: best | final | checkpoint, weights, iteration, meta} (+ score
+    and metric for best). best: RUN/best/ when `prefer_best` and the run validated; final: RUN/head.safetensors
+    + run.json; checkpoint: the latest checkpoint of an interrupted run."""
+    from hairdiff.train.validation import read_best
+
+    run_dir = Path(run_dir)
+    best = read_best(run_dir) if prefer_best else None
+    if best is not None:
+        return {"source": "best", "weights": best["weights"], "iteration": best["iteration"], "meta": best["meta"],
+                "metric": best["metric"], "score": best["score"]}
+    if (run_dir / "run.json").is_file() and (run_dir / "head.safetensors").is_file():
+        meta = json.loads((run_dir / "run.json").read_text())["meta"]
+        return {"source": "final", "weights": str(run_dir / "head.safetensors"), "iteration": meta.get("iteration"),
+                "meta": meta}
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise CheckpointError(f"{run_dir} holds no trained head (no head.safetensors + run.json and no "
+                              f"checkpoint): pass as --run the --out folder of a `pipeline train` run")
+    meta = read_checkpoint_state(ckpt)["meta"]
+    return {"source": "checkpoint", "weights": str(ckpt / "model.safetensors"), "iteration": meta.get("iteration"),
+            "meta": meta}
+
+
+def load_head(run_dir: Path, device: str = "cpu", prefer_best: bool = False, source: dict | None = None):
     """The trained head of a run and its provenance: (Mask2FormerHead in eval mode, meta).
 
-    Reads RUN/head.safetensors + RUN/run.json; for an interrupted run, the latest checkpoint.
+    Reads what `head_source` names (or `source`, one of its answers): RUN/best/ (only with prefer_best), else
+    RUN/head.safetensors + RUN/run.json, else for an interrupted run the latest checkpoint.
     meta: fingerprint, fingerprint_inputs, levels (list of dicts), stores, head_config, iteration.
     """
     from hairdiff.cache.levels import LevelSpec
     from hairdiff.train.mask2former.head import Mask2FormerHead
 
-    run_dir = Path(run_dir)
-    if (run_dir / "run.json").is_file() and (run_dir / "head.safetensors").is_file():
-        meta = json.loads((run_dir / "run.json").read_text())["meta"]
-        weights = run_dir / "head.safetensors"
-    else:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise CheckpointError(f"{run_dir} holds no trained head (no head.safetensors + run.json and no "
-                                  f"checkpoint): pass as --run the --out folder of a `pipeline train` run")
-        meta = read_checkpoint_state(ckpt)["meta"]
-        weights = ckpt / "model.safetensors"
-    meta = {k: meta[k] for k in META_KEYS}
+    src = source or head_source(run_dir, prefer_best)
+    meta, weights = {k: src["meta"][k] for k in META_KEYS}, src["weights"]
     head = Mask2FormerHead([LevelSpec(**lv) for lv in meta["levels"]], head_config_from_dict(meta["head_config"]))
-    missing, unexpected = load_model(head, str(weights), strict=False, device=str(device))
+    missing, unexpected = load_model(head, weights, strict=False, device=str(device))
     if missing or unexpected:
         raise CheckpointError(f"{weights} does not fit the head described in its run metadata "
                               f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")

@@ -11,7 +11,7 @@ from hairdiff.core.errors import UsageError
 from hairdiff.core.fields import option
 
 # Settings a resumed run must share with the run it continues (anything else may change).
-RESUME_KEYS = ("iters", "batch_size", "lr", "weight_decay", "seed", "grad_clip", "head_config")
+RESUME_KEYS = ("iters", "batch_size", "lr", "weight_decay", "seed", "grad_clip", "head_config", "crop", "val")
 
 
 def parse_head_overrides(items: list[str]) -> dict:
@@ -53,17 +53,25 @@ class TrainConfig:
     prefetch: int = option(4, help="batches read ahead of the model")
     stop_at: int | None = option(None, help="stop after this iteration with a checkpoint (for time-limited "
                                             "slots); continue later with --resume")
+    crop: int | None = option(None, help="train on random SIZE x SIZE crops (store pixels) of the cached maps and "
+                                         "labels, placed on the coarsest stored stride's grid so every level is "
+                                         "cut exactly (e.g. 384 for the unet taps at 512); default: whole maps")
+    val: str | None = option(None, help="validation store: scored like `pipeline eval` every --val-every "
+                                        "iterations and at the end, logged and plotted; the best head (val mIoU) "
+                                        "is kept in RUN/best/, which `pipeline eval` then prefers")
+    val_every: int = option(1000, help="iterations between validations (with --val)")
 
     def __post_init__(self):
         self.cache = [str(c) for c in self.cache]
         self.out = str(self.out)
+        self.val = None if self.val is None else str(self.val)
         self.validate()
 
     def validate(self) -> None:
         """UsageError naming the first bad option; touches no file, store or model."""
         if not self.cache:
             raise UsageError("--cache is missing: pass a feature store (the last line `pipeline extract` prints)")
-        for name in ("iters", "batch_size", "ckpt_every", "nproc", "prefetch"):
+        for name in ("iters", "batch_size", "ckpt_every", "nproc", "prefetch", "val_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: use 1 or more")
         if self.lr <= 0:
@@ -75,6 +83,8 @@ class TrainConfig:
             raise UsageError(f"--workers {self.workers}: use 0 or more")
         if self.stop_at is not None and self.stop_at < 1:
             raise UsageError(f"--stop-at {self.stop_at}: use 1 or more")
+        if self.crop is not None and self.crop < 1:
+            raise UsageError(f"--crop {self.crop}: use a positive size in store pixels, e.g. 384")
         if self.batch_size % self.nproc:
             raise UsageError(f"--batch-size {self.batch_size} is not divisible by --nproc {self.nproc}: choose a "
                              f"multiple of {self.nproc}")

@@ -1,4 +1,5 @@
-"""RUN/curves.png: loss terms, learning rate, gradient norm and throughput over iterations."""
+"""RUN/curves.png: loss terms, learning rate, gradient norm and throughput over iterations, and the
+validation metrics (val_*) when the run validated."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
 _NOT_TERMS = {"iter", "loss", "lr", "grad_norm", "images_per_s", "data_wait_s", "time", "epoch"}
+VAL_PLOTTED = ("val_mIoU", "val_f1", "val_hair_iou", "val_boundary_f")
 
 
 def read_log(path: Path) -> list[dict]:
@@ -20,19 +22,31 @@ def read_log(path: Path) -> list[dict]:
     return rows
 
 
+def _plot_validation(ax, rows: list[dict]) -> None:
+    it = [r["iter"] for r in rows]
+    for key in (k for k in VAL_PLOTTED if k in rows[0]):
+        ax.plot(it, [r.get(key, float("nan")) for r in rows], marker="o", ms=3, lw=1, label=key[4:])
+    best = max(rows, key=lambda r: r["val_mIoU"] if r["val_mIoU"] == r["val_mIoU"] else float("-inf"))
+    ax.axvline(best["iter"], color="grey", ls=":", lw=1, label=f"best mIoU {best['val_mIoU']:.2f}")
+    ax.set_title("validation (%)")
+    ax.legend(fontsize=7)
+
+
 def plot_curves(log_path: Path, out_png: Path) -> Path:
     rows = read_log(log_path)
     if not rows:
         raise ValueError(f"{log_path} has no iterations to plot")
     it = [r["iter"] for r in rows]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    val_rows = [r for r in rows if "val_mIoU" in r]
+    fig, axes = plt.subplots(2, 3 if val_rows else 2, figsize=(16 if val_rows else 11, 7), squeeze=False)
     ax = axes[0, 0]
     ax.plot(it, [r["loss"] for r in rows], color="k", lw=1.5, label="total")
     ax.set_yscale("log")
     ax.set_title("total loss")
     ax = axes[0, 1]
     # Only the final-layer terms: the per-decoder-layer (aux) copies would bury them.
-    for key in sorted(k for k in rows[0] if k not in _NOT_TERMS and not k.rsplit("_", 1)[-1].isdigit()):
+    for key in sorted(k for k in rows[0] if k not in _NOT_TERMS and not k.startswith("val_")
+                      and not k.rsplit("_", 1)[-1].isdigit()):
         ax.plot(it, [r.get(key, float("nan")) for r in rows], lw=1, label=key)
     ax.set_yscale("log")
     ax.set_title("loss terms (last decoder layer)")
@@ -44,6 +58,9 @@ def plot_curves(log_path: Path, out_png: Path) -> Path:
     ips = axes[1, 1].twinx()
     ips.plot(it, [r["images_per_s"] for r in rows], color="tab:orange", lw=0.8, label="images/s")
     axes[1, 1].set_title("grad norm (blue), images/s (orange)")
+    if val_rows:
+        _plot_validation(axes[0, 2], val_rows)
+        axes[1, 2].axis("off")
     for a in axes.flat:
         a.set_xlabel("iteration")
     fig.tight_layout()

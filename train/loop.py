@@ -11,6 +11,11 @@ original normalises mask terms by the number of masks in the whole batch; per-sa
 result independent of how the batch is split across processes, at the cost of weighting an image with
 one mask like an image with two.)
 
+Optimizer: AdamW with no weight decay on normalisation layers and embeddings, as Mask2Former's
+build_optimizer (train/optim.py says what counts).
+
+Crops (`--crop`) and validation (`--val`): train/augment.py and train/validation.py.
+
 Gradient clipping: Mask2Former clips the full model's gradient norm to 0.01. With AdamW this does not
 shrink the step (Adam divides by the running gradient scale); it turns every step into a unit-norm
 direction, so one batch with a huge gradient (an early Hungarian assignment flip) cannot swamp the
@@ -29,19 +34,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hairdiff.core.errors import RunDirError, TrainingDiverged
+from hairdiff.core.errors import RunDirError, StoreMismatchError, TrainingDiverged, UsageError
 from hairdiff.core.files import atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
-from hairdiff.train.checkpoint import (head_config_to_dict, latest_checkpoint, load_checkpoint, save_checkpoint,
+from hairdiff.train.augment import check_crop, crop_batch
+from hairdiff.train.checkpoint import (check_optimizer_format, head_config_from_dict, head_config_to_dict,
+                                       latest_checkpoint, load_checkpoint, read_checkpoint_state, save_checkpoint,
                                        write_final)
 from hairdiff.train.config import RESUME_KEYS, TrainConfig
 from hairdiff.train.data import BatchStream, CachedFeatures, Position
 from hairdiff.train.distributed import DistContext
 from hairdiff.train.mask2former.criterion import build_criterion
+from hairdiff.train.optim import build_optimizer
 from hairdiff.train.schedule import set_lr
+from hairdiff.train.validation import BEST_DIR, METRIC, Validation, read_best, save_best
 
 TOTAL_KEYS = ("loss", "loss_total", "total")  # where SetCriterion puts the weighted sum
-RUN_FILES = ("run.json", "head.safetensors", "log.jsonl", "config.json", "curves.png", "checkpoints")
+RUN_FILES = ("run.json", "head.safetensors", "log.jsonl", "config.json", "curves.png", "checkpoints", BEST_DIR)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -95,11 +104,37 @@ def _truncate_log(log_path: Path, upto: int) -> None:
     log_path.write_text("".join(ln + "\n" for ln in keep))
 
 
+def _check_validation(cfg: TrainConfig, validation: Validation | None, fingerprint: str) -> None:
+    if cfg.val is not None and validation is None:
+        raise UsageError("--val: the validation store is scored by `pipeline train` (hairdiff.cli.train), which "
+                         "builds the scorer; library callers pass train(..., validation=Validation(...))")
+    if validation is not None and validation.fingerprint != fingerprint:
+        raise StoreMismatchError(f"--val {validation.url} has feature fingerprint {validation.fingerprint[:16]}, the "
+                                 f"training stores {fingerprint[:16]}: extract it with the same settings")
+
+
+def _validate(head: torch.nn.Module, validation: Validation) -> dict:
+    head.eval()
+    try:
+        return {k: float(v) for k, v in validation.score(head).items()}
+    finally:
+        head.train()
+
+
+def _setting_diff(key: str, old, now) -> str:
+    if key == "head_config" and isinstance(old, dict) and isinstance(now, dict):  # name the fields, not two dicts
+        return ", ".join(f"head {k}: checkpoint {old.get(k)!r} vs now {now.get(k)!r}"
+                         for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k))
+    return f"{key}: checkpoint {old!r} vs now {now!r}"
+
+
 def _check_resume(state: dict, config: dict, fingerprint: str, ckpt: Path) -> None:
-    old = state["config"]
+    old = dict(state["config"])
+    if "head_config" in old:  # a config from before a HeadConfig field existed means that field's LEGACY value
+        old["head_config"] = head_config_to_dict(head_config_from_dict(old["head_config"]))
     diff = [k for k in RESUME_KEYS if old.get(k) != config.get(k)]
     if diff:
-        detail = "; ".join(f"{k}: checkpoint {old.get(k)!r} vs now {config.get(k)!r}" for k in diff)
+        detail = "; ".join(_setting_diff(k, old.get(k), config.get(k)) for k in diff)
         raise RunDirError(f"--resume: {ckpt} was made with other settings ({detail}); resume with the same "
                           f"options, or pass --overwrite to start a new run")
     if state["meta"]["fingerprint"] != fingerprint:
@@ -109,21 +144,24 @@ def _check_resume(state: dict, config: dict, fingerprint: str, ckpt: Path) -> No
 
 # ---------------------------------------------------------------------------------------------- train
 def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = None,
-          progress: ProgressFactory = silent) -> dict:
+          progress: ProgressFactory = silent, validation: Validation | None = None) -> dict:
     """Train a Mask2Former head on cached features; returns the run summary (also in RUN/run.json).
 
     `device` is this process's resolved device (under DDP, its own GPU). cfg.stop_at: leave after that many
     iterations with a checkpoint, as a pre-empted job would; cfg.resume later continues on exactly the same curve.
+    `validation`: the scorer of cfg.val (built by the command line, which may import evaluate).
     """
     dist = dist or DistContext()
     out = Path(cfg.out)
     data = CachedFeatures.from_urls(cfg.cache)
+    crop_step = check_crop(cfg.crop, data.levels, data.resolution) if cfg.crop else None
+    _check_validation(cfg, validation, data.fingerprint)
     hcfg = cfg.head_config(device)
     # The run's record of its settings (checkpoints and config.json; --resume compares RESUME_KEYS of it).
     config = {"iters": cfg.iters, "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
               "seed": cfg.seed, "grad_clip": cfg.grad_clip, "head_config": head_config_to_dict(hcfg),
               "ckpt_every": cfg.ckpt_every, "device": str(device), "world_size": dist.world_size,
-              "stores": list(cfg.cache)}
+              "stores": list(cfg.cache), "crop": cfg.crop, "val": cfg.val, "val_every": cfg.val_every}
     meta = {"fingerprint": data.fingerprint, "fingerprint_inputs": data.stores[0].fingerprint_inputs,
             "levels": [dataclasses.asdict(lv) for lv in data.levels],
             "stores": [{k: d[k] for k in ("dataset", "split", "ids_digest", "fingerprint", "url")}
@@ -143,12 +181,13 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
     if not is_cuda:
         torch.use_deterministic_algorithms(True)
     try:
-        return _run(cfg, data, out, hcfg, config, meta, device=device, dist=dist, progress=progress)
+        return _run(cfg, data, out, hcfg, config, meta, device=device, dist=dist, progress=progress,
+                    crop_step=crop_step, validation=validation)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
 
 
-def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progress) -> dict:
+def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progress, crop_step, validation) -> dict:
     from hairdiff.train.mask2former.head import Mask2FormerHead
     from hairdiff.train.mask2former.targets import semantic_targets
 
@@ -159,12 +198,14 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
     criterion = build_criterion(hcfg)
     if isinstance(criterion, torch.nn.Module):
         criterion.to(device)  # its no-object class weight is a buffer
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(head, lr, cfg.weight_decay)
     start, pos, resumed_from = 0, Position(), None
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
+        # Cheap, clear refusals first: a checkpoint of another format or other settings is never loaded.
+        check_optimizer_format(read_checkpoint_state(ckpt), optimizer, ckpt)
+        _check_resume(read_checkpoint_state(ckpt), config, data.fingerprint, ckpt)
         state = load_checkpoint(ckpt, head, optimizer, device=device)
-        _check_resume(state, config, data.fingerprint, ckpt)
         start, pos, resumed_from = state["iteration"], Position.from_dict(state["data_position"]), str(ckpt)
     log_path = out / "log.jsonl"
     if dist.is_main:
@@ -179,10 +220,10 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
                 else nullcontext())
     params = [p for p in head.parameters() if p.requires_grad]
     head.train()
-    last_ckpt, images, t_run = ckpt, 0, time.perf_counter()
+    last_ckpt, images, t_run, t_val = ckpt, 0, time.perf_counter(), 0.0
     log_file = open(log_path, "a") if dist.is_main else None
     stream = BatchStream(data, batch_size, seed, pos, dist.rank, dist.world_size, cfg.workers, cfg.prefetch)
-    last = {}
+    last, best = {}, read_best(out) if cfg.resume else None  # a resumed run keeps the best it had
     end = iters if cfg.stop_at is None else max(start, min(cfg.stop_at, iters))
     try:
         with (progress if dist.is_main else silent)("train", iters, start) as advance:
@@ -190,6 +231,8 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
                 t0 = time.perf_counter()
                 batch, pos = next(stream)
                 waited = time.perf_counter() - t0  # > 0 when the readers fell behind the model
+                if crop_step:
+                    batch = crop_batch(batch, data.levels, cfg.crop, crop_step, seed, it)
                 lr_now = set_lr(optimizer, lr, it, iters)
                 feats = {k: v.to(device, non_blocking=True).float() for k, v in batch["features"].items()}
                 targets = semantic_targets(batch["labels"].to(device), num_classes=hcfg.num_classes)
@@ -223,6 +266,13 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
                            **{k: v for k, v in zip(terms, vals[1:])},
                            "lr": lr_now, "grad_norm": float(gnorm), "images_per_s": ips, "data_wait_s": waited,
                            "time": time.time()}
+                    if validation is not None and ((it + 1) % cfg.val_every == 0 or it + 1 == iters):
+                        t0 = time.perf_counter()
+                        scored = _validate(head, validation)
+                        t_val += time.perf_counter() - t0
+                        row.update({f"val_{k}": v for k, v in scored.items()})
+                        if math.isfinite(scored[METRIC]) and (best is None or scored[METRIC] > best["score"]):
+                            best = save_best(out, head, iteration=it + 1, metrics=scored, meta=meta)
                     log_file.write(json.dumps(row) + "\n")
                     log_file.flush()
                     last = row
@@ -237,15 +287,17 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
         if log_file:
             log_file.close()
 
-    seconds = time.perf_counter() - t_run
+    seconds = time.perf_counter() - t_run - t_val  # training only: validation is reported on its own
     finished = end == iters
     summary = {"run_dir": str(out), "iterations": end, "total_iterations": iters, "finished": finished,
                "started_at_iteration": start,
                "resumed_from": resumed_from, "final_loss": last.get("loss"), "final_lr": last.get("lr"),
                "images_per_s": images / seconds if seconds > 0 else None, "seconds": seconds,
+               "validation_seconds": t_val,
                "num_samples": len(data), "batch_size": batch_size, "world_size": dist.world_size,
                "device": str(device), "head_parameters": sum(p.numel() for p in head.parameters()),
-               "checkpoint": str(last_ckpt) if last_ckpt else None}
+               "checkpoint": str(last_ckpt) if last_ckpt else None,
+               "best": {k: best[k] for k in ("iteration", "metric", "score")} if best else None}
     if dist.is_main and finished:
         from hairdiff.train.curves import plot_curves
 

@@ -1,6 +1,7 @@
 """`pipeline eval` on real feature stores and a real (random-weight) head saved the way training saves it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -17,9 +18,9 @@ from hairdiff.evaluate.config import EvalConfig
 from hairdiff.evaluate.metrics import confusion_matrix, scores
 from hairdiff.evaluate.run import evaluate_run, to_annotation
 from hairdiff.train.checkpoint import load_head
-from hairdiff.train.mask2former.head import semantic_probs
+from hairdiff.train.mask2former.head import LEGACY, semantic_probs
 from tests.fixtures.cli import invoke
-from tests.fixtures.stores import INPUTS, R, ellipse, make_run, synthetic_samples
+from tests.fixtures.stores import INPUTS, LEVELS, R, TINY_HEAD, ellipse, make_run, synthetic_samples
 from tests.fixtures.stores import make_eval_store as make_store
 
 
@@ -33,7 +34,9 @@ def independent_confusion(run: Path, url: str) -> tuple[np.ndarray, int]:
         label = store.read_label(int(i))
         with torch.no_grad():
             out = head({k: torch.from_numpy(v[None].astype(np.float32)) for k, v in s["features"].items()})
-            p = F.interpolate(semantic_probs(out), size=(R, R), mode="bilinear", align_corners=False)
+            # Mask logits to the store resolution first, then sigmoid and the class mix (Mask2Former's order).
+            masks = F.interpolate(out["pred_masks"], size=(R, R), mode="bilinear", align_corners=False)
+            p = semantic_probs(out["pred_logits"], masks)
         h, w = s["orig_size"]
         nh, nw = round(h * R / max(h, w)), round(w * R / max(h, w))
         p = F.interpolate(p[:, :, :nh, :nw], size=label.shape, mode="bilinear", align_corners=False)
@@ -81,6 +84,23 @@ def test_eval_scores_done_samples_at_annotation_resolution(tmp_path):
     img = np.asarray(Image.open(next((out / "overlays").glob(f"worst_0_{worst['id']}.png"))))
     h, w = samples[int(worst["id"])][2].shape
     assert img.shape[0] > h and img.shape[1] >= w  # the picture, then the colour key under it
+
+
+def test_a_run_from_before_mask_stride_and_stride_range_still_evaluates(tmp_path):
+    """Its run.json lacks both fields: the head it trained (mask features at its finest stride, 8 here, no
+    learned upsampling) is rebuilt, and its weights load strictly."""
+    def written_before(meta):
+        for k in LEGACY:
+            del meta["head_config"][k]
+
+    run = make_run(tmp_path, levels=LEVELS[:2], head_cfg=dataclasses.replace(TINY_HEAD, **LEGACY), edit=written_before)
+    assert not set(LEGACY) & set(json.loads((run / "run.json").read_text())["meta"]["head_config"])
+    head, _ = load_head(run)
+    assert head.output_stride == 8 and len(head.pixel_decoder.mask_upsample) == 0
+    url = make_store(tmp_path, "figaro", synthetic_samples(3), root=str(tmp_path))
+    m = evaluate_run(EvalConfig(run=run, cache=url, out=tmp_path / "eval", overlays=0, device="cpu"))
+    assert m["images"] == 3 and m["head"]["source"] == "final"
+    assert m["confusion_matrix"] == independent_confusion(run, url)[0].tolist()
 
 
 def test_eval_refuses_a_store_with_another_fingerprint(tmp_path):

@@ -8,11 +8,14 @@ Mask2Former to 1e-5 (tests/train/mask2former/test_parity_transformers.py). No de
 
 Where it deviates, and why:
 - Input: cached Stable Diffusion levels instead of a backbone. `adapter.py` projects each level to the head
-  width and sums levels that share a stride (as NVlabs/ODISE does with its SD taps).
+  width and sums levels that share a stride (as NVlabs/ODISE does with its SD taps); strides outside
+  [4, 32] are resized to the nearest bound first (ODISE folds its stride-64 tap into stride 32).
+- Mask features at stride 4 for every tap set: when the finest cached level is coarser (the "unet" taps
+  stop at 8) the pixel decoder adds learned x2 upsampling stages (pixel_decoder.py says which and why).
 - Multi-scale deformable attention is pure PyTorch (grid_sample), not the CUDA kernel: portable to CPU tests.
 - Ignore pixels (label 255, letterbox padding) carry no loss and no matching cost: each target carries a
-  valid map and sampled points are weighted by the valid share of their bilinear footprint. (Mask2Former's
-  semantic mapper leaves them in every mask's background.)
+  valid map and a sampled point whose bilinear footprint touches an invalid pixel gets weight 0.
+  (Mask2Former's semantic mapper leaves them in every mask's background.)
 - Loss normalisation is per sample, averaged over the batch, so a batch split over DDP processes gives the
   same loss; point sampling draws from a per-sample seed, so resume and DDP are exact.
 - Fewer than three distinct strides are accepted (the decoder then attends over what there is).

@@ -4,9 +4,10 @@ Every decoder prediction is supervised (the final one and each `aux_outputs` ent
 independently). Returns each term per layer ("loss_ce", "loss_mask", "loss_dice", then "loss_ce_0", ...
 for aux layer 0 = the initial queries) and "loss", the weighted total.
 
-Ignore pixels: each target carries a `valid` (H, W) map; sampled points get the valid share of their
-bilinear neighbourhood as weight, so invalid pixels add nothing to BCE or dice (see point_sampling.py),
-and importance sampling never spends points there.
+Ignore pixels: each target carries a `valid` (H, W) map; a sampled point whose bilinear footprint touches
+an invalid pixel gets weight 0, every other point weight 1, so ignore pixels add nothing to BCE or dice,
+not even through a neighbouring point's interpolation (see point_sampling.py); the matcher uses the same
+weights, and importance sampling never spends points there.
 """
 from __future__ import annotations
 

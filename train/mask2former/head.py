@@ -1,7 +1,7 @@
 """The segmentation head: input adapter -> pixel decoder -> masked-attention decoder (Mask2Former).
 
 `Mask2FormerHead(levels, cfg)(feats)` maps cached backbone levels to per-query class logits and mask
-logits at the finest stride; `semantic_probs` turns them into per-class probability maps.
+logits at `cfg.mask_stride`; `semantic_probs` turns them into per-class probability maps.
 """
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ class HeadConfig:
     mask_dim: int = 256
     dropout: float = 0.0
     adapter: str = "conv"           # "conv" (1x1 conv + GroupNorm) or "bottleneck" (ODISE-like)
+    # Levels outside [lo, hi] are resized to the nearest bound and summed there (ODISE: strides 4..32).
+    stride_range: tuple[int, int] | None = (4, 32)
+    # Stride of the mask features; a coarser finest level is brought there by learned x2 upsampling.
+    mask_stride: int | None = 4
     # Loss and matching (read by criterion.build_criterion): the one place these defaults live.
     num_points: int = 12544
     class_weight: float = 2.0
@@ -63,10 +67,26 @@ class HeadConfig:
             raise UsageError("--head: hidden_dim and conv_dim must be even (sine position embedding)")
         if self.adapter not in ADAPTER_KINDS:
             raise UsageError(f"--head adapter={self.adapter!r}: choose one of {', '.join(ADAPTER_KINDS)}")
+        if self.stride_range is not None:
+            self.stride_range = tuple(self.stride_range)  # JSON and --head give lists
+            rng = self.stride_range
+            if len(rng) != 2 or not all(_power_of_two(v) for v in rng) or rng[0] > rng[1]:
+                raise UsageError(f"--head stride_range={list(self.stride_range)}: use [lo, hi], powers of two with "
+                                 f"lo <= hi (ODISE: [4, 32])")
+        if self.mask_stride is not None and not _power_of_two(self.mask_stride):
+            raise UsageError(f"--head mask_stride={self.mask_stride}: use a power of two (Mask2Former: 4)")
 
     @property
     def width(self) -> int:
         return self.hidden_dim if self.conv_dim is None else self.conv_dim
+
+
+# Fields added after the first release, with the values that reproduce a head whose run.json predates them.
+LEGACY = {"stride_range": None, "mask_stride": None}
+
+
+def _power_of_two(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1 and v & (v - 1) == 0
 
 
 def build_head_config(overrides: dict | None = None, small: bool = False) -> HeadConfig:
@@ -92,12 +112,15 @@ class Mask2FormerHead(nn.Module):
         self.cfg = cfg
         self.levels = list(levels)
         width = cfg.width
-        self.adapter = LevelAdapter(self.levels, width, cfg.adapter)
+        self.adapter = LevelAdapter(self.levels, width, cfg.adapter, stride_range=cfg.stride_range)
         strides = self.adapter.strides
+        if cfg.mask_stride is not None and cfg.mask_stride > strides[0]:
+            raise UsageError(f"--head mask_stride={cfg.mask_stride} is coarser than the finest feature level "
+                             f"(stride {strides[0]}): use {strides[0]} or less")
         self.pixel_decoder = MSDeformAttnPixelDecoder(
             [width] * len(strides), strides, conv_dim=width, mask_dim=cfg.mask_dim, enc_layers=cfg.enc_layers,
             n_heads=cfg.nheads, n_points=cfg.enc_points, dim_feedforward=cfg.enc_dim_feedforward,
-            dropout=cfg.dropout)
+            dropout=cfg.dropout, mask_stride=cfg.mask_stride)
         self.predictor = MaskedAttentionDecoder(
             width, cfg.num_classes, hidden_dim=cfg.hidden_dim, num_queries=cfg.num_queries, n_heads=cfg.nheads,
             dim_feedforward=cfg.dim_feedforward, dec_layers=cfg.dec_layers, mask_dim=cfg.mask_dim,
@@ -105,8 +128,8 @@ class Mask2FormerHead(nn.Module):
 
     @property
     def output_stride(self) -> int:
-        """Stride of pred_masks relative to the store resolution (the finest cached stride)."""
-        return self.adapter.strides[0]
+        """Stride of pred_masks relative to the store resolution."""
+        return self.pixel_decoder.mask_stride
 
     def forward(self, feats: dict[str, torch.Tensor]) -> dict:
         """feats: level name -> (B, C, H, W). Returns pred_logits (B, Q, K+1), pred_masks (B, Q, H0, W0),
@@ -116,18 +139,24 @@ class Mask2FormerHead(nn.Module):
 
 
 def semantic_probs(pred_logits, pred_masks: torch.Tensor | None = None, out_size=None) -> torch.Tensor:
-    """(B, K, h, w) per-class probabilities: sum over queries of P(class | query) * sigmoid(mask).
+    """(B, K, h, w) per-class probabilities: sum over queries of P(class | query) * sigmoid(mask logit).
 
     Accepts either (pred_logits, pred_masks) or the head's output dict. The "no object" column is dropped,
-    so a pixel's values need not sum to 1. out_size: (h, w) to resize to bilinearly (e.g. store resolution).
-    Computed in float32.
+    so a pixel's values need not sum to 1. out_size: (h, w) to resize to (e.g. the store resolution). As in
+    Mask2Former's semantic inference the mask *logits* are resized (bilinear), then the sigmoid is taken:
+    a logit map carries its boundary between samples, a probability map only blurs it. One image at a time,
+    so memory holds Q maps of one image at out_size, not of the batch. Computed in float32.
     """
     if isinstance(pred_logits, dict):
         pred_logits, pred_masks = pred_logits["pred_logits"], pred_logits["pred_masks"]
     if pred_masks is None:
         raise TypeError("semantic_probs needs pred_masks (or the head's output dict)")
     cls = pred_logits.float().softmax(-1)[..., :-1]
-    probs = torch.einsum("bqk,bqhw->bkhw", cls, pred_masks.float().sigmoid())
-    if out_size is not None and tuple(probs.shape[-2:]) != tuple(out_size):
-        probs = F.interpolate(probs, size=tuple(out_size), mode="bilinear", align_corners=False)
-    return probs
+    resize = out_size is not None and tuple(pred_masks.shape[-2:]) != tuple(out_size)
+    probs = []
+    for b in range(pred_masks.shape[0]):
+        logits = pred_masks[b:b + 1].float()
+        if resize:
+            logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
+        probs.append(torch.einsum("qk,qhw->khw", cls[b], logits[0].sigmoid()))
+    return torch.stack(probs)

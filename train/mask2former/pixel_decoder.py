@@ -5,6 +5,11 @@ Input: feature maps ordered fine -> coarse (one per stride). The (up to) 3 coars
 finer map joins via the FPN top-down path (lateral 1x1 conv, upsampled coarser map, 3x3 conv). The
 finest map of that path, through a 1x1 "mask projection", gives the per-pixel mask features; the
 encoder outputs (coarse -> fine) are the memory the transformer decoder attends to.
+
+Mask features at `mask_stride` (Mask2Former: 4) when the finest input is coarser (the default "unet"
+taps stop at stride 8): each missing factor of 2 is one learned upsampling stage, a 2x2 stride-2
+transposed conv (as ViTDet's simple feature pyramid builds stride 4) then a 3x3 conv (as an FPN output
+conv, so neighbouring cells mix), each with GroupNorm + ReLU. None: mask features at the finest stride.
 """
 from __future__ import annotations
 
@@ -37,10 +42,16 @@ class DeformEncoderLayer(nn.Module):
         return self.norm2(x + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x))))))
 
 
+def upsample_stage(dim: int) -> nn.Sequential:
+    """x2: 2x2 stride-2 transposed conv -> GroupNorm -> ReLU -> 3x3 conv -> GroupNorm -> ReLU."""
+    return nn.Sequential(nn.ConvTranspose2d(dim, dim, 2, stride=2, bias=False), group_norm(dim), nn.ReLU(),
+                         nn.Conv2d(dim, dim, 3, padding=1, bias=False), group_norm(dim), nn.ReLU())
+
+
 class MSDeformAttnPixelDecoder(nn.Module):
     def __init__(self, in_channels: list[int], strides: list[int], conv_dim: int = 256, mask_dim: int = 256,
                  enc_layers: int = 6, n_heads: int = 8, n_points: int = 4, dim_feedforward: int = 1024,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, mask_stride: int | None = None):
         super().__init__()
         if not in_channels or len(in_channels) != len(strides):
             raise ValueError(f"pixel decoder: need one channel count per stride, got {in_channels} / {strides}")
@@ -65,6 +76,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.output_convs = nn.ModuleList(
             nn.Sequential(nn.Conv2d(conv_dim, conv_dim, 3, padding=1, bias=False), group_norm(conv_dim), nn.ReLU())
             for _ in range(self.num_fpn))
+        self.mask_stride = strides[0] if mask_stride is None else int(mask_stride)
+        factor = strides[0] // self.mask_stride
+        if self.mask_stride < 1 or factor < 1 or strides[0] % self.mask_stride or factor & (factor - 1):
+            raise ValueError(f"pixel decoder: mask stride {mask_stride} must divide the finest stride {strides[0]} "
+                             f"by a power of two")
+        self.mask_upsample = nn.ModuleList(upsample_stage(conv_dim) for _ in range(factor.bit_length() - 1))
         self.mask_projection = nn.Conv2d(conv_dim, mask_dim, 1)
         self.conv_dim = conv_dim
         self.reset_parameters()
@@ -81,6 +98,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             nn.init.zeros_(proj[0].bias)
         for seq in (*self.lateral_convs, *self.output_convs):
             c2_xavier_fill(seq[0])
+        for stage in self.mask_upsample:
+            c2_xavier_fill(stage[0])
+            c2_xavier_fill(stage[3])
         c2_xavier_fill(self.mask_projection)
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -109,4 +129,6 @@ class MSDeformAttnPixelDecoder(nn.Module):
             lat = self.lateral_convs[i](features[i])
             out = self.output_convs[i](lat + F.interpolate(out, size=lat.shape[-2:], mode="bilinear",
                                                            align_corners=False))
+        for stage in self.mask_upsample:
+            out = stage(out)
         return self.mask_projection(out), memory

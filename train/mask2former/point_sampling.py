@@ -1,9 +1,9 @@
 """Point sampling for mask losses (PointRend-style): losses on K points instead of every pixel.
 
-Coordinates are (x, y) in [0, 1] of the map (align_corners=False), so predictions at stride 8 and targets
-at full resolution are sampled at the same places. Ignore handling: a per-pixel `valid` map is sampled
-with border padding to give each point a weight in [0, 1] (the valid share of its bilinear neighbourhood);
-target values are renormalised by that weight so invalid pixels never leak into a label.
+Coordinates are (x, y) in [0, 1] of the map (align_corners=False), so predictions at stride 4 and targets
+at full resolution are sampled at the same places. Ignore handling: a point counts (weight 1) only when
+every pixel of its bilinear footprint is valid; a point whose footprint touches an ignore pixel has
+weight 0, so an ignore pixel's (arbitrary) target value never reaches a label, not even in part.
 """
 from __future__ import annotations
 
@@ -19,20 +19,23 @@ def point_sample(maps: torch.Tensor, coords: torch.Tensor, padding_mode: str = "
 
 
 def point_weights(valid: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """valid (N, 1, H, W) float 0/1 -> (N, P) weights (1 where the neighbourhood is all valid)."""
-    return point_sample(valid, coords, padding_mode="border").squeeze(1)
+    """valid (N, 1, H, W) float 0/1 -> (N, P) weights: 1 where the bilinear footprint is all valid, else 0.
+
+    Sampling the *invalid* map gives a value > 0 exactly when a footprint pixel with a positive bilinear
+    weight is invalid (a sum of non-negative products), which a threshold on the valid map cannot tell
+    from rounding. Border padding: a footprint running off the map reads the edge pixel, as the sample does.
+    """
+    invalid = point_sample(1.0 - valid, coords, padding_mode="border").squeeze(1)
+    return (invalid <= 0).to(valid.dtype)
 
 
 def point_targets(masks: torch.Tensor, valid: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """masks, valid (N, 1, H, W) (masks already 0 on invalid pixels) -> labels (N, P) in [0, 1], weights (N, P).
+    """masks, valid (N, 1, H, W) -> labels (N, P) in [0, 1], weights (N, P) in {0, 1}.
 
-    Labels are interpolated over valid pixels only; points with weight 0 get label 0 (they do not count).
+    A point with weight 1 reads valid pixels only; points with weight 0 get label 0 (they do not count).
     """
     w = point_weights(valid, coords)
-    m = point_sample(masks, coords).squeeze(1)
-    labels = torch.where(w >= 1.0, m, m / w.clamp_min(1e-6))
-    labels = torch.where(w > 0, labels.clamp(0.0, 1.0), torch.zeros_like(labels))
-    return labels, w
+    return point_sample(masks, coords).squeeze(1) * w, w
 
 
 def uncertain_points(logits: torch.Tensor, num_points: int, oversample_ratio: float = 3.0,

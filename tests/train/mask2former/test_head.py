@@ -9,8 +9,9 @@ import torch
 
 from hairdiff.core.errors import UsageError
 from hairdiff.train.mask2former.criterion import SetCriterion
-from hairdiff.train.mask2former.head import HeadConfig, Mask2FormerHead, semantic_probs
+from hairdiff.train.mask2former.head import LEGACY, HeadConfig, Mask2FormerHead, semantic_probs
 from hairdiff.train.mask2former.matcher import HungarianMatcher
+from hairdiff.train.mask2former.point_sampling import point_targets
 from hairdiff.train.mask2former.targets import semantic_targets
 
 try:
@@ -39,6 +40,13 @@ def four_stride_levels(r: int = R) -> list[LevelSpec]:
     return [LevelSpec(f"s{s}", s, c, r // s, r // s) for s, c in [(4, 6), (8, 8), (16, 10), (32, 12)]]
 
 
+def odise_levels(r: int = R) -> list[LevelSpec]:
+    """The "odise" tap set's layout (channels scaled down): VAE-encoder 4, 8; UNet 64, 32, 16, 8; VAE-decoder 8, 4."""
+    spec = [("enc5", 4, 6), ("enc7", 8, 6), ("unet2", 64, 20), ("unet5", 32, 16), ("unet8", 16, 12),
+            ("unet11", 8, 8), ("dec2", 8, 6), ("dec5", 4, 6)]
+    return [LevelSpec(n, s, c, r // s, r // s) for n, s, c in spec]
+
+
 def random_feats(levels, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     # float16, as the cache stores them
@@ -64,12 +72,14 @@ def criterion(num_points: int = 256) -> SetCriterion:
 
 
 # ---------------------------------------------------------------------------------------------- shapes
-@pytest.mark.parametrize("levels,stride,n_fpn", [(unet_levels(), 8, 0), (four_stride_levels(), 4, 1),
-                                                 (four_stride_levels()[2:], 16, 0)])
-def test_output_shapes(levels, stride, n_fpn):
+# (levels, mask-feature stride, FPN levels, learned x2 stages): every layout gets stride-4 mask features.
+@pytest.mark.parametrize("levels,stride,n_fpn,n_up", [(unet_levels(), 4, 0, 1), (four_stride_levels(), 4, 1, 0),
+                                                      (four_stride_levels()[2:], 4, 0, 2), (odise_levels(), 4, 1, 0)])
+def test_output_shapes(levels, stride, n_fpn, n_up):
     torch.manual_seed(0)
     head = Mask2FormerHead(levels, TINY)
     assert head.output_stride == stride and head.pixel_decoder.num_fpn == n_fpn
+    assert len(head.pixel_decoder.mask_upsample) == n_up
     out = head(random_feats(levels, batch=2))
     q, k = TINY.num_queries, TINY.num_classes
     assert out["pred_logits"].shape == (2, q, k + 1)
@@ -80,6 +90,44 @@ def test_output_shapes(levels, stride, n_fpn):
         assert aux["pred_logits"].shape == out["pred_logits"].shape
         assert aux["pred_masks"].shape == out["pred_masks"].shape
     assert all(torch.isfinite(v).all() for v in (out["pred_logits"], out["pred_masks"]))
+
+
+def test_legacy_config_keeps_mask_features_at_the_finest_stride():
+    # What runs written before stride_range / mask_stride existed rebuild (train.checkpoint fills LEGACY in).
+    legacy = dataclasses.replace(TINY, **LEGACY)
+    head = Mask2FormerHead(unet_levels(), legacy)
+    assert head.output_stride == 8 and len(head.pixel_decoder.mask_upsample) == 0
+    assert head(random_feats(unet_levels(), 1))["pred_masks"].shape[-2:] == (R // 8, R // 8)
+    odise = Mask2FormerHead(odise_levels(), legacy)
+    assert odise.adapter.strides == [4, 8, 16, 32, 64] and odise.pixel_decoder.num_fpn == 2
+
+
+def test_odise_layout_folds_stride_64_into_32_as_odise_does():
+    r = 128  # the stride-64 tap is 2x2: nearest and other resizes differ (a 1x1 map would not tell them apart)
+    levels = odise_levels(r)
+    torch.manual_seed(0)
+    head = Mask2FormerHead(levels, TINY)
+    assert head.adapter.strides == [4, 8, 16, 32]
+    assert head.adapter.groups == [["enc5", "dec5"], ["enc7", "unet11", "dec2"], ["unet8"], ["unet2", "unet5"]]
+    feats = random_feats(levels, 2)
+    maps = head.adapter(feats)
+    assert [tuple(m.shape[-2:]) for m in maps] == [(r // s, r // s) for s in (4, 8, 16, 32)]
+    # ODISE: resize the stride-64 tap to the stride-32 grid (nearest) before its projection, then sum.
+    up = torch.nn.functional.interpolate(feats["unet2"].float(), size=(r // 32, r // 32), mode="nearest")
+    want = head.adapter.proj["unet2"](up) + head.adapter.proj["unet5"](feats["unet5"].float())
+    torch.testing.assert_close(maps[3], want)
+    # The pixel decoder attends over 8, 16, 32 (coarse -> fine) and builds mask features at 4.
+    mask_features, memory = head.pixel_decoder(maps)
+    assert [tuple(m.shape[-2:]) for m in memory] == [(r // 32, r // 32), (r // 16, r // 16), (r // 8, r // 8)]
+    assert mask_features.shape[-2:] == (r // 4, r // 4)
+
+
+def test_strides_below_the_range_fold_up():
+    levels = [LevelSpec("s2", 2, 4, R // 2, R // 2), LevelSpec("s4", 4, 4, R // 4, R // 4),
+              LevelSpec("s8", 8, 4, R // 8, R // 8)]
+    head = Mask2FormerHead(levels, TINY)
+    assert head.adapter.strides == [4, 8] and head.adapter.groups[0] == ["s2", "s4"]
+    assert head(random_feats(levels, 1))["pred_masks"].shape[-2:] == (R // 4, R // 4)
 
 
 def test_unet_levels_sharing_a_stride_are_summed():
@@ -96,7 +144,7 @@ def test_unet_levels_sharing_a_stride_are_summed():
 def test_bottleneck_adapter():
     head = Mask2FormerHead(unet_levels(), dataclasses.replace(TINY, adapter="bottleneck"))
     out = head(random_feats(unet_levels(), 1))
-    assert out["pred_masks"].shape == (1, TINY.num_queries, R // 8, R // 8)
+    assert out["pred_masks"].shape == (1, TINY.num_queries, R // 4, R // 4)
 
 
 def test_default_config_is_mask2former():
@@ -118,6 +166,10 @@ def test_bad_inputs_have_clear_errors():
         Mask2FormerHead(bad, TINY)
     with pytest.raises(UsageError, match="nheads"):
         HeadConfig(hidden_dim=30, nheads=4)
+    with pytest.raises(UsageError, match="mask_stride=16 is coarser"):
+        Mask2FormerHead(unet_levels(), dataclasses.replace(TINY, mask_stride=16))
+    with pytest.raises(UsageError, match="stride_range"):
+        HeadConfig(stride_range=(32, 4))
     with pytest.raises(ValueError, match="outside 0..1"):
         semantic_targets(torch.full((1, 4, 4), 7, dtype=torch.uint8))
 
@@ -203,9 +255,9 @@ def test_ignored_pixels_do_not_change_the_loss():
     out, labels = _ignore_case()
     crit = criterion(num_points=300)
     targets = semantic_targets(labels)
-    # Rows 20..31 are ignored. A point carrying any weight has a valid bilinear neighbour (row <= 19), so it
-    # reads rows <= 20 only: changing predictions from row 21 on must leave every term unchanged.
-    changed = _changed_in_ignored_rows(out, first_row=21)
+    # Rows 20..31 are ignored. A point carries weight only when its whole bilinear footprint is valid, so it
+    # reads predictions of rows <= 19 only: changing them from the boundary row 20 on must change nothing.
+    changed = _changed_in_ignored_rows(out, first_row=20)
     base = crit(out, targets, generator=torch.Generator().manual_seed(5))
     again = crit(changed, targets, generator=torch.Generator().manual_seed(5))
     for k in base:
@@ -227,8 +279,23 @@ def test_ignore_region_gets_no_gradient():
     crit = criterion(num_points=300)
     loss = crit(out, semantic_targets(labels), generator=torch.Generator().manual_seed(0))["loss"]
     loss.backward()
-    assert masks.grad[:, :, :20].abs().sum() > 0
-    assert masks.grad[:, :, 21:].abs().max() == 0
+    assert masks.grad[:, :, 19].abs().sum() > 0  # the last valid row is supervised
+    assert masks.grad[:, :, 20:].abs().max() == 0  # the first ignored row is not, not even through interpolation
+
+
+def test_a_point_touching_an_ignore_pixel_has_no_weight():
+    r = 32
+    valid = torch.ones(1, 1, r, r)
+    valid[..., 20:, :] = 0
+    masks = torch.ones(1, 1, r, r) * valid
+    masks[..., 20:, :] = 0.7  # whatever an ignored pixel holds must not reach a label
+    # Footprint rows (pixel centres at (row + 0.5) / r): 19 and 20 with a 0.001 share on 20; rows 18-19;
+    # exactly row 19's centre (row 20's share is 0); well inside; inside the ignored rows.
+    ys = [19.001, 18.999, 19.0, 10.3, 25.0]
+    coords = torch.tensor([[[0.5, (y + 0.5) / r] for y in ys]])
+    labels, w = point_targets(masks, valid, coords)
+    assert w[0].tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+    assert labels[0].tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
 
 
 # ----------------------------------------------------------------------------------- probabilities
@@ -245,8 +312,11 @@ def test_semantic_probs():
     # Masks certain everywhere: per pixel the classes sum to the queries' total non-"no object" mass.
     sure = semantic_probs(logits, torch.full_like(masks, 40.0))
     torch.testing.assert_close(sure.sum(1), (1 - cls[..., -1]).sum(1)[:, None, None].expand(2, 4, 4))
-    # Output-dict form and resizing to the store resolution.
+    # Output-dict form and resizing to the store resolution: the mask *logits* are resized, then the sigmoid.
     big = semantic_probs({"pred_logits": logits, "pred_masks": masks}, out_size=(16, 16))
     assert big.shape == (2, 2, 16, 16)
-    torch.testing.assert_close(big, torch.nn.functional.interpolate(probs, size=(16, 16), mode="bilinear",
-                                                                    align_corners=False))
+    up = torch.nn.functional.interpolate(masks, size=(16, 16), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(big, torch.einsum("bqk,bqhw->bkhw", cls[..., :-1], up.sigmoid()))
+    # ... which is not the same as resizing probabilities (so the check above can tell the two orders apart).
+    blurred = torch.nn.functional.interpolate(probs, size=(16, 16), mode="bilinear", align_corners=False)
+    assert (big - blurred).abs().max() > 1e-2
