@@ -38,9 +38,11 @@ def _mount() -> None:
     from hairdiff.cli.demo import demo
     from hairdiff.cli.evaluate import evaluate, predict
     from hairdiff.cli.extract import extract
+    from hairdiff.cli.reproduce import reproduce
     from hairdiff.cli.train import train
     from hairdiff.demo.run import DemoConfig
     from hairdiff.evaluate.config import EvalConfig, PredictConfig
+    from hairdiff.evaluate.reproduce import ReproduceConfig
     from hairdiff.extract.config import ExtractConfig
     from hairdiff.train.config import TrainConfig
 
@@ -51,6 +53,7 @@ def _mount() -> None:
     app.command("train")(config_command(TrainConfig, train, extra=train_extra))
     app.command("eval")(config_command(EvalConfig, evaluate))
     app.command("predict")(config_command(PredictConfig, predict))
+    app.command("reproduce")(config_command(ReproduceConfig, reproduce))
     app.command("demo")(config_command(DemoConfig, demo))
     app.add_typer(cache_app, name="cache")
 

@@ -80,7 +80,7 @@ def _validation(cfg: TrainConfig, device):
         metrics, _ = score_head(head, store, batch_size=batch, device=device)
         return {k: metrics[k] for k in TABLE_KEYS}
 
-    return Validation(store.url, store.fingerprint, score)
+    return Validation(store.url, store.features_fingerprint, score)
 
 
 def _print_summary(s: dict) -> None:

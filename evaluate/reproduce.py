@@ -63,9 +63,12 @@ def _split_plan(cfg: ReproduceConfig) -> dict:
         return {"train": (train, cfg.ids_train), "test": (test, cfg.ids_test), "note": "your --ids files",
                 "standin": False}
     reader = get_reader(cfg.dataset)
-    if test in reader.splits(cfg.root):
+    found = reader.splits(cfg.root)
+    if test in found:
         return {"train": (train, None), "test": (test, None), "note": f"the paper's {train} / {test} splits",
                 "standin": False}
+    if train not in found:  # e.g. CelebAMask-HQ without CelebA's partition files: every image is the pool
+        train = "all"
     refs = reader.list_samples(Path(cfg.root), train)
     ids = [r.id for r in refs][: cfg.limit] if cfg.limit else [r.id for r in refs]
     cut = max(1, round(len(ids) * (1 - HELD_OUT)))
@@ -105,6 +108,7 @@ def reproduce(cfg: ReproduceConfig, progress: ProgressFactory = silent, log=prin
         stats = ExtractStats()
         run_local(ext, stats, progress=progress, log=log)
         stores[part] = stats.store
+        log(f"{part} store: computed {stats.computed}, reused {stats.reused}: {stats.store}")
     run = out / "run"
     tcfg = TrainConfig(cache=[stores["train"]], out=str(run), iters=r.iters, batch_size=r.batch_size, lr=r.lr,
                        weight_decay=r.weight_decay, grad_clip=r.grad_clip, crop=r.crop, small=r.small,
@@ -112,6 +116,8 @@ def reproduce(cfg: ReproduceConfig, progress: ProgressFactory = silent, log=prin
                        workers=0 if r.model == "tiny" else 4)
     from hairdiff.core.devices import resolve_device
 
+    if (run / "run.json").exists() and json.loads((run / "run.json").read_text()).get("iterations") == r.iters:
+        log(f"{run} finished its {r.iters} iterations already: nothing to do")
     summary = train(tcfg, device=str(resolve_device(cfg.device)), progress=progress)
     metrics = evaluate_run(EvalConfig(run=str(run), cache=stores["test"], out=str(out / "eval"),
                                       device=cfg.device), progress=progress)
@@ -137,6 +143,8 @@ def _markdown(report: dict, metrics_md: Path) -> str:
     lines += [metrics_md.read_text().split("\n", 2)[2].strip() if metrics_md.exists() else "", "",
               "## Recipe", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in r.items()]
-    lines += ["", f"Training: {report['train']['iterations']} iterations, final loss {report['train']['final_loss']}. "
+    loss = report["train"]["final_loss"]
+    lines += ["", f"Training: {report['train']['iterations']} iterations, final loss "
+              f"{'n/a' if loss is None else f'{loss:.4f}'}. "
               f"Overlays: `{report['overlays']}`. Total {report['seconds']} s.", ""]
     return "\n".join(lines)

@@ -80,6 +80,7 @@ def score_head(head, store: FeatureStore, *, batch_size: int, device, progress: 
     and boundary counts summed over the split) and per-image rows. `pipeline eval` and `pipeline train --val`
     both score through here."""
     idx = np.flatnonzero(store.done_mask())
+    idx = idx[idx < store.num_images]  # the original images: a store's augmented views are for training
     if len(idx) == 0:
         raise CacheError(f"{store.url} holds no extracted samples yet: run `pipeline extract` first")
     conf = np.zeros((2, 2), np.int64)
@@ -121,8 +122,8 @@ def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=No
     source = head_source(run_dir, cfg.best)
     head, meta = load_head(run_dir, device=device, source=source)
     store = FeatureStore.open(cfg.cache)
-    if store.fingerprint != meta["fingerprint"]:
-        raise StoreMismatchError(f"{cfg.cache} has feature fingerprint {store.fingerprint[:16]} but the run was "
+    if store.features_fingerprint != meta["fingerprint"]:
+        raise StoreMismatchError(f"{cfg.cache} has feature fingerprint {store.features_fingerprint[:16]} but the run was "
                                  f"trained on {meta['fingerprint'][:16]}: extract this dataset with the run's settings")
     seen = training_store(store, meta["stores"])
     if seen is not None and warn is not None:

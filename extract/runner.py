@@ -153,15 +153,17 @@ def extract_shards(cfg: ExtractConfig, reader, refs, extractor, store: FeatureSt
                            transform=samples.transform if samples else None, ids=samples.ids() if samples else None)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    pending, error, decode_s = None, None, 0.0
+    pending, error, decode_s, collected = None, None, 0.0, 0
     t0 = time.perf_counter()
 
     def collect(p) -> None:
+        nonlocal collected
         launched, good, n_items = p
         failures = {f.position: f.reason for f in compute.finish(launched)} if launched is not None else {}
         for j, (shard, d) in enumerate(good):
             if j not in failures:
                 asm.computed(shard, d)
+                collected += 1
             elif cfg.on_error == "stop":
                 raise BadInputStop(f"{d.id}: {failures[j]}")
             else:
@@ -169,7 +171,7 @@ def extract_shards(cfg: ExtractConfig, reader, refs, extractor, store: FeatureSt
                 log(f"skipped {d.id}: {failures[j]}")
         asm.flush()
         if advance is not None:
-            advance(n_items, f"{stats.computed / max(time.perf_counter() - t0, 1e-9):.2f} img/s")
+            advance(n_items, f"{collected / max(time.perf_counter() - t0, 1e-9):.2f} img/s")
 
     try:
         batches = iter(loader)

@@ -15,26 +15,28 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from hairdiff.cache.fingerprint import HOLDINGS
 from hairdiff.cache.levels import LevelSpec
 from hairdiff.cache.store import FeatureStore
 from hairdiff.core.errors import EmptyDataError, StoreMismatchError
 
 
 def open_stores(urls: list[str]) -> list[FeatureStore]:
-    """Open every store read-only and check they share one fingerprint."""
+    """Open every store read-only and check their features are of one kind (views aside)."""
     if not urls:
         raise EmptyDataError("no feature store given: pass --cache STORE (repeatable); "
                              "`pipeline extract` prints a store's path as its last line")
     stores = [FeatureStore.open(str(u), mode="r") for u in urls]
     first = stores[0]
     for s in stores[1:]:
-        if s.fingerprint != first.fingerprint:
+        if s.features_fingerprint != first.features_fingerprint:
+            differ = sorted(k for k in set(first.fingerprint_inputs) | set(s.fingerprint_inputs)
+                            if k != "views" and first.fingerprint_inputs.get(k) != s.fingerprint_inputs.get(k))
             raise StoreMismatchError(
-                f"feature stores were extracted with different settings and cannot be mixed:\n"
-                f"  {first.url} ({first.dataset}/{first.split}) fingerprint {first.fingerprint}\n"
-                f"  {s.url} ({s.dataset}/{s.split}) fingerprint {s.fingerprint}\n"
-                f"re-extract one of them with the other's model/taps/prompt/timestep/resolution "
-                f"(`pipeline cache info STORE` shows what each was made with)")
+                f"feature stores extracted with different settings cannot be mixed: {first.url} (fingerprint "
+                f"{first.features_fingerprint}) and {s.url} ({s.features_fingerprint}) differ in "
+                f"{', '.join(differ) or 'their settings'}; re-extract one with the other's settings "
+                f"(`pipeline cache info STORE` shows them)")
     return stores
 
 
@@ -53,26 +55,36 @@ class Position:
 
 
 class CachedFeatures:
-    """The DONE samples of one or more stores with one fingerprint, addressed 0..len-1."""
+    """The images of one or more stores with one features fingerprint that have a DONE sample, addressed
+    0..len-1. A store with augmented views (extract/views.py) holds several samples per image: each visit
+    of an image reads one of its done views, drawn from (seed, epoch, position), so resume and DDP see the
+    same draw. Without views an image is its one sample."""
 
-    def __init__(self, stores: list[FeatureStore]):
-        self.stores = stores
+    def __init__(self, stores: list[FeatureStore], seed: int = 0):
+        self.stores, self.seed = stores, seed
         self.levels: list[LevelSpec] = list(stores[0].levels)
         self.resolution: int = int(stores[0].resolution)
-        self.fingerprint: str = stores[0].fingerprint
-        parts = []
+        # What the features are, not what each store holds of them: a head trained here scores on any store
+        # with this fingerprint, views or not.
+        self.fingerprint: str = stores[0].features_fingerprint
+        self.fingerprint_inputs: dict = {k: v for k, v in stores[0].fingerprint_inputs.items() if k not in HOLDINGS}
+        parts, self.choices = [], []
         for k, s in enumerate(stores):
             done = np.flatnonzero(np.asarray(s.done_mask(), dtype=bool))
-            parts.append(np.stack([np.full(done.shape, k, dtype=np.int64), done.astype(np.int64)], axis=1))
-        self.index = np.concatenate(parts, axis=0) if parts else np.zeros((0, 2), np.int64)
+            image = done % s.num_images
+            order = np.argsort(image, kind="stable")  # views are view-major: each image's original comes first
+            images, starts = np.unique(image[order], return_index=True)
+            parts += [(k, int(j)) for j in images]
+            self.choices += np.split(done[order], starts[1:]) if len(done) else []
+        self.index = np.asarray(parts, dtype=np.int64).reshape(-1, 2)
         if len(self.index) == 0:
             names = ", ".join(s.url for s in stores)
             raise EmptyDataError(f"no finished sample in {names}: run `pipeline extract` for it first "
                                  f"(or let an interrupted extraction finish)")
 
     @classmethod
-    def from_urls(cls, urls: list[str]) -> "CachedFeatures":
-        return cls(open_stores(urls))
+    def from_urls(cls, urls: list[str], seed: int = 0) -> "CachedFeatures":
+        return cls(open_stores(urls), seed)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -82,10 +94,24 @@ class CachedFeatures:
         return [{"dataset": s.dataset, "split": s.split, "ids_digest": s.ids_digest, "fingerprint": s.fingerprint,
                  "url": s.url, "num_done": int(np.asarray(s.done_mask()).sum())} for s in self.stores]
 
-    def read(self, positions: np.ndarray) -> dict:
-        """Read samples (dataset positions) in the given order: features float16, labels (B,R,R) uint8."""
+    def samples(self, positions: np.ndarray, epochs: np.ndarray | None = None) -> np.ndarray:
+        """(store, sample index) rows of the positions' images, one view each (the original when epochs is None)."""
         pos = np.asarray(positions, dtype=np.int64)
-        rows = self.index[pos]
+        rows = self.index[pos].copy()
+        for r, p in enumerate(pos):
+            choices = self.choices[p]
+            if len(choices) > 1 and epochs is not None:
+                draw = np.random.Generator(np.random.PCG64([self.seed, int(epochs[r]), int(p)])).integers(len(choices))
+                rows[r, 1] = choices[draw]
+            else:
+                rows[r, 1] = choices[0]
+        return rows
+
+    def read(self, positions: np.ndarray, epochs: np.ndarray | None = None) -> dict:
+        """Read samples (dataset positions) in the given order: features float16, labels (B,R,R) uint8.
+        epochs: the epoch of each visit, which draws the view (None: the original view)."""
+        pos = np.asarray(positions, dtype=np.int64)
+        rows = self.samples(pos, epochs)
         feats: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {lv.name: [] for lv in self.levels}
         masks, where = [], []
         for k in np.unique(rows[:, 0]):
@@ -111,15 +137,22 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 def global_batch(n: int, batch_size: int, seed: int, pos: Position) -> tuple[np.ndarray, Position]:
     """The next global batch (dataset positions) and the position after it."""
-    out, epoch, offset = [], pos.epoch, pos.offset
+    batch, _, after = global_visits(n, batch_size, seed, pos)
+    return batch, after
+
+
+def global_visits(n: int, batch_size: int, seed: int, pos: Position) -> tuple[np.ndarray, np.ndarray, Position]:
+    """The next global batch (dataset positions), the epoch of each, and the position after it."""
+    out, epochs, epoch, offset = [], [], pos.epoch, pos.offset
     while len(out) < batch_size:
         perm = epoch_permutation(n, seed, epoch)
         take = perm[offset: offset + batch_size - len(out)]
         out.extend(int(i) for i in take)
+        epochs.extend([epoch] * len(take))
         offset += len(take)
         if offset >= n:
             epoch, offset = epoch + 1, 0
-    return np.asarray(out, dtype=np.int64), Position(epoch, offset)
+    return np.asarray(out, dtype=np.int64), np.asarray(epochs, dtype=np.int64), Position(epoch, offset)
 
 
 def rank_slice(batch: np.ndarray, rank: int, world_size: int) -> tuple[np.ndarray, int]:
@@ -148,9 +181,9 @@ class BatchStream:
         self.pending: deque = deque()
 
     def _submit(self) -> None:
-        batch, self.pos = global_batch(len(self.data), self.batch_size, self.seed, self.pos)
+        batch, epochs, self.pos = global_visits(len(self.data), self.batch_size, self.seed, self.pos)
         mine, first = rank_slice(batch, self.rank, self.world_size)
-        fut = self.pool.submit(self.data.read, mine)
+        fut = self.pool.submit(self.data.read, mine, epochs[first:first + len(mine)])
         self.pending.append((fut, first, self.pos))
 
     def __iter__(self) -> Iterator[tuple[dict, Position]]:

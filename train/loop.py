@@ -153,7 +153,7 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
     """
     dist = dist or DistContext()
     out = Path(cfg.out)
-    data = CachedFeatures.from_urls(cfg.cache)
+    data = CachedFeatures.from_urls(cfg.cache, cfg.seed)
     crop_step = check_crop(cfg.crop, data.levels, data.resolution) if cfg.crop else None
     _check_validation(cfg, validation, data.fingerprint)
     hcfg = cfg.head_config(device)
@@ -162,7 +162,7 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
               "seed": cfg.seed, "grad_clip": cfg.grad_clip, "head_config": head_config_to_dict(hcfg),
               "ckpt_every": cfg.ckpt_every, "device": str(device), "world_size": dist.world_size,
               "stores": list(cfg.cache), "crop": cfg.crop, "val": cfg.val, "val_every": cfg.val_every}
-    meta = {"fingerprint": data.fingerprint, "fingerprint_inputs": data.stores[0].fingerprint_inputs,
+    meta = {"fingerprint": data.fingerprint, "fingerprint_inputs": data.fingerprint_inputs,
             "levels": [dataclasses.asdict(lv) for lv in data.levels],
             "stores": [{k: d[k] for k in ("dataset", "split", "ids_digest", "fingerprint", "url")}
                        for d in data.describe()],
