@@ -30,10 +30,12 @@ phase "extract_speed (product path, ceiling, naive, variants)"
 timeout 240 python3 bench/extract_speed.py --model $MODEL --resolution $R --images $N --naive-images $NAIVE --variants --out $RES
 phase "train_speed (cached vs online)"
 timeout 120 python3 bench/train_speed.py --model $MODEL --resolution $R --images $TN --iters $TI --batch-size $TB --out $RES
+phase "head_speed (the head's training step alone)"
+[ "${SMALL:-0}" = 1 ] || timeout 90 python3 bench/head_speed.py
 phase "host_pipeline (host side alone, every core)"
 timeout 90 python3 bench/host_pipeline.py --seconds $HS --resolution $R --out $RES
 phase "torch.compile row (last: may be cut by its limit)"
 timeout $CT python3 bench/extract_speed.py --model $MODEL --compile-only --out $RES
 phase "done"
-cp "$RES"/extract_speed.json "$RES"/train_speed.json "$RES"/host_pipeline.json "$OUT"/ 2>/dev/null
+cp "$RES"/extract_speed.json "$RES"/train_speed.json "$RES"/host_pipeline.json "$RES"/head_speed.json "$OUT"/ 2>/dev/null
 ls -la "$OUT"
