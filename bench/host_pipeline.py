@@ -59,6 +59,24 @@ def shard_payload(lvls, r: int, shard: int, seed: int = 0):
     return feats, masks, labels, np.full((shard, 2), r)
 
 
+def sustained(threads: int, seconds: float, step) -> float:
+    """Images per second of `threads` threads each calling step() (which returns its image count) for
+    about `seconds`."""
+    lock, done, stop = threading.Lock(), [0], time.perf_counter() + seconds
+
+    def worker():
+        while time.perf_counter() < stop:
+            n = step()
+            with lock:
+                done[0] += n
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(threads) as ex:
+        for f in [ex.submit(worker) for _ in range(threads)]:
+            f.result()
+    return done[0] / (time.perf_counter() - t)
+
+
 def bench_writes(tmp: Path, tap_set: str, precision: str, r: int, threads: int, seconds: float) -> dict:
     """Whole shards written by `threads` threads for about `seconds`: sustained images/s and MB/s."""
     lvls, shard = levels(tap_set, r), 16
@@ -66,26 +84,18 @@ def bench_writes(tmp: Path, tap_set: str, precision: str, r: int, threads: int, 
     codec_threads(threads)  # as `pipeline extract --writers N` does
     n_shards = 4096
     store = make_store(tmp / f"w-{tap_set}-{precision}-{threads}.zarr", lvls, r, n_shards * shard, precision, shard)
-    nxt, lock, written = iter(range(n_shards)), threading.Lock(), [0]
-    stop = time.perf_counter() + seconds
+    shards = iter(range(n_shards))  # next() on an iterator is atomic under the GIL: each shard once
 
-    def worker():
-        while time.perf_counter() < stop:
-            with lock:
-                k = next(nxt)
-            store.write_samples(np.arange(k * shard, (k + 1) * shard), *payload)
-            with lock:
-                written[0] += shard
+    def write_one() -> int:
+        k = next(shards)
+        store.write_samples(np.arange(k * shard, (k + 1) * shard), *payload)
+        return shard
 
-    t = time.perf_counter()
-    with ThreadPoolExecutor(threads) as ex:
-        for f in [ex.submit(worker) for _ in range(threads)]:
-            f.result()
-    dt = time.perf_counter() - t
+    ips = sustained(threads, seconds, write_one)
     mb = sum(v.nbytes for v in payload[0].values()) / shard / 1e6
     shutil.rmtree(store.url, ignore_errors=True)
     return {"stage": "compress+write", "tap_set": tap_set, "precision": precision, "threads": threads,
-            "images_per_s": written[0] / dt, "mb_per_s": written[0] * mb / dt, "raw_mb_per_image": mb}
+            "images_per_s": ips, "mb_per_s": ips * mb, "raw_mb_per_image": mb}
 
 
 def bench_reader(tmp: Path, r: int, threads: int, seconds: float, batch: int = 16) -> dict:
@@ -95,26 +105,17 @@ def bench_reader(tmp: Path, r: int, threads: int, seconds: float, batch: int = 1
     payload = shard_payload(lvls, r, shard)
     for k in range(8):
         store.write_samples(np.arange(k * shard, (k + 1) * shard), *payload)
-    rng, lock, done = np.random.default_rng(0), threading.Lock(), [0]
-    stop = time.perf_counter() + seconds
+    rng, reader = np.random.default_rng(0), FeatureStore.open(store.url)
 
-    def worker():
-        s = FeatureStore.open(store.url)
-        while time.perf_counter() < stop:
-            with lock:
-                idx = np.sort(rng.choice(8 * shard, batch, replace=False))
-            s.read_batch(idx)  # decode + the per-sample checksum check, as training reads
-            with lock:
-                done[0] += batch
+    def read_one() -> int:
+        idx = np.sort(rng.choice(8 * shard, batch, replace=False))
+        reader.read_batch(idx)  # decode + the per-sample checksum check, as training reads
+        return batch
 
-    t = time.perf_counter()
-    with ThreadPoolExecutor(threads) as ex:
-        for f in [ex.submit(worker) for _ in range(threads)]:
-            f.result()
-    dt = time.perf_counter() - t
+    ips = sustained(threads, seconds, read_one)
     shutil.rmtree(store.url, ignore_errors=True)
     return {"stage": "train reader", "tap_set": "unet", "precision": "fp16", "threads": threads,
-            "images_per_s": done[0] / dt}
+            "images_per_s": ips}
 
 
 def bench_decode(tmp: Path, r: int, seconds: float) -> dict:

@@ -22,6 +22,16 @@ def option(default=REQUIRED, help: str = "", *, flag: str | None = None, cli: bo
     return dataclasses.field(default=default, metadata=meta)
 
 
+def at_least(cfg, minimum: int, *names: str) -> None:
+    """UsageError for the first of `names` (config fields, None allowed) whose value is below `minimum`."""
+    from hairdiff.core.errors import UsageError
+
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value < minimum:
+            raise UsageError(f"--{name.replace('_', '-')} {value}: use {minimum} or more")
+
+
 def to_dict(cfg) -> dict:
     """A config as plain JSON-able values (paths as strings)."""
     return {k: (str(v) if hasattr(v, "__fspath__") else v) for k, v in dataclasses.asdict(cfg).items()}

@@ -11,8 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import option
+from hairdiff.core.fields import at_least, option
 from hairdiff.core.progress import ProgressFactory, silent
 
 
@@ -26,9 +25,7 @@ class DemoConfig:
     seed: int = option(0, help="seed of data, noise and training")
 
     def __post_init__(self):
-        for name in ("train_images", "test_images", "iters"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: use 1 or more")
+        at_least(self, 1, "train_images", "test_images", "iters")
 
 
 def run_demo(cfg: DemoConfig, progress: ProgressFactory = silent, log=print) -> dict:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from hairdiff.core.devices import check_device
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import option
+from hairdiff.core.fields import at_least, option
 
 OnError = Literal["stop", "skip"]
 
@@ -19,8 +19,7 @@ def check_run_dir(run) -> None:
 
 
 def _check_common(cfg) -> None:
-    if cfg.batch_size < 1:
-        raise UsageError(f"--batch-size {cfg.batch_size}: use 1 or more")
+    at_least(cfg, 1, "batch_size")
     check_device(cfg.device)
 
 
@@ -38,8 +37,7 @@ class EvalConfig:
     def __post_init__(self):
         self.run, self.cache, self.out = str(self.run), str(self.cache), str(self.out)
         _check_common(self)
-        if self.overlays < 0:
-            raise UsageError(f"--overlays {self.overlays}: use 0 or more")
+        at_least(self, 0, "overlays")
 
 
 @dataclass(kw_only=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import option
+from hairdiff.core.fields import at_least, option
 from hairdiff.core.files import atomic_write, atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.evaluate.recipes import HELD_OUT, SPLITS, Recipe, recipe_for
@@ -42,8 +42,7 @@ class ReproduceConfig:
             raise UsageError(f"--dataset {self.dataset!r}: use one of {', '.join(SPLITS)}")
         if self.limit is not None and self.limit < 2:
             raise UsageError(f"--limit {self.limit}: use 2 or more (one image to train on, one to score)")
-        if self.iters is not None and self.iters < 1:
-            raise UsageError(f"--iters {self.iters}: use 1 or more")
+        at_least(self, 1, "iters")
         if bool(self.ids_train) != bool(self.ids_test):
             raise UsageError("--ids-train and --ids-test go together: pass both, or neither for the paper's split")
         check_device(self.device)

@@ -11,7 +11,7 @@ from typing import Literal
 
 from hairdiff.core.devices import DTYPE_NAMES, check_device, check_dtype
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import option
+from hairdiff.core.fields import at_least, option
 
 DATASETS = ("figaro", "celebamask", "facesynthetics", "folder")
 Dataset = Literal["figaro", "celebamask", "facesynthetics", "folder"]
@@ -84,13 +84,8 @@ class ExtractConfig:
                              f"the paper uses 0)")
         if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise UsageError(f"--batch-size {self.batch_size}: use a number of 1 or more, or auto")
-        for name in ("shard_size", "writers"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: use 1 or more")
-        if self.workers < 0:
-            raise UsageError(f"--workers {self.workers}: use 0 (decode in this process) or more")
-        if self.limit is not None and self.limit < 1:
-            raise UsageError(f"--limit {self.limit}: use 1 or more (or leave it out for every sample)")
+        at_least(self, 1, "shard_size", "writers", "limit")
+        at_least(self, 0, "workers")
         if self.precision not in ("fp16", "int8"):
             raise UsageError(f"--precision {self.precision!r}: use fp16 or int8")
         if self.on_error not in ("stop", "skip"):

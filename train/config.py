@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from hairdiff.core.devices import check_device
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import option
+from hairdiff.core.fields import at_least, option
 
 # Settings a resumed run must share with the run it continues (anything else may change).
 RESUME_KEYS = ("iters", "batch_size", "lr", "weight_decay", "seed", "grad_clip", "head_config", "crop", "val")
@@ -71,20 +71,10 @@ class TrainConfig:
         """UsageError naming the first bad option; touches no file, store or model."""
         if not self.cache:
             raise UsageError("--cache is missing: pass a feature store (the last line `pipeline extract` prints)")
-        for name in ("iters", "batch_size", "ckpt_every", "nproc", "prefetch", "val_every"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: use 1 or more")
+        at_least(self, 1, "iters", "batch_size", "ckpt_every", "nproc", "prefetch", "val_every", "stop_at", "crop")
+        at_least(self, 0, "weight_decay", "grad_clip", "workers")
         if self.lr <= 0:
             raise UsageError(f"--lr {self.lr}: use a positive learning rate (Mask2Former: 1e-4)")
-        for name in ("weight_decay", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: use 0 or more")
-        if self.workers < 0:
-            raise UsageError(f"--workers {self.workers}: use 0 or more")
-        if self.stop_at is not None and self.stop_at < 1:
-            raise UsageError(f"--stop-at {self.stop_at}: use 1 or more")
-        if self.crop is not None and self.crop < 1:
-            raise UsageError(f"--crop {self.crop}: use a positive size in store pixels, e.g. 384")
         if self.batch_size % self.nproc:
             raise UsageError(f"--batch-size {self.batch_size} is not divisible by --nproc {self.nproc}: choose a "
                              f"multiple of {self.nproc}")
