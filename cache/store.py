@@ -235,8 +235,17 @@ class FeatureStore:
     def claim(self, k: int) -> Iterator[bool]:
         from hairdiff.cache.claims import shard_claim
 
-        with shard_claim(self.url, k) as ok:
+        try:
+            claim = shard_claim(self.url, k)
+            ok = claim.__enter__()
+        except OSError as e:  # the first write of an extraction: a read-only or full target shows here
+            raise StoreWriteError(f"cannot write to {self.url} ({e.strerror or e}): the store is unchanged; "
+                                  f"pass a writable --cache-root, or free space, and run the same command "
+                                  f"again") from None
+        try:
             yield ok
+        finally:
+            claim.__exit__(None, None, None)
 
     # ------------------------------------------------------------------ writing
     def _require_writable(self):

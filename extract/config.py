@@ -109,7 +109,9 @@ class ExtractConfig:
         return hashlib.sha256(Path(self.ids_file).read_bytes()).hexdigest()[:8] if self.ids_file else None
 
     def check_cache_root(self) -> None:
-        """A local cache root must be writable before any model is loaded: a clear line, not a failure later."""
+        """A cache root that does not exist yet must be creatable: found before any model is loaded. An existing
+        one may be read-only (a shared cache): its complete stores are reused, and a store that needs writing
+        there fails at its first write, with one line naming it."""
         import tempfile
         from pathlib import Path
 
@@ -120,6 +122,8 @@ class ExtractConfig:
         if is_remote(root):
             return  # object stores say so on the first write, with the URL
         path = Path(local_path(root))
+        if path.is_dir():
+            return
         existing = next((p for p in (path, *path.parents) if p.exists()), None)
         try:
             if existing is None or not existing.is_dir():

@@ -145,3 +145,29 @@ def test_ctrl_c_keeps_written_shards_and_says_how_to_continue(tmp_path):
     assert 4 <= kept < 48
     p = run_pipeline(*a, cache_root=tmp_path / "c")
     assert f"computed {48 - kept}," in p.stderr
+
+
+@pytest.fixture()
+def tmpfs(tmp_path):
+    """A small filesystem of our own, which can be made read-only (root alone bypasses file modes)."""
+    where = tmp_path / "fs"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs privileges this machine does not give")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_read_only_cache_root_is_one_line_before_loading_and_after(data, tmpfs):
+    run_pipeline(*args(data, "--limit", "4"), cache_root=tmpfs / "c")
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    # a store that needs more samples on a filesystem gone read-only: the error names the store
+    p = run_pipeline(*args(data), cache_root=tmpfs / "c", check=False)
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert str(tmpfs / "c") in lines[0] and "Read-only file system" in lines[0]
+    # a new cache root there: refused before the model loads, nothing created
+    p = run_pipeline(*args(data), cache_root=tmpfs / "new", check=False)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"error: cannot write to the cache root {tmpfs / 'new'} (Read-only file system): pass --cache-root to a "
+        f"writable folder or set HAIRDIFF_CACHE"]
