@@ -28,6 +28,16 @@ def _parameter(f: dataclasses.Field, hint) -> inspect.Parameter:
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[hint, opt])
 
 
+def _reflow(doc: str | None) -> str | None:
+    """Join the lines of each prose paragraph: the help renderer keeps a docstring's line breaks as they are.
+    Indented paragraphs (examples) stay as written."""
+    if not doc:
+        return doc
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if p.startswith(" ") else " ".join(line.strip() for line in p.splitlines())
+                       for p in paragraphs)
+
+
 def config_command(config_cls, run: Callable, extra: Callable | None = None) -> Callable:
     """A function for `app.command()`: the options of `config_cls`, then those of `extra` (a function whose
     keyword parameters are typer options that are not part of the config). Calls run(config, **extra_values)."""
@@ -47,6 +57,7 @@ def config_command(config_cls, run: Callable, extra: Callable | None = None) -> 
         cfg = config_cls(**{k: v for k, v in values.items() if k in names})
         return run(cfg, **{k: v for k, v in values.items() if k not in names})
 
+    command.__doc__ = _reflow(run.__doc__)
     command.__signature__ = inspect.Signature(params)
     command.__annotations__ = {p.name: p.annotation for p in params}
     del command.__wrapped__  # typer must read our signature, not run's
