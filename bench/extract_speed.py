@@ -1,6 +1,6 @@
 """Stage one end to end through `pipeline extract`'s own code: JPEG files on disk -> store on local disk.
 
-Reports images/s, seconds per stage (decode, H2D, VAE, UNet, D2H, write = compress + write), the GPU's
+Reports images/s, seconds per stage (decode, H2D, VAE, UNet, D2H, compress, write), the GPU's
 busy fraction and memory peak, the batch used; the FLOP ceiling (FLOPs counted by torch.utils.flop_counter
 for exactly the work done, over the bf16 matmul rate measured in this run) and `ceiling_fraction`; and a
 naive baseline measured in the same run (one image at a time, float32, plain diffusers forward with hooks,

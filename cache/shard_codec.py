@@ -14,6 +14,7 @@ kind the store writes.
 from __future__ import annotations
 
 import sys
+import time
 
 import crc32c
 import numpy as np
@@ -69,11 +70,16 @@ def encode_shard(arr: zarr.Array, data: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def write_shard(arr: zarr.Array, k: int, data: np.ndarray) -> None:
-    """Write shard k of `arr` whole (the store replaces the file atomically: temporary file + rename)."""
+def write_shard(arr: zarr.Array, k: int, data: np.ndarray) -> tuple[float, float]:
+    """Write shard k of `arr` whole (the store replaces the file atomically: temporary file + rename).
+    Returns the seconds spent encoding and writing, for the stage report."""
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
+    t0 = time.perf_counter()
+    encoded = encode_shard(arr, data)
+    t1 = time.perf_counter()
     sp = arr.store_path
     key = f"{sp.path}/{arr.metadata.encode_chunk_key((k,) + (0,) * (arr.ndim - 1))}".lstrip("/")
-    sync(sp.store.set(key, default_buffer_prototype().buffer.from_bytes(encode_shard(arr, data))))
+    sync(sp.store.set(key, default_buffer_prototype().buffer.from_bytes(encoded)))
+    return t1 - t0, time.perf_counter() - t1

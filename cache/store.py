@@ -16,6 +16,7 @@ its shard files exist), so a lost or corrupt shard is an error naming the sample
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -107,6 +108,9 @@ class FeatureStore:
         self.num_images: int = self.views["num_images"] if self.views else self.num_samples
         self._ids: list[str] | None = None
         self._present: set[tuple[str, int]] = set()  # (array, shard) found on disk, for stores without digests
+        # Seconds writer threads spent compressing and writing shard files (extraction's stage report).
+        self.io_seconds = {"compress": 0.0, "write": 0.0}
+        self._io_lock = threading.Lock()
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -293,7 +297,10 @@ class FeatureStore:
         for name, region in {**regions, "masks": mask_region}.items():
             arr = g[name]
             if shard_codec.encodable(arr):
-                shard_codec.write_shard(arr, lo // self.shard_size, region)  # encoded in this thread
+                encode_s, write_s = shard_codec.write_shard(arr, lo // self.shard_size, region)  # in this thread
+                with self._io_lock:
+                    self.io_seconds["compress"] += encode_s
+                    self.io_seconds["write"] += write_s
             else:
                 arr[lo:hi] = region
         g["labels"][lo:hi] = lab

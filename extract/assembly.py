@@ -135,7 +135,7 @@ class ShardAssembler:
     def _write(self, shard: Shard) -> None:
         try:
             if shard.ok:
-                with self.clock.host("write"):
+                with self.clock.host("store"):  # all of write_samples: compress + write + the small arrays
                     self._write_samples(shard)
                 with self.lock:
                     self.stats.computed += len(shard.ok)

@@ -220,7 +220,7 @@ def extract_shards(cfg: ExtractConfig, reader, refs, extractor, store: FeatureSt
         asm.release()
         stats.seconds += time.perf_counter() - t0
         stats.batch_size, stats.writers, stats.recomputed = compute.micro, cfg.writers, dict(compute.recomputed)
-        stage = {**clock.totals(), "decode": decode_s}
+        stage = {**clock.totals(), "decode": decode_s, **store.io_seconds}
         stats.stage_seconds = {k: round(v, 4) for k, v in sorted(stage.items())}
         if cuda:
             stats.gpu_busy_fraction = stage.get("busy", 0.0) / max(stats.seconds, 1e-9)

@@ -44,7 +44,8 @@ def test_extract_speed_reports_stages_ceiling_and_naive(tmp_path):
                  "--workers", "0", "--batch-size", "4", tmp_path=tmp_path)
     s = res["summary"]
     assert s["images"] == 8 and s["images_per_s"] > 0 and s["batch_used"] == 4
-    assert {"decode", "h2d", "vae", "unet", "d2h", "write"} <= set(s["stage_seconds"])
+    assert {"decode", "h2d", "vae", "unet", "d2h", "compress", "write", "store"} <= set(s["stage_seconds"])
+    assert s["stage_seconds"]["compress"] > 0 and s["stage_seconds"]["write"] > 0
     assert s["flops_per_image"]["total"] > 0 and 0 < s["ceiling_fraction"] and s["speedup_vs_naive"] > 0
     for row in res["rows"]:
         assert row["device"] and row["torch"] and row["command"].startswith("python")
