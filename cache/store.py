@@ -226,6 +226,11 @@ class FeatureStore:
     def done_mask(self) -> np.ndarray:
         return self.group["done"][:].astype(bool)
 
+    def shard_done(self, k: int) -> np.ndarray:
+        """Done flags of shard k's samples: one chunk read, where done_mask() reads one per shard."""
+        rng = self.shard_range(k)
+        return self.group["done"][rng.start:rng.stop].astype(bool)
+
     def missing_indices(self) -> np.ndarray:
         return np.flatnonzero(~self.done_mask())
 

@@ -103,8 +103,9 @@ class ShardAssembler:
                 self.refused.add(k)
                 self.stats.claimed_elsewhere += len(self.by_shard[k])
                 return None
-            done = self.store.done_mask()  # another process may have finished it before our claim
-            left = {i for i in self.by_shard[k] if not done[i]}
+            done = self.store.shard_done(k)  # another process may have finished it before our claim
+            lo = self.store.shard_range(k).start
+            left = {i for i in self.by_shard[k] if not done[i - lo]}
             self.stats.reused += len(self.by_shard[k]) - len(left)
             self.open[k] = Shard(k, self.store.shard_range(k).start, left, claim, self.buffers.get())
         shard = self.open[k]
