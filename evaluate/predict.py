@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from hairdiff.cache import fingerprint
+from hairdiff.cache.quantize import round_trip
 from hairdiff.cache.geometry import letterbox_image, unletterbox
 from hairdiff.core.devices import resolve_device
 from hairdiff.core.errors import BadInputStop, BadSampleError, RunMismatchError, UsageError
@@ -60,9 +61,9 @@ def segment(fx, head, images: list[np.ndarray], resolution: int) -> list[torch.T
     bb = fx.bb
     x = to_model_input([letterbox_image(img, resolution) for img in images], bb.device, bb.dtype)
     with torch.inference_mode():
-        # The head trained on features rounded to the store's fp16 then cast to float32 (int8 stores:
-        # fp16 here too, the quantisation error is not reproduced).
-        feats = {k: v.to(torch.float16).float() for k, v in fx(x).items()}
+        # The head trained on features as its store gave them back (float16, or int8's round trip), as float32.
+        feats = {k: torch.from_numpy(round_trip(v.cpu().numpy(), fx.precision)).to(bb.device).float()
+                 for k, v in fx(x).items()}
         prob = semantic_probs(head(feats), out_size=(resolution, resolution))
     return [unletterbox(prob[j:j + 1], img.shape[:2], img.shape[:2])[0] for j, img in enumerate(images)]
 

@@ -121,11 +121,15 @@ def planned_indices(cfg: ExtractConfig, store: FeatureStore) -> np.ndarray:
 
 
 def resolve_batch_size(cfg: ExtractConfig, extractor) -> int:
+    """--batch-size, or for auto the probed batch: probed once per loaded extractor (a Dask worker runs
+    extract_shards once per shard task with the same extractor)."""
     if cfg.batch_size != "auto":
         return int(cfg.batch_size)
-    from hairdiff.extract.acceleration import probe_batch_size
+    if getattr(extractor, "auto_batch", None) is None:
+        from hairdiff.extract.acceleration import probe_batch_size
 
-    return probe_batch_size(extractor)
+        extractor.auto_batch = probe_batch_size(extractor)
+    return extractor.auto_batch
 
 
 def extract_shards(cfg: ExtractConfig, reader, refs, extractor, store: FeatureStore, indices: np.ndarray,

@@ -47,7 +47,15 @@ def photo(h, w, seed) -> np.ndarray:
     return img.clip(0, 255).astype(np.uint8)
 
 
-def test_predict_writes_masks_at_image_size_matching_the_eval_path(tmp_path, extractor):
+@pytest.fixture(params=["fp16", "int8"])
+def stored_as(request, extractor):
+    """The extractor recording one stored precision (the run's), restored afterwards."""
+    before, extractor.precision = extractor.precision, request.param
+    yield request.param
+    extractor.precision = before
+
+
+def test_predict_writes_masks_at_image_size_matching_the_eval_path(tmp_path, extractor, stored_as):
     from hairdiff.extract.loading import to_model_input
 
     run = make_run(tmp_path, extractor)
@@ -61,13 +69,14 @@ def test_predict_writes_masks_at_image_size_matching_the_eval_path(tmp_path, ext
     assert [r["image"] for r in rows] == [str(p) for p in paths]
     assert json.loads((out / "predictions.json").read_text()) == rows
 
-    # The same images through the eval path: features into a real store (fp16), head, unletterbox.
+    # The same images through the eval path: features into a real store (of the run's precision), head,
+    # unletterbox: predict must see the values the store gives back, int8 quantisation included.
     images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     fp = fingerprint({"t": "predict-vs-eval"})
     store = FeatureStore.create_or_open(
         str(tmp_path / "s.zarr"), fingerprint=fp, fingerprint_inputs={}, dataset="folder", split="x",
         root=str(tmp_path), ids=["a", "b"], levels=extractor.levels, resolution=R,
-        preprocessing=preprocessing_record(R), shard_size=2)
+        preprocessing=preprocessing_record(R), shard_size=2, precision=stored_as)
     feats = extractor(to_model_input([letterbox_image(i, R) for i in images], torch.device("cpu"), torch.float32))
     labels = [np.zeros(i.shape[:2], np.uint8) for i in images]
     store.write_samples([0, 1], {k: v.numpy() for k, v in feats.items()},
@@ -76,6 +85,12 @@ def test_predict_writes_masks_at_image_size_matching_the_eval_path(tmp_path, ext
     head, _ = load_head(run)
     batch = store.read_batch([0, 1])
     probs = predict_batch(head, batch["features"], "cpu", R)
+    from hairdiff.cache.geometry import unletterbox
+    from hairdiff.evaluate.predict import segment
+
+    for j, p in enumerate(segment(extractor, head, images, R)):  # the probabilities, not only their argmax
+        want = unletterbox(probs[j:j + 1], images[j].shape[:2], images[j].shape[:2])[0]
+        assert torch.allclose(p, want, atol=1e-5), (stored_as, float((p - want).abs().max()))
     for j, (img, row) in enumerate(zip(images, rows)):
         mask = np.asarray(Image.open(row["mask"]))
         assert mask.shape == img.shape[:2] and set(np.unique(mask)) <= {0, 255}
