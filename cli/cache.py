@@ -96,14 +96,14 @@ def verify_command(store: str,
     extracted yet are counted, not errors, unless --complete. Exit 1 for corrupt samples (after --repair,
     which turns them into samples not extracted yet: exit 0).
     """
-    from hairdiff.cache import FeatureStore
+    from hairdiff.cache.verify import damaged_report, open_checked
     from hairdiff.cache.verify import repair as repair_store
     from hairdiff.cache.verify import verify
     from hairdiff.core.errors import VerifyError
 
-    st = FeatureStore.open(store, mode="r+" if repair else "r")
-    report = verify(st)
-    if repair:
+    st, damaged = open_checked(store, mode="r+" if repair else "r")
+    report = verify(st) if st is not None else damaged_report(store, damaged)
+    if repair and st is not None:
         report["repaired"] = [{"index": i, "id": st.ids[i]} for i in repair_store(st, report)]
     if json_out:
         json_out.write_text(json.dumps(report, indent=2))
@@ -111,6 +111,12 @@ def verify_command(store: str,
         print(json.dumps(report, indent=2))
     else:
         _print_report(report)
+    if report["damaged"]:
+        files = sorted({d["file"] for d in report["damaged"]})
+        raise VerifyError(f"{store} is damaged ({len(report['damaged'])} problem(s) in {', '.join(files)}, listed "
+                          f"above): its metadata cannot be trusted, and --repair does not mend it. Fix: delete the "
+                          f"store and run the `pipeline extract` command that made it again, or copy a good copy "
+                          f"back (`pipeline cache pull`)")
     if report["corrupt"] and not repair:
         raise VerifyError(f"{len(report['corrupt'])} corrupt sample(s) in {st.url} (flagged done but absent or "
                           f"unreadable): run `pipeline cache verify {store} --repair` to clear their done flags, "
@@ -122,8 +128,14 @@ def verify_command(store: str,
 
 
 def _print_report(report: dict) -> None:
-    print(f"{report['url']}: {report['readable']} of {report['num_samples']} samples done and readable, "
-          f"{len(report['not_extracted'])} not extracted yet, {len(report['corrupt'])} corrupt")
+    if report["num_samples"] is None:
+        print(f"{report['url']}: damaged, none of its samples could be read")
+    else:
+        print(f"{report['url']}: {report['readable']} of {report['num_samples']} samples done and readable, "
+              f"{len(report['not_extracted'])} not extracted yet, {len(report['corrupt'])} corrupt"
+              + (f", {len(report['damaged'])} metadata problem(s)" if report.get("damaged") else ""))
+    for d in report.get("damaged", []):
+        print(f"damaged: {d['file']}: {d['problem']}")
     for r in report["corrupt"]:
         print(f"corrupt: sample {r['index']} ({r['id']}): {'; '.join(r['problems'])}")
     if report.get("repaired"):
@@ -138,9 +150,11 @@ def _transfer(src: str, dest: str) -> None:
 
     target, report = transfer(src, dest)
     _print_report(report)
-    if report["corrupt"]:
-        raise VerifyError(f"the copy at {target} has {len(report['corrupt'])} corrupt sample(s), listed above: "
-                          f"check the source with `pipeline cache verify {src}`")
+    if report["corrupt"] or report.get("damaged"):
+        what = (f"{len(report['corrupt'])} corrupt sample(s)" if report["corrupt"] else
+                f"{len(report['damaged'])} metadata problem(s)")
+        raise VerifyError(f"the copy at {target} has {what}, listed above: check the source with "
+                          f"`pipeline cache verify {src}`")
     print(target)  # last: the path to pass as --cache
 
 

@@ -52,6 +52,9 @@ def extract(cfg: ExtractConfig) -> None:
     err.print(f"computed {stats.computed}, reused {stats.reused}, skipped {len(stats.skipped)}"
               + (f", {stats.claimed_elsewhere} claimed by another process" if stats.claimed_elsewhere else "")
               + f" in {stats.seconds:.1f} s ({stats.images_per_s:.2f} img/s)")
+    if stats.no_hair:
+        err.print(f"{stats.no_hair} image(s) labelled hair-free: annotated, but without a hair annotation file, "
+                  f"which the {cfg.dataset} layout defines as no hair")
     if stats.skipped:
         err.print(f"skipped files are listed in {report_path}")
     err.print(f"report: {report_path}")

@@ -102,13 +102,17 @@ def test_celebamask_fixture_no_hair_and_resolution(tmp_path):
     s = reader.load(refs[0])
     assert s.image.shape == (64, 64, 3)
     np.testing.assert_array_equal(s.label, expected_label(32, 32))
-    # id 1 has no _hair.png: no hair, at the size of its other part masks, not an error
+    # id 1 has no _hair.png: no hair, at the size of its other part masks, not an error; the listing says so
+    assert [r.id for r in refs if r.no_hair] == ["1"]
     s1 = reader.load(refs[1])
     assert s1.label.shape == (32, 32) and not s1.label.any()
-    # without any part mask the published size applies
+    # without any part mask the image is not annotated: a bad sample naming the file, never "no hair"
     for p in (root / "CelebAMask-HQ-mask-anno" / "0").glob("00001_*.png"):
         p.unlink()
-    assert reader.load(refs[1]).label.shape == (512, 512)
+    refs = reader.list_samples(root, "all")
+    assert not any(r.no_hair for r in refs)
+    with pytest.raises(BadSampleError, match=r"00001_hair.png: image 1 has no annotation at all"):
+        reader.load(refs[1])
 
 
 def test_celebamask_official_splits(tmp_path, monkeypatch):
