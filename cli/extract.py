@@ -36,8 +36,8 @@ def extract(cfg: ExtractConfig) -> None:
         else:
             run_local(cfg, stats, progress=rich_progress, log=err.print)
     except BadInputStop as e:
-        raise BadInputStop(f"{e} Everything already written is kept; fix or remove the file, or pass "
-                           "--on-error skip, and run the same command again.") from None
+        raise BadInputStop(f"{str(e).rstrip('.')}. Everything already written is kept; fix or remove the file, or "
+                           "pass --on-error skip, and run the same command again.") from None
     except KeyboardInterrupt:
         where = f" in {stats.store}" if stats.store else ""
         raise Interrupted(f"interrupted: {stats.computed} samples computed in this run are kept{where}; run the "

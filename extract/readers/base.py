@@ -75,7 +75,8 @@ class Annotations:
     def __init__(self, folder: Path, what: str, layout: str, files: list[Path] | None = None):
         """files: the folder's listing when the caller has it already (images and labels in one folder)."""
         if files is None:
-            require_dir(folder, what, layout)
+            require_dir(folder, what, layout, "restore the annotations there, or point --root at the dataset's "
+                                              "top folder")
             files = list_files(folder)
         self.folder = folder
         self._names: dict[str, list[Path]] = {}
@@ -105,10 +106,10 @@ def require_annotated(refs: list[SampleRef], found: int, folder: Path, layout: s
     return refs
 
 
-def require_dir(path: Path, what: str, layout: str) -> None:
+def require_dir(path: Path, what: str, layout: str, fix: str = "point --root at the dataset's top folder") -> None:
     if not path.is_dir():
         raise DatasetError(f"{path} does not exist or is not a folder: expected {what} there "
-                           f"(published layout: {layout}). Fix: point --root at the dataset's top folder")
+                           f"(published layout: {layout}). Fix: {fix}")
 
 
 def unknown_split(dataset: str, split, root: Path, valid: list[str], layout: str) -> DatasetError:
