@@ -535,8 +535,9 @@ def test_13_paths_with_spaces_brackets_and_glob_characters_work_everywhere(setup
     monkeypatch.setenv("HAIRDIFF_CACHE", str(weird / "home cache [x]"))
     root = make_folder(weird / "set [a]", stems=("a", "b", "c", "d"))
     cache_root = weird / "cache [1]"
-    store, _ = _extract_ok(setup, *setup.tiny_extract("folder", root, cache_root=cache_root))
+    store, err = _extract_ok(setup, *setup.tiny_extract("folder", root, cache_root=cache_root))
     assert str(store).startswith(str(cache_root))
+    assert f"report: {weird / 'home cache [x]' / 'reports'}" in err, err  # said as it is, [x] included
     code, out, err = invoke("cache", "ls", "--cache-root", cache_root)
     assert code == 0 and out.strip().splitlines()[-1].endswith(str(store)), (out, err)
     code, out, err = invoke("cache", "verify", store)
@@ -547,7 +548,7 @@ def test_13_paths_with_spaces_brackets_and_glob_characters_work_everywhere(setup
     code, out, err = invoke("eval", "--run", run, "--cache", store, "--out", weird / "eval [?]", "--device", "cpu")
     assert code == 0 and out.strip().splitlines()[-1] == str(weird / "eval [?]" / "metrics.json"), err
     code, out, err = invoke("predict", root / "images", "--run", run, "--out", weird / "pred [*]", "--device", "cpu")
-    assert code == 0, err
+    assert code == 0 and f"predicting with the final head: {run / 'head.safetensors'}" in err, err
     assert len(json.loads((weird / "pred [*]" / "predictions.json").read_text())["predictions"]) == 4
 
 
