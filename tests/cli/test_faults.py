@@ -530,9 +530,13 @@ def test_12_hair_free_images_are_counted_where_the_layout_defines_them(setup):
 
 def test_13_paths_with_spaces_brackets_and_glob_characters_work_everywhere(setup, monkeypatch):
     """Every path the user gives (cache root, --out, HAIRDIFF_CACHE, HAIRDIFF_MODELS, --root) holds a space,
-    [brackets], * and ?: extract, ls, verify, train, eval and predict all take them as plain paths."""
-    weird = setup.tmp / "my data [v1] *?"
+    [brackets], *, ? and "::" (fsspec's chaining): extract, ls, verify, train, eval and predict all take them as plain paths."""
+    import shutil
+
+    weird = setup.tmp / "my data [v1] *? ::x"
     monkeypatch.setenv("HAIRDIFF_CACHE", str(weird / "home cache [x]"))
+    shutil.copytree(os.environ["HAIRDIFF_MODELS"], weird / "models [m]")  # the tiny model, built once
+    monkeypatch.setenv("HAIRDIFF_MODELS", str(weird / "models [m]"))
     root = make_folder(weird / "set [a]", stems=("a", "b", "c", "d"))
     cache_root = weird / "cache [1]"
     store, err = _extract_ok(setup, *setup.tiny_extract("folder", root, cache_root=cache_root))
