@@ -146,9 +146,17 @@ def _print_report(report: dict) -> None:
 
 def _transfer(src: str, dest: str) -> None:
     from hairdiff.cache.transfer import transfer
-    from hairdiff.core.errors import VerifyError
+    from hairdiff.core.errors import StoreWriteError, VerifyError
+    from hairdiff.core.paths import check_output_dir
+    from hairdiff.core.urls import is_remote
 
-    target, report = transfer(src, dest)
+    if not is_remote(dest):
+        check_output_dir(dest, "DEST")
+    try:
+        target, report = transfer(src, dest)
+    except OSError as e:  # a full disk, a read-only or unreachable destination
+        raise StoreWriteError(f"copying {src} to {dest} failed ({e.strerror or e}): the source is unchanged; free "
+                              f"space or pass another DEST, and run the same command again") from None
     _print_report(report)
     if report["corrupt"] or report.get("damaged"):
         what = (f"{len(report['corrupt'])} corrupt sample(s)" if report["corrupt"] else

@@ -23,9 +23,14 @@ def extract(cfg: ExtractConfig) -> None:
     Prints progress on stderr and the store's path or URL as the last line of stdout. Running the same
     command again reuses the store and computes only the missing samples.
     """
-    from hairdiff.core.errors import BadInputStop, Interrupted
+    from hairdiff.core.errors import BadInputStop, Interrupted, UsageError
+    from hairdiff.core.paths import check_output_dir
     from hairdiff.extract.runner import ExtractStats, run_local, write_report
 
+    if cfg.report:  # where the report goes is checked before the work it reports
+        if Path(cfg.report).is_dir():
+            raise UsageError(f"--report {cfg.report}: a folder; pass the path of a .json file to write")
+        check_output_dir(Path(cfg.report).parent, "--report's folder")
     stats = ExtractStats()
     report_path = None
     try:

@@ -378,6 +378,18 @@ def cache_root_is_a_file(s: Setup):
     return ["cache", "ls", "--cache-root", s.tmp / "taken"]
 
 
+def push_dest_under_a_file(s: Setup):
+    store = s.store()
+    (s.tmp / "taken").write_text("a file")
+    return ["cache", "push", store, s.tmp / "taken" / "copy.zarr"]
+
+
+def report_under_a_file(s: Setup):
+    root = make_folder(s.tmp / "data", stems=("a",))
+    (s.tmp / "taken").write_text("a file")
+    return s.tiny_extract("folder", root, "--report", s.tmp / "taken" / "r.json")
+
+
 def models_env_is_a_file(s: Setup):
     root = make_folder(s.tmp / "data", stems=("a",))
     (s.tmp / "taken").write_text("a file")
@@ -437,6 +449,8 @@ DAMAGED = [
     damaged("13-eval-out-under-a-file", out_under_a_file, 2, ["--out {tmp}/taken/eval", "{tmp}/taken is a file"]),
     damaged("13-ls-cache-root-is-a-file", cache_root_is_a_file, 2, ["{tmp}/taken is a file"]),
     damaged("13-extract-models-env-is-a-file", models_env_is_a_file, 2, ["HAIRDIFF_MODELS={tmp}/taken"]),
+    damaged("13-push-dest-under-a-file", push_dest_under_a_file, 2, ["DEST {tmp}/taken/copy.zarr", "is a file"]),
+    damaged("13-extract-report-under-a-file", report_under_a_file, 2, ["--report's folder {tmp}/taken"]),
 ]
 
 
