@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from hairdiff.evaluate.config import PredictConfig, check_run_dir
 from hairdiff.evaluate.overlay import mask_overlay
 
 # The image files a folder contributes (the folder dataset's own list, so both commands read the same files).
+from hairdiff.extract.readers.base import list_files
 from hairdiff.extract.readers.folder import IMAGE_EXT
 
 
@@ -38,12 +40,16 @@ def image_paths(items: list[str]) -> list[Path]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXT and f.is_file())
+            # The extract readers' listing: a link whose target is gone is listed (then a bad image, named).
+            found = [f for f in list_files(p) if f.suffix.lower() in IMAGE_EXT]
             if not found:
                 raise UsageError(f"{p}: the folder holds no image file ({exts}): pass another folder or the image "
                                  "files themselves")
             paths += found
         elif not p.exists():
+            if p.is_symlink():
+                raise UsageError(f"{p}: a symbolic link to {os.readlink(p)}, which does not exist: restore the "
+                                 "target, or leave the link out")
             raise UsageError(f"{p}: no such file or folder: check the path")
         elif p.suffix.lower() not in IMAGE_EXT:
             raise UsageError(f"{p}: not an image file name ({exts}): leave it out, or rename it if it is an image")
@@ -81,7 +87,7 @@ def segment(fx, head, images: list[np.ndarray], resolution: int) -> list[torch.T
 def _read(path: Path) -> np.ndarray:
     from hairdiff.extract.imageio import load_rgb
 
-    if not path.exists():  # checked at the start; gone since then
+    if not os.path.lexists(path):  # checked at the start; gone since then (a dangling link: named by load_rgb)
         raise BadSampleError(path, "the file is missing (removed while predicting?)", "restore it or leave it out")
     return load_rgb(path)
 

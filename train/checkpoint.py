@@ -161,10 +161,13 @@ def checkpoint_dir(run_dir: Path, iteration: int) -> Path:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Every RUN/checkpoints/iter_NNNNNNNN folder, oldest first. Complete or not: a checkpoint folder only
+    appears whole (renamed into place), so one that lost a file is damage, said when it is read
+    (read_checkpoint_state), never skipped for an older one."""
     root = Path(run_dir) / CKPT_DIR
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if _NAME.match(p.name) and (p / "state.json").is_file()]
+    found = [p for p in root.iterdir() if _NAME.match(p.name) and p.is_dir()]
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
 
 
@@ -206,9 +209,8 @@ def save_checkpoint(run_dir: Path, *, iteration: int, model: torch.nn.Module, op
 def read_checkpoint_state(path: Path) -> dict:
     path = Path(path)
     state_path = path / "state.json"
-    if not state_path.is_file():
-        raise CheckpointError(f"{path} is not a checkpoint (no state.json); "
-                              f"checkpoints live in RUN/{CKPT_DIR}/iter_NNNNNNNN")
+    if not path.is_dir() or not _NAME.match(path.name):
+        raise CheckpointError(f"{path} is not a checkpoint; checkpoints live in RUN/{CKPT_DIR}/iter_NNNNNNNN")
     state = read_run_record(state_path, FIX_CHECKPOINT)
     if state.get("format") != FORMAT:
         raise CheckpointError(f"{state_path}: unknown checkpoint format {state.get('format')!r} "

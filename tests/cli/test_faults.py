@@ -132,6 +132,17 @@ class Setup:
     def store(self, name: str = "toy") -> Path:
         return Path(make_train_store(self.tmp, name, n=4))
 
+    def tiny_run(self) -> tuple[Path, Path]:
+        """(images folder, run folder): a real extraction with the tiny model and one training iteration on it,
+        so `predict` rebuilds the run's extractor."""
+        root = make_folder(self.tmp / "data", stems=("a", "b"))
+        code, out, err = invoke(*self.tiny_extract("folder", root))
+        assert code == 0, err
+        run = self.tmp / "run"
+        code, _, err = invoke(*self.train(out.strip().splitlines()[-1], run, "--iters", "1"))
+        assert code == 0, err
+        return root / "images", run
+
     def trained(self, *extra) -> Path:
         """A run folder of a real (two-iteration, tiny-head) training on a real store."""
         store, run = self.store(), self.tmp / "run"
@@ -350,6 +361,19 @@ def resume_checkpoint_truncated(s: Setup):
     return s.train(s.tmp / "toy.zarr", run, "--iters", "2", "--resume")
 
 
+def resume_checkpoint_state_deleted(s: Setup):
+    """The newest checkpoint lost its state.json: said, never skipped for the one before it."""
+    run = s.trained("--stop-at", "2")
+    (run / "checkpoints" / "iter_00000002" / "state.json").unlink()
+    return s.train(s.tmp / "toy.zarr", run, "--iters", "3", "--resume")
+
+
+def predict_dangling_link_in_folder(s: Setup):
+    images, run = s.tiny_run()
+    (images / "c.png").symlink_to(s.tmp / "gone.png")
+    return ["predict", images, "--run", run, "--out", s.tmp / "pred", "--device", "cpu"]
+
+
 def resume_run_json_truncated(s: Setup):
     run = s.trained()
     _truncate(run / "run.json")
@@ -443,6 +467,10 @@ DAMAGED = [
     damaged("8-resume-checkpoint-truncated", resume_checkpoint_truncated, 2,
             ["{tmp}/run/checkpoints/iter_00000001/model.safetensors is damaged", "remove that checkpoint"]),
     damaged("8-resume-run-json-truncated", resume_run_json_truncated, 2, ["{tmp}/run/run.json is damaged"]),
+    damaged("8-resume-checkpoint-state-deleted", resume_checkpoint_state_deleted, 2,
+            ["{tmp}/run/checkpoints/iter_00000002/state.json is missing", "remove that checkpoint"]),
+    damaged("5-predict-dangling-link-in-folder", predict_dangling_link_in_folder, 1,
+            ["{tmp}/data/images/c.png: a symbolic link to {tmp}/gone.png, which does not exist"]),
     damaged("8-eval-checkpoint-state-truncated", checkpoint_state_truncated_eval, 2,
             ["{tmp}/run/checkpoints/iter_00000001/state.json is damaged"]),
     damaged("13-train-out-is-a-file", out_is_a_file, 2, ["--out {tmp}/taken: not a folder"]),
