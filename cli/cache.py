@@ -99,12 +99,17 @@ def verify_command(store: str,
     from hairdiff.cache.verify import damaged_report, open_checked
     from hairdiff.cache.verify import repair as repair_store
     from hairdiff.cache.verify import verify
-    from hairdiff.core.errors import VerifyError
+    from hairdiff.core.errors import StoreWriteError, VerifyError
 
     st, damaged = open_checked(store, mode="r+" if repair else "r")
     report = verify(st) if st is not None else damaged_report(store, damaged)
     if repair and st is not None:
-        report["repaired"] = [{"index": i, "id": st.ids[i]} for i in repair_store(st, report)]
+        try:
+            report["repaired"] = [{"index": i, "id": st.ids[i]} for i in repair_store(st, report)]
+        except OSError as e:  # a read-only or full filesystem
+            raise StoreWriteError(f"cannot repair {st.url} ({e.strerror or e}): no done sample was lost (a flag "
+                                  f"cleared before the failure only makes extract recompute that sample); make "
+                                  f"the store writable and run the same command again") from None
     if json_out:
         json_out.write_text(json.dumps(report, indent=2))
     if json_:

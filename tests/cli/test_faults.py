@@ -180,6 +180,18 @@ def read_only_cache_root(s: Setup):
     return s.tiny_extract("figaro", root, cache_root=ro)
 
 
+def repair_on_read_only_store(s: Setup):
+    """1: --repair of a store on a read-only filesystem (one of its shards lost)."""
+    import shutil
+
+    ro = s.tmp / "ro"
+    _mount_tmpfs(s, ro)
+    store = Path(shutil.copytree(s.store(), ro / "toy.zarr"))
+    next(p for p in (store / "masks" / "c").rglob("*") if p.is_file()).unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+    return ["cache", "verify", store, "--repair"]
+
+
 def group_metadata_truncated(s: Setup):
     store = s.store()
     _truncate(store / "zarr.json")
@@ -429,6 +441,8 @@ def damaged(name, setup, code, words, marks=()):
 DAMAGED = [
     damaged("1-extract-read-only-cache-root", read_only_cache_root, 1,
             ["cannot create the store {tmp}/ro/figaro/Training/", "Read-only file system", "writable --cache-root"]),
+    damaged("1-verify-repair-read-only", repair_on_read_only_store, 1,
+            ["cannot repair {tmp}/ro/toy.zarr (Read-only file system)", "no done sample was lost"]),
     damaged("2-info-group-metadata-truncated", group_metadata_truncated, 2,
             ["{tmp}/toy.zarr/zarr.json: does not decode", "delete {tmp}/toy.zarr"]),
     damaged("2-verify-group-metadata-deleted", group_metadata_deleted, 1, ["{tmp}/toy.zarr/zarr.json", "damaged"]),
