@@ -426,6 +426,16 @@ def report_under_a_file(s: Setup):
     return s.tiny_extract("folder", root, "--report", s.tmp / "taken" / "r.json")
 
 
+def models_env_read_only(s: Setup):
+    """The tiny model is built on first use into HAIRDIFF_MODELS: read-only there is one line."""
+    root = make_folder(s.tmp / "data", stems=("a",))
+    ro = s.tmp / "ro"
+    _mount_tmpfs(s, ro)
+    subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+    os.environ["HAIRDIFF_MODELS"] = str(ro / "models")  # restored by the test's monkeypatch
+    return s.tiny_extract("folder", root)
+
+
 def models_env_is_a_file(s: Setup):
     root = make_folder(s.tmp / "data", stems=("a",))
     (s.tmp / "taken").write_text("a file")
@@ -491,6 +501,8 @@ DAMAGED = [
     damaged("13-eval-out-under-a-file", out_under_a_file, 2, ["--out {tmp}/taken/eval", "{tmp}/taken is a file"]),
     damaged("13-ls-cache-root-is-a-file", cache_root_is_a_file, 2, ["{tmp}/taken is a file"]),
     damaged("13-extract-models-env-is-a-file", models_env_is_a_file, 2, ["HAIRDIFF_MODELS={tmp}/taken"]),
+    damaged("13-extract-models-read-only", models_env_read_only, 2,
+            ["cannot build the tiny model in {tmp}/ro/models (Read-only file system)", "HAIRDIFF_MODELS"]),
     damaged("13-push-dest-under-a-file", push_dest_under_a_file, 2, ["DEST {tmp}/taken/copy.zarr", "is a file"]),
     damaged("13-extract-report-under-a-file", report_under_a_file, 2, ["--report's folder {tmp}/taken"]),
 ]
