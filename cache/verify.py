@@ -79,7 +79,8 @@ def identity_problems(store) -> list[dict]:
         if key in inputs and inputs[key] != value:
             problem(f"fingerprint_inputs.{key} is {inputs[key]!r} but the store holds {value!r}")
     views, recorded = store.views, inputs.get("views")
-    if bool(views) != bool(recorded) or (views and list(views.get("names", []))[1:] != list(recorded.get("recipe", []))):
+    names = list(views.get("names", []))[1:] if views else []
+    if bool(views) != bool(recorded) or (views and names != list(recorded.get("recipe", []))):
         problem(f"the views attribute ({views}) disagrees with fingerprint_inputs.views ({recorded})")
     elif views and store.num_samples != store.num_images * len(views["names"]):
         problem(f"{store.num_samples} samples are not {store.num_images} images x {len(views['names'])} views")

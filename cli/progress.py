@@ -16,7 +16,8 @@ err = Console(stderr=True, soft_wrap=True, markup=False)
 def rich_progress(label: str, total: int, done: int = 0) -> Iterator:
     """A bar with rate, ETA and a free-text field (loss, img/s ...); advance(n, info="")."""
     bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[info]}", markup=False), TimeElapsedColumn(), TimeRemainingColumn(), console=err)
+                   TextColumn("{task.fields[info]}", markup=False), TimeElapsedColumn(), TimeRemainingColumn(),
+                   console=err)
     task = bar.add_task(label, total=total, completed=done, info="")
 
     def advance(n: int = 1, info: str = "") -> None:

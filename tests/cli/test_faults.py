@@ -598,7 +598,8 @@ def test_12_hair_free_images_are_counted_where_the_layout_defines_them(setup):
 
 def test_13_paths_with_spaces_brackets_and_glob_characters_work_everywhere(setup, monkeypatch):
     """Every path the user gives (cache root, --out, HAIRDIFF_CACHE, HAIRDIFF_MODELS, --root) holds a space,
-    [brackets], *, ? and "::" (fsspec's chaining): extract, ls, verify, train, eval and predict all take them as plain paths."""
+    [brackets], *, ? and "::" (fsspec's chaining): extract, ls, verify, train, eval and predict all take
+    them as plain paths."""
     import shutil
 
     weird = setup.tmp / "my data [v1] *? ::x"
