@@ -90,7 +90,7 @@ def _open_group(url: str, writable: bool) -> zarr.Group:
             raise StoreMetadataError(url, [(_meta(url), "missing")]) from None
         raise StoreNotFoundError(f"no feature store at {url}: run `pipeline extract` first, or check the "
                                  "path (`pipeline cache ls` lists stores)") from e
-    except (zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError):
+    except zarr.errors.ContainsArrayError:
         raise StoreMetadataError(url, [(_meta(url), "describes an array, not the store's group")]) from None
     except OSError as e:  # permissions, a file where the folder should be, a network error
         raise StoreNotFoundError(f"cannot open the feature store {url} ({e.strerror or e}): check the path and "

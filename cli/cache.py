@@ -94,7 +94,9 @@ def verify_command(store: str,
 
     Exit 0 for a healthy store, partial ones included (made with --limit, or interrupted): samples not
     extracted yet are counted, not errors, unless --complete. Exit 1 for corrupt samples (after --repair,
-    which turns them into samples not extracted yet: exit 0).
+    which turns them into samples not extracted yet: exit 0), and for a damaged store: a zarr.json missing or
+    undecodable, or attributes that disagree with each other or with the store's name (the fingerprint is
+    recomputed from its inputs), which --repair does not mend.
     """
     from hairdiff.cache.verify import damaged_report, open_checked
     from hairdiff.cache.verify import repair as repair_store
