@@ -20,10 +20,22 @@ def store_url(cache_root: str, dataset: str, split: str, fp: str, data_key: str 
 
 
 def list_stores(cache_root: str) -> list[str]:
+    """Every <root>/<dataset>/<split>/<name>.zarr, listed folder by folder: the root is a path, never a glob
+    pattern (a root may hold [brackets], * or ?). UsageError when the root is a file."""
+    from hairdiff.core.errors import UsageError
+
     fs, root = filesystem(cache_root)
+    root = root.rstrip("/")
     if not fs.exists(root):
         return []
-    found = fs.glob(f"{root.rstrip('/')}/*/*/*.zarr")
+    if not fs.isdir(root):
+        raise UsageError(f"the cache root {cache_root} is a file, not a folder: pass --cache-root a folder (or fix "
+                         "HAIRDIFF_CACHE)")
+
+    def folders(path: str) -> list[str]:
+        return [e["name"].rstrip("/") for e in fs.ls(path, detail=True) if e.get("type") == "directory"]
+
+    found = [s for d in folders(root) for split in folders(d) for s in folders(split) if s.endswith(".zarr")]
     proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     if is_remote(cache_root):
         return sorted(f"{proto}://{p}" for p in found)

@@ -32,8 +32,8 @@ from hairdiff.cache.codecs import checksum_only, feature_compressors, small_comp
 from hairdiff.cache.fingerprint import SCHEMA_VERSION, features_fingerprint
 from hairdiff.cache.levels import LevelSpec
 from hairdiff.cache.quantize import PRECISIONS, dequantize_int8, quantize_int8, stored_dtype
-from hairdiff.core.errors import (CorruptSampleError, ReadOnlyStoreError, SchemaVersionError, StoreMismatchError,
-                                  StoreNotFoundError, StoreWriteError, UsageError)
+from hairdiff.core.errors import (CorruptSampleError, ReadOnlyStoreError, SchemaVersionError, StoreMetadataError,
+                                  StoreMismatchError, StoreNotFoundError, StoreWriteError, UsageError)
 from hairdiff.core.labels import IGNORE
 from hairdiff.core.urls import filesystem, is_remote, local_path
 from hairdiff.core.versions import versions
@@ -72,6 +72,31 @@ def _zarr_store(url: str, read_only: bool):
     if is_remote(url):
         return zarr.storage.FsspecStore.from_url(url, read_only=read_only)
     return zarr.storage.LocalStore(local_path(url), read_only=read_only)
+
+
+def _meta(url: str, path: str = "") -> str:
+    """The metadata file of the group (path "") or of an array."""
+    return "/".join(p for p in (str(url).rstrip("/"), path, "zarr.json") if p)
+
+
+def _open_group(url: str, writable: bool) -> zarr.Group:
+    """The store's root group. Read-only first (never creating a folder); a writable handle only once the
+    group is known to exist. Errors name the store or its zarr.json."""
+    try:
+        return zarr.open_group(_zarr_store(url, read_only=not writable), mode="r+" if writable else "r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
+        fs, base = filesystem(url)
+        if any(fs.exists(f"{base.rstrip('/')}/{a}/zarr.json") for a in ("done", "ids")):  # arrays without a group
+            raise StoreMetadataError(url, [(_meta(url), "missing")]) from None
+        raise StoreNotFoundError(f"no feature store at {url}: run `pipeline extract` first, or check the "
+                                 "path (`pipeline cache ls` lists stores)") from e
+    except zarr.errors.ContainsArrayError:
+        raise StoreMetadataError(url, [(_meta(url), "describes an array, not the store's group")]) from None
+    except OSError as e:  # permissions, a file where the folder should be, a network error
+        raise StoreNotFoundError(f"cannot open the feature store {url} ({e.strerror or e}): check the path and "
+                                 "that it is readable") from None
+    except Exception as e:  # JSON that does not parse, or metadata zarr rejects
+        raise StoreMetadataError(url, [(_meta(url), f"does not decode ({type(e).__name__}: {str(e)[:80]})")]) from None
 
 
 def _png(label: np.ndarray) -> bytes:
@@ -115,21 +140,61 @@ class FeatureStore:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, url: str, mode: str = "r") -> "FeatureStore":
+        """Open a store; every metadata document it needs (the group's zarr.json and attributes, each array's
+        zarr.json) is read and checked here, so a damaged one is a StoreMetadataError naming the file, never a
+        traceback later. Opening never creates anything: a missing store is a StoreNotFoundError."""
         if mode not in ("r", "r+"):
             raise ValueError(f"mode {mode!r}: use 'r' (read-only) or 'r+'")
         url = str(url)
-        try:
-            group = zarr.open_group(_zarr_store(url, read_only=mode == "r"), mode=mode)
-        except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError) as e:
-            raise StoreNotFoundError(f"no feature store at {url}: run `pipeline extract` first, or check the "
-                                     "path (`pipeline cache ls` lists stores)") from e
+        group = _open_group(url, writable=False)
         version = group.attrs.get("schema_version")
         if version is None or "fingerprint" not in group.attrs:
             raise StoreNotFoundError(f"{url} is a Zarr group but not a hairdiff feature store")
+        if not isinstance(version, int):
+            raise StoreMetadataError(url, [(_meta(url), f"schema_version {version!r} is not a number")])
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(f"{url} was written by a newer hairdiff (store schema {version}, this one "
                                      f"reads up to {SCHEMA_VERSION}): upgrade hairdiff to read it")
-        return cls(url, group, writable=mode == "r+")
+        try:
+            store = cls(url, group, writable=False)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            what = f"attribute {e}" if isinstance(e, KeyError) else f"attributes ({type(e).__name__}: {e})"
+            raise StoreMetadataError(url, [(_meta(url), f"{what} missing or malformed")]) from None
+        problems = store.metadata_problems()
+        if problems:
+            raise StoreMetadataError(url, problems)
+        if mode == "r+":
+            store.group, store.writable = _open_group(url, writable=True), True
+        return store
+
+    def layout(self) -> list[str]:
+        """Every array this store's attributes say it has."""
+        paths = [f"features/{lv.key}" for lv in self.levels]
+        if self.precision == "int8":
+            paths += [f"features/{lv.key}__{part}" for lv in self.levels for part in ("scale", "offset")]
+        return paths + ["masks", "labels", "ids", "orig_sizes", "label_sizes", "done"] + (
+            ["digests"] if self.has_digests else [])
+
+    def metadata_problems(self) -> list[tuple[str, str]]:
+        """(file, what is wrong) for each array whose zarr.json is missing, does not decode, or disagrees with
+        the store's sample count: one metadata read per array."""
+        problems = []
+        for path in self.layout():
+            try:
+                arr = self.group[path]
+            except KeyError as e:  # zarr: the node is absent, or a required metadata field is
+                problems.append((_meta(self.url, path), "missing" if str(e).strip("'") == path
+                                 else f"does not decode (field {e} missing)"))
+                continue
+            except Exception as e:  # JSON that does not parse, or metadata zarr rejects
+                problems.append((_meta(self.url, path), f"does not decode ({type(e).__name__}: {str(e)[:80]})"))
+                continue
+            if not isinstance(arr, zarr.Array):
+                problems.append((_meta(self.url, path), "describes a group, not an array"))
+            elif not arr.shape or arr.shape[0] != self.num_samples:
+                problems.append((_meta(self.url, path), f"shape {arr.shape}, not {self.num_samples} samples as the "
+                                                        f"store's attributes say"))
+        return problems
 
     @classmethod
     def create_or_open(cls, url: str, *, fingerprint: str, fingerprint_inputs: dict, dataset: str, split: str,

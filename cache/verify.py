@@ -2,6 +2,11 @@
 
 - not extracted: never flagged done. A partial store (`pipeline extract --limit`, an interrupted run) is
   healthy: the same command computes the rest.
+- damaged: the store as a whole cannot be trusted: a metadata file (the group's or an array's zarr.json) is
+  missing or does not decode (found when the store opens, see `open_checked`), or its attributes disagree
+  with each other or with its name: the fingerprint is recomputed from `fingerprint_inputs` and compared with
+  the `fingerprint` attribute and with the store's name (`<fingerprint16>-<data12>.zarr`, which also carries
+  the data key), and the settings recorded twice (resolution, preprocessing, precision, taps, views) must agree.
 - corrupt: flagged done, but a file that holds it is absent (zarr 3.1 reads a missing shard or chunk back
   as fill values without an error, so presence is checked against a listing of each array), a read fails
   (crc32c mismatch, an undecodable chunk, the store's own per-sample checks), or it holds non-finite
@@ -12,11 +17,74 @@ same `pipeline extract` command recomputes exactly those (it rereads the rest of
 """
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import numpy as np
 
-from hairdiff.core.errors import CorruptSampleError, ReadOnlyStoreError
+from hairdiff.cache.fingerprint import fingerprint
+from hairdiff.core.errors import CorruptSampleError, ReadOnlyStoreError, StoreMetadataError
 from hairdiff.core.labels import IGNORE
 from hairdiff.core.urls import filesystem
+
+# The name cache/location.py gives a store: <fingerprint16>[-<data key 12>].zarr
+_NAME = re.compile(r"^(?P<fp>[0-9a-f]{16})(?:-(?P<data>[0-9a-f]{12}))?\.zarr$")
+
+
+def open_checked(url: str, mode: str = "r"):
+    """(FeatureStore, []) or, when its metadata is damaged, (None, [{"file", "problem"}, ...])."""
+    from hairdiff.cache.store import FeatureStore
+
+    try:
+        return FeatureStore.open(url, mode=mode), []
+    except StoreMetadataError as e:
+        return None, [{"file": f, "problem": why} for f, why in e.problems]
+
+
+def damaged_report(url: str, damaged: list[dict]) -> dict:
+    """verify's report for a store that could not be opened: nothing in it was read."""
+    return {"url": str(url), "ok": False, "complete": False, "damaged": damaged, "num_samples": None, "done": 0,
+            "readable": 0, "corrupt": [], "not_extracted": []}
+
+
+def identity_problems(store) -> list[dict]:
+    """Attributes that disagree with each other or with the store's name, each {"file", "problem"}."""
+    a, inputs = store.attrs, store.fingerprint_inputs
+    meta = f"{store.url.rstrip('/')}/zarr.json"
+    out = []
+
+    def problem(what: str, file: str = meta) -> None:
+        out.append({"file": file, "problem": what})
+
+    if not isinstance(inputs, dict):
+        problem(f"fingerprint_inputs is a {type(inputs).__name__}, not a record of settings")
+        return out
+    recomputed = fingerprint(inputs)
+    if recomputed != store.fingerprint:
+        problem(f"the fingerprint attribute {str(store.fingerprint)[:16]} is not the hash of its fingerprint_inputs "
+                f"({recomputed[:16]}): one of them was changed after the store was written")
+    name = store.url.rstrip("/").rsplit("/", 1)[-1]
+    m = _NAME.match(name)
+    if m:  # a store copied to a name of the user's choosing (`cache push ... DEST.zarr`) has no name to compare
+        for what, value in (("fingerprint attribute", store.fingerprint), ("recomputed fingerprint", recomputed)):
+            if m["fp"] != str(value)[:16]:
+                problem(f"the store's name says fingerprint {m['fp']}, its {what} is {str(value)[:16]}", store.url)
+                break
+        key = (store.data_key or "")[:12] or None
+        if m["data"] != key:
+            problem(f"the store's name says data key {m['data']}, its data_key attribute is {key}", store.url)
+    settings = {"resolution": store.resolution, "preprocessing": a.get("preprocessing"),
+                "store_precision": store.precision, "taps": [lv.name for lv in store.levels]}
+    for key, value in settings.items():
+        if key in inputs and inputs[key] != value:
+            problem(f"fingerprint_inputs.{key} is {inputs[key]!r} but the store holds {value!r}")
+    views, recorded = store.views, inputs.get("views")
+    names = list(views.get("names", []))[1:] if views else []
+    if bool(views) != bool(recorded) or (views and names != list(recorded.get("recipe", []))):
+        problem(f"the views attribute ({views}) disagrees with fingerprint_inputs.views ({recorded})")
+    elif views and store.num_samples != store.num_images * len(views["names"]):
+        problem(f"{store.num_samples} samples are not {store.num_images} images x {len(views['names'])} views")
+    return out
 
 
 def _sample_arrays(store) -> list[str]:
@@ -100,8 +168,8 @@ def _read_problems(store, i: int, arrays: dict) -> list[str]:
 
 
 def verify(store) -> dict:
-    """Check every sample flagged done. ok: nothing corrupt (a partial store is ok); complete: ok and every
-    sample extracted."""
+    """Check every sample flagged done, and the store's attributes against each other and its name.
+    ok: nothing corrupt or damaged (a partial store is ok); complete: ok and every sample extracted."""
     done, unreadable = _done_flags(store)
     arrays = _arrays(store)
     present = _listing(store, list(arrays))
@@ -122,7 +190,12 @@ def verify(store) -> dict:
     ids = store.ids
     bad = [{"index": i, "id": ids[i], "problems": p} for i, p in sorted(corrupt.items())]
     not_extracted = [{"index": int(i), "id": ids[int(i)]} for i in np.flatnonzero(~done) if int(i) not in corrupt]
-    return {"url": store.url, "ok": not bad, "complete": not bad and not not_extracted,
+    damaged = identity_problems(store)
+    if len(set(ids)) != len(ids):
+        twice = sorted(i for i, n in Counter(ids).items() if n > 1)[:5]
+        damaged.append({"file": f"{store.url.rstrip('/')}/ids", "problem": f"ids repeated: {', '.join(twice)}"})
+    ok = not bad and not damaged
+    return {"url": store.url, "ok": ok, "complete": ok and not not_extracted, "damaged": damaged,
             "num_samples": store.num_samples, "done": int(done.sum()),
             "readable": int(done.sum()) - int(sum(done[i] for i in corrupt)),
             "corrupt": bad, "not_extracted": not_extracted}

@@ -94,23 +94,36 @@ def verify_command(store: str,
 
     Exit 0 for a healthy store, partial ones included (made with --limit, or interrupted): samples not
     extracted yet are counted, not errors, unless --complete. Exit 1 for corrupt samples (after --repair,
-    which turns them into samples not extracted yet: exit 0).
+    which turns them into samples not extracted yet: exit 0), and for a damaged store: a zarr.json missing or
+    undecodable, or attributes that disagree with each other or with the store's name (the fingerprint is
+    recomputed from its inputs), which --repair does not mend.
     """
-    from hairdiff.cache import FeatureStore
+    from hairdiff.cache.verify import damaged_report, open_checked
     from hairdiff.cache.verify import repair as repair_store
     from hairdiff.cache.verify import verify
-    from hairdiff.core.errors import VerifyError
+    from hairdiff.core.errors import StoreWriteError, VerifyError
 
-    st = FeatureStore.open(store, mode="r+" if repair else "r")
-    report = verify(st)
-    if repair:
-        report["repaired"] = [{"index": i, "id": st.ids[i]} for i in repair_store(st, report)]
+    st, damaged = open_checked(store, mode="r+" if repair else "r")
+    report = verify(st) if st is not None else damaged_report(store, damaged)
+    if repair and st is not None:
+        try:
+            report["repaired"] = [{"index": i, "id": st.ids[i]} for i in repair_store(st, report)]
+        except OSError as e:  # a read-only or full filesystem
+            raise StoreWriteError(f"cannot repair {st.url} ({e.strerror or e}): no done sample was lost (a flag "
+                                  f"cleared before the failure only makes extract recompute that sample); make "
+                                  f"the store writable and run the same command again") from None
     if json_out:
         json_out.write_text(json.dumps(report, indent=2))
     if json_:
         print(json.dumps(report, indent=2))
     else:
         _print_report(report)
+    if report["damaged"]:
+        files = sorted({d["file"] for d in report["damaged"]})
+        raise VerifyError(f"{store} is damaged ({len(report['damaged'])} problem(s) in {', '.join(files)}, listed "
+                          f"above): its metadata cannot be trusted, and --repair does not mend it. Fix: delete the "
+                          f"store and run the `pipeline extract` command that made it again, or copy a good copy "
+                          f"back (`pipeline cache pull`)")
     if report["corrupt"] and not repair:
         raise VerifyError(f"{len(report['corrupt'])} corrupt sample(s) in {st.url} (flagged done but absent or "
                           f"unreadable): run `pipeline cache verify {store} --repair` to clear their done flags, "
@@ -122,8 +135,14 @@ def verify_command(store: str,
 
 
 def _print_report(report: dict) -> None:
-    print(f"{report['url']}: {report['readable']} of {report['num_samples']} samples done and readable, "
-          f"{len(report['not_extracted'])} not extracted yet, {len(report['corrupt'])} corrupt")
+    if report["num_samples"] is None:
+        print(f"{report['url']}: damaged, none of its samples could be read")
+    else:
+        print(f"{report['url']}: {report['readable']} of {report['num_samples']} samples done and readable, "
+              f"{len(report['not_extracted'])} not extracted yet, {len(report['corrupt'])} corrupt"
+              + (f", {len(report['damaged'])} metadata problem(s)" if report.get("damaged") else ""))
+    for d in report.get("damaged", []):
+        print(f"damaged: {d['file']}: {d['problem']}")
     for r in report["corrupt"]:
         print(f"corrupt: sample {r['index']} ({r['id']}): {'; '.join(r['problems'])}")
     if report.get("repaired"):
@@ -134,13 +153,23 @@ def _print_report(report: dict) -> None:
 
 def _transfer(src: str, dest: str) -> None:
     from hairdiff.cache.transfer import transfer
-    from hairdiff.core.errors import VerifyError
+    from hairdiff.core.errors import StoreWriteError, VerifyError
+    from hairdiff.core.paths import check_output_dir
+    from hairdiff.core.urls import is_remote
 
-    target, report = transfer(src, dest)
+    if not is_remote(dest):
+        check_output_dir(dest, "DEST")
+    try:
+        target, report = transfer(src, dest)
+    except OSError as e:  # a full disk, a read-only or unreachable destination
+        raise StoreWriteError(f"copying {src} to {dest} failed ({e.strerror or e}): the source is unchanged; free "
+                              f"space or pass another DEST, and run the same command again") from None
     _print_report(report)
-    if report["corrupt"]:
-        raise VerifyError(f"the copy at {target} has {len(report['corrupt'])} corrupt sample(s), listed above: "
-                          f"check the source with `pipeline cache verify {src}`")
+    if report["corrupt"] or report.get("damaged"):
+        what = (f"{len(report['corrupt'])} corrupt sample(s)" if report["corrupt"] else
+                f"{len(report['damaged'])} metadata problem(s)")
+        raise VerifyError(f"the copy at {target} has {what}, listed above: check the source with "
+                          f"`pipeline cache verify {src}`")
     print(target)  # last: the path to pass as --cache
 
 

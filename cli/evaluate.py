@@ -22,14 +22,15 @@ def evaluate(cfg: EvalConfig) -> None:
 
         pipeline eval --run runs/figaro --cache ~/.cache/hairdiff/figaro/test/0123abcd.zarr --out eval/figaro
     """
+    from hairdiff.core.paths import check_output_dir
     from hairdiff.evaluate.report import RANDOM_WEIGHTS
     from hairdiff.evaluate.run import evaluate_run
 
+    check_output_dir(cfg.out, "--out")
     m = evaluate_run(cfg, progress=rich_progress, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     if m["head"]["source"] == "best":
         err.print(f"scored the best validated head: {m['head']['weights']} (iteration {m['head']['iteration']}, "
-                  f"val {m['head']['metric']} {m['head']['score']:.2f}); --no-best scores the final head",
-                  markup=False)  # a path may hold [brackets], which rich reads as markup
+                  f"val {m['head']['metric']} {m['head']['score']:.2f}); --no-best scores the final head")
     t = Table(title=f"{m['dataset']} / {m['split']}: {m['images']} images"
               + (" (cross-dataset)" if m["cross_dataset"] else "")
               + (" (training data)" if m["evaluated_on_training_store"] else "")
@@ -44,19 +45,23 @@ def evaluate(cfg: EvalConfig) -> None:
 def predict(cfg: PredictConfig) -> None:
     """Segment hair in new image files (or the image files of folders) with a trained run.
 
-    Computes features on the fly with the backbone, taps, prompt, timestep, resolution and seed recorded in
-    the run (refusing if they would differ), then writes <stem>_mask.png (0/255, the image's own size),
-    <stem>_overlay.png (predicted hair in green, the key under it) and predictions.json. Every path is
-    checked before the model loads. Example:
+    Uses the head `pipeline eval` scores (RUN/best/ when the run validated, unless --no-best) and says which,
+    on stderr and in predictions.json. Computes features on the fly with the backbone, taps, prompt,
+    timestep, resolution and seed recorded in the run (refusing if they would differ), then writes
+    <stem>_mask.png (0/255, the image's own size), <stem>_overlay.png (predicted hair in green, the key under
+    it) and predictions.json. Every path is checked before the model loads. Example:
 
         pipeline predict photo1.jpg photos/ --run runs/figaro --out predictions/ --batch-size 4
     """
+    from hairdiff.core.paths import check_output_dir
     from hairdiff.evaluate.predict import predict_images
 
-    rows = predict_images(cfg, warn=lambda message: print(message, file=sys.stderr))
+    check_output_dir(cfg.out, "--out")
+    rows = predict_images(cfg, warn=lambda message: print(message, file=sys.stderr),
+                          say=lambda message: err.print(f"predicting with {message}"))
     for r in rows:
         if "mask" in r:
-            err.print(f"{r['image']}: hair {r['hair_fraction'] * 100:.1f}% -> {r['mask']}", markup=False)
+            err.print(f"{r['image']}: hair {r['hair_fraction'] * 100:.1f}% -> {r['mask']}")
     skipped = sum("error" in r for r in rows)
     if skipped:
         print(f"skipped {skipped} of {len(rows)} image(s); each is listed with its reason in "

@@ -23,9 +23,14 @@ def extract(cfg: ExtractConfig) -> None:
     Prints progress on stderr and the store's path or URL as the last line of stdout. Running the same
     command again reuses the store and computes only the missing samples.
     """
-    from hairdiff.core.errors import BadInputStop, Interrupted
+    from hairdiff.core.errors import BadInputStop, Interrupted, UsageError
+    from hairdiff.core.paths import check_output_dir
     from hairdiff.extract.runner import ExtractStats, run_local, write_report
 
+    if cfg.report:  # where the report goes is checked before the work it reports
+        if Path(cfg.report).is_dir():
+            raise UsageError(f"--report {cfg.report}: a folder; pass the path of a .json file to write")
+        check_output_dir(Path(cfg.report).parent, "--report's folder")
     stats = ExtractStats()
     report_path = None
     try:
@@ -36,8 +41,8 @@ def extract(cfg: ExtractConfig) -> None:
         else:
             run_local(cfg, stats, progress=rich_progress, log=err.print)
     except BadInputStop as e:
-        raise BadInputStop(f"{e} Everything already written is kept; fix or remove the file, or pass "
-                           "--on-error skip, and run the same command again.") from None
+        raise BadInputStop(f"{str(e).rstrip('.')}. Everything already written is kept; fix or remove the file, or "
+                           "pass --on-error skip, and run the same command again.") from None
     except KeyboardInterrupt:
         where = f" in {stats.store}" if stats.store else ""
         raise Interrupted(f"interrupted: {stats.computed} samples computed in this run are kept{where}; run the "
@@ -52,6 +57,9 @@ def extract(cfg: ExtractConfig) -> None:
     err.print(f"computed {stats.computed}, reused {stats.reused}, skipped {len(stats.skipped)}"
               + (f", {stats.claimed_elsewhere} claimed by another process" if stats.claimed_elsewhere else "")
               + f" in {stats.seconds:.1f} s ({stats.images_per_s:.2f} img/s)")
+    if stats.no_hair:
+        err.print(f"{stats.no_hair} image(s) labelled hair-free: annotated, but without a hair annotation file, "
+                  f"which the {cfg.dataset} layout defines as no hair")
     if stats.skipped:
         err.print(f"skipped files are listed in {report_path}")
     err.print(f"report: {report_path}")

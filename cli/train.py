@@ -25,8 +25,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> None:
     RUN/curves.png, and finally RUN/head.safetensors + RUN/run.json. Prints a summary and the run folder
     as the last line of stdout.
     """
+    from hairdiff.core.paths import check_output_dir
     from hairdiff.train.distributed import launch, under_launcher
 
+    check_output_dir(cfg.out, "--out")
     if cfg.nproc > 1 and not under_launcher():
         payload = json.dumps({"config": to_dict(cfg), "progress": progress})
         code = launch(cfg.nproc, "hairdiff.cli.train", {CONFIG_ENV: payload})
@@ -42,11 +44,11 @@ def _train_here(cfg: TrainConfig, progress: bool) -> None:
     from hairdiff.train.loop import train as train_loop
 
     ctx, dev = init_distributed(str(resolve_device(cfg.device)))
+    if ctx.is_main:
+        _announce(cfg)  # first: it opens (and checks) the stores and the run folder, so a mistake is said alone
     if cfg.small is None and str(dev).startswith("cpu") and ctx.is_main:
         # The paper-size head runs at ~0.2 img/s on 2 CPU cores; the small one keeps CPU runs usable.
         err.print("CPU: training the small head (pass --no-small for the paper's Mask2Former size)")
-    if ctx.is_main:
-        _announce(cfg)
     try:
         summary = train_loop(cfg, device=dev, dist=ctx, progress=rich_progress if progress else silent,
                              validation=_validation(cfg, dev))
@@ -98,7 +100,7 @@ def _print_summary(s: dict) -> None:
 
 def _announce(cfg: TrainConfig) -> None:
     """Before the first batch: what the run trains on, and for --resume where it starts."""
-    from hairdiff.train.checkpoint import latest_checkpoint, read_checkpoint_state
+    from hairdiff.train.checkpoint import latest_checkpoint, read_checkpoint_state, read_run_json
     from hairdiff.train.data import open_stores
 
     stores = open_stores(cfg.cache)
@@ -109,7 +111,7 @@ def _announce(cfg: TrainConfig) -> None:
     if not cfg.resume:
         return
     out = Path(cfg.out)
-    if (out / "run.json").is_file() and json.loads((out / "run.json").read_text()).get("iterations") == cfg.iters:
+    if os.path.lexists(out / "run.json") and read_run_json(out).get("iterations") == cfg.iters:
         _say(f"--resume: {out} finished all {cfg.iters} iterations already: nothing to do")
     elif (ckpt := latest_checkpoint(out)) is not None:
         _say(f"resuming from {ckpt} (iteration {read_checkpoint_state(ckpt)['iteration']} of {cfg.iters})")

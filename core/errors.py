@@ -113,3 +113,25 @@ class TrainingDiverged(HairdiffError):
     """The loss or the gradient became NaN/inf; the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+# ------------------------------------------------------------------------- damaged files (issue 18)
+class StoreMetadataError(CacheError):
+    """A store's metadata (its group's or an array's zarr.json, or the attributes in it) is missing or does
+    not decode: the store cannot be read at all. `problems`: [(file, what is wrong)], each file named."""
+
+    def __init__(self, url: str, problems: list[tuple[str, str]]):
+        self.url, self.problems = str(url), list(problems)
+        listed = "; ".join(f"{f}: {why}" for f, why in self.problems[:4])
+        more = f" (and {len(self.problems) - 4} more)" if len(self.problems) > 4 else ""
+        super().__init__(f"{listed}{more}: the store's metadata is damaged, so none of its samples can be read. "
+                         f"Fix: delete {self.url} and run the `pipeline extract` command that made it again, or copy "
+                         f"a good copy back (`pipeline cache pull`)")
+
+    def __reduce__(self):
+        return (StoreMetadataError, (self.url, self.problems))
+
+
+class RunFileError(CheckpointError):
+    """A file a run folder points to (run.json, config.json, head.safetensors, best/, a checkpoint) is missing
+    or damaged; the message names it and how to get a usable head back."""

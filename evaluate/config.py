@@ -52,6 +52,8 @@ class PredictConfig:
     batch_size: int = option(1, help="images per backbone pass (the masks equal those of 1, up to float rounding)")
     on_error: OnError = option("stop", help="an image that cannot be read: stop there (keeping what was written), "
                                             "or skip it (listed in predictions.json and on stderr)")
+    best: bool = option(True, help="use RUN/best/ (the head with the best validation mIoU, as `pipeline eval` "
+                                   "does) when the run has one; --no-best: the final head")
 
     def __post_init__(self):
         self.images, self.run, self.out = [str(i) for i in self.images], str(self.run), str(self.out)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,18 @@ from hairdiff.evaluate.config import PredictConfig, check_run_dir
 from hairdiff.evaluate.overlay import mask_overlay
 
 # The image files a folder contributes (the folder dataset's own list, so both commands read the same files).
+from hairdiff.extract.readers.base import list_files
 from hairdiff.extract.readers.folder import IMAGE_EXT
+
+
+def describe_head(source: dict) -> str:
+    """One line saying which head of a run is used (eval and predict say it alike)."""
+    if source["source"] == "best":
+        return (f"the best validated head: {source['weights']} (iteration {source['iteration']}, val "
+                f"{source['metric']} {source['score']:.2f}); --no-best takes the final head")
+    if source["source"] == "final":
+        return f"the final head: {source['weights']} (iteration {source['iteration']})"
+    return (f"the latest checkpoint of an unfinished run: {source['weights']} (iteration {source['iteration']})")
 
 
 def image_paths(items: list[str]) -> list[Path]:
@@ -28,12 +40,16 @@ def image_paths(items: list[str]) -> list[Path]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXT and f.is_file())
+            # The extract readers' listing: a link whose target is gone is listed (then a bad image, named).
+            found = [f for f in list_files(p) if f.suffix.lower() in IMAGE_EXT]
             if not found:
                 raise UsageError(f"{p}: the folder holds no image file ({exts}): pass another folder or the image "
                                  "files themselves")
             paths += found
         elif not p.exists():
+            if p.is_symlink():
+                raise UsageError(f"{p}: a symbolic link to {os.readlink(p)}, which does not exist: restore the "
+                                 "target, or leave the link out")
             raise UsageError(f"{p}: no such file or folder: check the path")
         elif p.suffix.lower() not in IMAGE_EXT:
             raise UsageError(f"{p}: not an image file name ({exts}): leave it out, or rename it if it is an image")
@@ -71,22 +87,29 @@ def segment(fx, head, images: list[np.ndarray], resolution: int) -> list[torch.T
 def _read(path: Path) -> np.ndarray:
     from hairdiff.extract.imageio import load_rgb
 
-    if not path.exists():  # checked at the start; gone since then
+    if not os.path.lexists(path):  # checked at the start; gone since then (a dangling link: named by load_rgb)
         raise BadSampleError(path, "the file is missing (removed while predicting?)", "restore it or leave it out")
     return load_rgb(path)
 
 
-def _load(cfg: PredictConfig):
-    """The run's head and the feature extractor that reproduces its training features, checked."""
+def head_record(source: dict) -> dict:
+    """Which head predicted, as predictions.json and the command's output say it (train.checkpoint.head_source's
+    answer without the provenance)."""
+    return {k: v for k, v in source.items() if k != "meta"}
+
+
+def _load(cfg: PredictConfig, source: dict):
+    """The run's head (the one `source` names) and the feature extractor that reproduces its training
+    features, checked."""
     from hairdiff.extract.backbone import load_backbone
     from hairdiff.extract.features import FeatureExtractor
     from hairdiff.train.checkpoint import load_head
 
     run_dir, device = Path(cfg.run), str(resolve_device(cfg.device))
-    head, meta = load_head(run_dir, device=device)
+    head, meta = load_head(run_dir, device=device, source=source)
     fi = meta["fingerprint_inputs"]
     if fingerprint(fi) != meta["fingerprint"]:
-        raise RunMismatchError(f"{run_dir}/run.json: its fingerprint_inputs do not hash to its fingerprint (edited "
+        raise RunMismatchError(f"{source['record']}: its fingerprint_inputs do not hash to its fingerprint (edited "
                                "by hand?): use the run folder as `pipeline train` wrote it")
     identity = fi["model"]
     bb = load_backbone(_model_arg(identity, cfg.model), device=device, dtype=getattr(torch, fi["compute_dtype"]),
@@ -101,18 +124,26 @@ def _load(cfg: PredictConfig):
     return head, fx, fi["resolution"]
 
 
-def predict_images(cfg: PredictConfig, warn=None) -> list[dict]:
-    """Segment hair in each image; writes <stem>_mask.png (0/255), <stem>_overlay.png and predictions.json.
+def predict_images(cfg: PredictConfig, warn=None, say=None) -> list[dict]:
+    """Segment hair in each image; writes <stem>_mask.png (0/255), <stem>_overlay.png and predictions.json
+    ({"run", "head", "predictions": rows}).
 
-    Every path is checked before anything is loaded. The backbone, taps, prompt, timestep, resolution and
-    noise seed come from the run's fingerprint inputs; `cfg.model` overrides where the backbone is loaded
-    from (the fingerprint check still applies). An image that cannot be read stops the run (BadInputStop,
-    predictions.json lists what was done) or, with on_error="skip", becomes a row {"image", "error"} and
-    warn(message). Rows follow the order of the images.
+    Every path is checked before anything is loaded. The head is the one `pipeline eval` scores: RUN/best/
+    when the run validated and cfg.best, else the final one (train.checkpoint.head_source); say(message) is
+    told which. The backbone, taps, prompt, timestep, resolution and noise seed come from the run's
+    fingerprint inputs; `cfg.model` overrides where the backbone is loaded from (the fingerprint check still
+    applies). An image that cannot be read stops the run (BadInputStop, predictions.json lists what was
+    done) or, with on_error="skip", becomes a row {"image", "error"} and warn(message). Rows follow the
+    order of the images.
     """
+    from hairdiff.train.checkpoint import head_source
+
     paths = image_paths(cfg.images)
     check_run_dir(cfg.run)
-    head, fx, resolution = _load(cfg)
+    source = head_source(Path(cfg.run), cfg.best)
+    if say is not None:
+        say(describe_head(source))
+    head, fx, resolution = _load(cfg, source)
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict | None] = [None] * len(paths)
@@ -137,7 +168,8 @@ def predict_images(cfg: PredictConfig, warn=None) -> list[dict]:
 
     def done() -> list[dict]:
         kept = [r for r in rows if r is not None]
-        (out_dir / "predictions.json").write_text(json.dumps(kept, indent=2))
+        record = {"run": str(cfg.run), "head": head_record(source), "predictions": kept}
+        (out_dir / "predictions.json").write_text(json.dumps(record, indent=2))
         return kept
 
     for k, path in enumerate(paths):

@@ -85,7 +85,8 @@ def run_distributed(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressF
     from hairdiff.extract.sources import data_key
 
     scheduler = cfg.scheduler
-    key = data_key(list_refs(cfg)[1])  # also settles cfg.split before the workers get the config
+    refs = list_refs(cfg)[1]  # also settles cfg.split before the workers get the config
+    key, stats.no_hair = data_key(refs), sum(r.no_hair for r in refs)
     cfg.check_cache_root()
     client, cluster = _client(scheduler)
     try:

@@ -9,6 +9,7 @@ path, not later inside a model.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -24,6 +25,9 @@ SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 def _open(path: Path) -> Image.Image:
     if not path.exists():
+        if path.is_symlink():  # listed, but its target is gone: a bad sample like any unreadable file
+            raise BadSampleError(path, f"a symbolic link to {os.readlink(path)}, which does not exist",
+                                 "restore the target or remove the link, or leave the sample out with --ids")
         raise BadSampleError(path, "the file is missing", "restore the file, or leave the sample out with --ids")
     if path.is_dir():
         raise BadSampleError(path, "is a folder, not an image", "remove or rename the folder")

@@ -41,6 +41,7 @@ class ExtractStats:
     reused: int = 0
     skipped: list = field(default_factory=list)  # [{"id", "index", "reason"}]
     claimed_elsewhere: int = 0
+    no_hair: int = 0  # images whose absent annotation the layout defines as "no hair" (CelebAMask-HQ)
     seconds: float = 0.0
     batch_size: int = 0
     writers: int = 0
@@ -248,6 +249,7 @@ def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory
     from hairdiff.extract.sources import data_key
 
     reader, refs = list_refs(cfg)
+    stats.no_hair = sum(r.no_hair for r in refs)
     key = data_key(refs)
     cfg.check_cache_root()
     if extractor is None:

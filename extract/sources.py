@@ -5,6 +5,8 @@ sample ids never share a store, and a copy of the same files elsewhere (another 
 finds the store again. Content, not paths: a shared cache is read by people whose paths differ.
 The memo (a SQLite file in the local cache folder) makes a rerun cost one stat per file; the first run reads
 every file once (measured in BENCHMARKS.md: ~0.9 s for Figaro's 748 images and masks, cold).
+A file that cannot be read (a link whose target is gone, no permission) is keyed as UNREADABLE: listing
+never drops it, and loading it is a bad sample that --on-error handles, named.
 """
 from __future__ import annotations
 
@@ -17,13 +19,17 @@ from pathlib import Path
 from hairdiff.core.paths import local_cache_dir
 
 MEMO = "file-digests.sqlite"
+UNREADABLE = "unreadable"  # the digest of a file that cannot be read: its sample fails, named, when loaded
 
 
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)  # hashlib releases the GIL on large blocks: threads overlap reads and hashing
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)  # hashlib releases the GIL on large blocks: threads overlap reads and hashing
+    except OSError:
+        return UNREADABLE
     return h.hexdigest()
 
 
@@ -44,7 +50,11 @@ class DigestMemo:
     def digests(self, paths: list[str], threads: int = 8) -> list[str]:
         keys = []
         for p in paths:
-            st = os.stat(p)
+            try:
+                st = os.stat(p)
+            except OSError:  # a dangling link or a file gone since listing: never memoised
+                keys.append((str(Path(p).absolute()), -1, -1))
+                continue
             keys.append((str(Path(p).resolve()), st.st_size, st.st_mtime_ns))
         known = {}
         if self.db is not None:
@@ -54,13 +64,14 @@ class DigestMemo:
                     known[k] = row[0]
         todo = [k for k in dict.fromkeys(keys) if k not in known]
         with ThreadPoolExecutor(threads) as ex:
-            for k, d in zip(todo, ex.map(lambda k: _sha256(k[0]), todo)):
+            for k, d in zip(todo, ex.map(lambda k: _sha256(k[0]) if k[1] >= 0 else UNREADABLE, todo)):
                 known[k] = d
-        if self.db is not None and todo:
+        keep = [k for k in todo if known[k] != UNREADABLE]  # a file fixed later must be read again
+        if self.db is not None and keep:
             try:
                 with self.db:
                     self.db.executemany("INSERT OR REPLACE INTO digest VALUES (?, ?, ?, ?)",
-                                        [(*k, known[k]) for k in todo])
+                                        [(*k, known[k]) for k in keep])
             except sqlite3.Error:
                 pass
         return [known[k] for k in keys]
@@ -74,7 +85,7 @@ def data_key(refs, memo: DigestMemo | None = None) -> str:
     """sha256 over each sample's id and the content digests of its image and label files, in store order."""
     memo = memo or DigestMemo()
     files = [str(r.image_path) for r in refs]
-    labels = [str(r.label_path) for r in refs if r.label_path is not None and Path(r.label_path).exists()]
+    labels = [str(r.label_path) for r in refs if r.label_path is not None and os.path.lexists(r.label_path)]
     digests = dict(zip(files + labels, memo.digests(files + labels)))
     h = hashlib.sha256()
     for r in refs:

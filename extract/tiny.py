@@ -23,8 +23,14 @@ def tiny_model_path() -> Path:
     target = models_dir() / VERSION
     if (target / "model_index.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{VERSION}-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{VERSION}-", dir=target.parent))
+    except OSError as e:  # built on first use: its folder must be writable then
+        from hairdiff.core.errors import UsageError
+
+        raise UsageError(f"cannot build the tiny model in {target.parent} ({e.strerror or e}): set HAIRDIFF_MODELS "
+                         "to a writable folder") from None
     try:
         build_tiny_model(tmp)
         try:

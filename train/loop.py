@@ -40,7 +40,7 @@ from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.train.augment import check_crop, crop_batch
 from hairdiff.train.checkpoint import (check_optimizer_format, head_config_from_dict, head_config_to_dict,
                                        latest_checkpoint, load_checkpoint, read_checkpoint_state, save_checkpoint,
-                                       write_final)
+                                       read_run_json, write_final)
 from hairdiff.train.config import RESUME_KEYS, TrainConfig
 from hairdiff.train.data import BatchStream, CachedFeatures, Position
 from hairdiff.train.distributed import DistContext
@@ -172,7 +172,7 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
         _prepare_run_dir(out, cfg.resume, cfg.overwrite)
     dist.barrier()
     if cfg.resume and (out / "run.json").exists():
-        done = json.loads((out / "run.json").read_text())
+        done = read_run_json(out)  # checked: a damaged run.json is one line naming it
         if done.get("iterations") == cfg.iters:
             return done  # finished already: nothing to do
 

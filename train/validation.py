@@ -13,7 +13,7 @@ are removed last.
 """
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,11 +21,14 @@ from typing import Callable
 import torch
 from safetensors.torch import save_model
 
+from hairdiff.core.errors import RunFileError
 from hairdiff.core.files import atomic_write_json, replacing
 
 BEST_DIR = "best"
 BEST_JSON = "best.json"
 METRIC = "mIoU"  # what "best" means: the paper's headline metric on the validation store
+FIX_BEST = ("restore it, or remove RUN/best/ (`pipeline eval` and `pipeline predict` then take the final head, as "
+            "--no-best does)")
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,21 @@ class Validation:
 
 
 def read_best(run_dir: Path) -> dict | None:
-    """best.json of a run (with `weights` as a full path), or None when the run has no best head."""
+    """best.json of a run (with `weights` as a full path), or None when the run has no best head. A best.json
+    that is damaged, lacks a field, or names weights that are missing or damaged is a RunFileError naming the
+    file (train/checkpoint.py reads every file of a run this way)."""
+    from hairdiff.train.checkpoint import check_weights, read_run_record
+
     path = Path(run_dir) / BEST_DIR / BEST_JSON
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    record = json.loads(path.read_text())
-    return {**record, "weights": str(path.parent / record["weights"])}
+    record = read_run_record(path, FIX_BEST)
+    missing = [k for k in ("iteration", "metric", "score", "weights", "meta") if k not in record]
+    if missing or not isinstance(record["weights"], str):
+        raise RunFileError(f"{path} is damaged (it lacks {', '.join(missing) or 'a weights file name'}): {FIX_BEST}")
+    weights = path.parent / record["weights"]
+    check_weights(weights, f"{path} names it as the best head; {FIX_BEST}")
+    return {**record, "weights": str(weights)}
 
 
 def save_best(run_dir: Path, head: torch.nn.Module, *, iteration: int, metrics: dict, meta: dict) -> dict:

@@ -1,8 +1,10 @@
 """CelebAMask-HQ: CelebA-HQ-img/<id>.jpg (1024) with CelebAMask-HQ-mask-anno/<id//2000>/<id:05d>_hair.png (512).
 
 Ids are the image numbers ("0", "1", ...), listed in numeric order. Hair masks are 0/255 (stored 3-channel);
-an image without a `_hair.png` has no hair: its label is all background, at the size of that id's other
-part masks (512x512 when it has none). That is a label, not a missing file.
+an annotated image without a `_hair.png` has no hair: its label is all background, at the size of that
+id's other part masks. That is a label, not a missing file, and `pipeline extract` counts those samples.
+An image with no part mask at all is not annotated (a partial copy, a lost file): a bad sample, named,
+which --on-error handles; a missing `<id // 2000>` annotation folder is refused when listing.
 
 Splits: `all` always. The official train/val/test need CelebA-HQ-to-CelebA-mapping.txt (columns
 `idx orig_idx orig_file`, in the root) and CelebA's list_eval_partition.txt ("000001.jpg 0"; 0 train,
@@ -17,8 +19,9 @@ import numpy as np
 from PIL import Image
 
 from hairdiff.extract.imageio import check_label_size, load_gray, load_rgb
-from hairdiff.extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids, unknown_split
-from hairdiff.core.errors import DatasetError
+from hairdiff.extract.readers.base import (Annotations, LoadedSample, SampleRef, by_id, list_files, non_empty,
+                                          require_annotated, require_dir, select_ids, unknown_split)
+from hairdiff.core.errors import BadSampleError, DatasetError
 
 LAYOUT = "CelebA-HQ-img/<id>.jpg and CelebAMask-HQ-mask-anno/<id // 2000>/<id:05d>_hair.png"
 ANNOTATION_SIZE = 512
@@ -81,15 +84,23 @@ def official_split(root: Path, split: str) -> set[str]:
     return keep
 
 
-def annotation_size(anno_dir: Path, sample_id: str) -> tuple[int, int]:
-    """(h, w) of this id's other part masks; the published size when it has none."""
-    for p in sorted(anno_dir.glob(f"{int(sample_id):05d}_*.png")):
+def annotation_size(anno_dir: Path, sample_id: str) -> tuple[int, int] | None:
+    """(h, w) of this id's other part masks, or None when it has none that opens."""
+    prefix = f"{int(sample_id):05d}_"
+    for p in list_files(anno_dir) if anno_dir.is_dir() else []:
+        if not (p.name.startswith(prefix) and p.suffix.lower() == ".png"):
+            continue
         try:
             with Image.open(p) as im:  # header only: no pixel decoding
                 return im.size[1], im.size[0]
         except OSError:
             continue  # a broken other-part mask says nothing about the size; try the next
-    return ANNOTATION_SIZE, ANNOTATION_SIZE
+    return None
+
+
+def _image_id(path: Path) -> str | None:
+    """12.jpg -> "12" (the extension in any case); other files are not samples."""
+    return str(int(path.stem)) if path.stem.isdigit() and path.suffix.lower() == ".jpg" else None
 
 
 class CelebAMaskReader:
@@ -108,22 +119,50 @@ class CelebAMaskReader:
         given, split = split, str(split).lower()
         if split != "all" and split not in PARTITIONS:
             raise unknown_split("celebamask", given, root, ["all", *PARTITIONS], LAYOUT)
-        images = sorted((p for p in img_dir.glob("*.jpg") if p.stem.isdigit()), key=lambda p: int(p.stem))
+        images = by_id(list_files(img_dir), _image_id, str(img_dir))
+        ordered = sorted(images, key=int)
         if split != "all":
             keep = official_split(root, split)
-            images = [p for p in images if str(int(p.stem)) in keep]
-        refs = [SampleRef(str(int(p.stem)), p, anno / str(int(p.stem) // 2000) / f"{int(p.stem):05d}_hair.png")
-                for p in images]
-        return select_ids(non_empty(refs, f"{img_dir} (split {split})", LAYOUT), ids, str(img_dir))
+            ordered = [i for i in ordered if i in keep]
+        listed = [SampleRef(i, images[i], None) for i in non_empty(ordered, f"{img_dir} (split {split})", LAYOUT)]
+        folders: dict[int, tuple[Annotations, set[str]]] = {}
+        refs, annotated = [], 0
+        for ref in select_ids(listed, ids, str(img_dir)):
+            k = int(ref.id) // 2000
+            if k not in folders:
+                if not (anno / str(k)).is_dir():
+                    raise DatasetError(f"{anno / str(k)} is missing: it holds the annotations of images "
+                                       f"{2000 * k}..{2000 * k + 1999} (e.g. {ref.image_path}). Fix: restore it "
+                                       f"from CelebAMask-HQ, or leave those ids out with --ids")
+                parts = Annotations(anno / str(k), f"annotation folder {k}", LAYOUT)
+                # The ids with any part mask: the images that were annotated at all.
+                folders[k] = parts, {n.split("_", 1)[0] for n in parts.names() if "_" in n and n.endswith(".png")}
+            parts, ids_annotated = folders[k]
+            name = f"{int(ref.id):05d}_hair.png"
+            hair = parts.find(name)
+            seen = f"{int(ref.id):05d}" in ids_annotated
+            annotated += seen
+            # No _hair.png: hair-free where the image is annotated (other part masks), else not annotated.
+            refs.append(SampleRef(ref.id, ref.image_path, hair or parts.folder / name, no_hair=hair is None and seen))
+        return require_annotated(refs, annotated, anno, LAYOUT)
 
     def load(self, ref: SampleRef) -> LoadedSample:
         image = load_rgb(ref.image_path)
         label_path = Path(ref.label_path)
-        if label_path.exists():
+        if not ref.no_hair:
+            if not os.path.lexists(label_path):  # a dangling link is named when read
+                raise BadSampleError(label_path, f"image {ref.id} has no annotation at all (no "
+                                                 f"{int(ref.id):05d}_*.png part mask in {label_path.parent})",
+                                     f"restore its CelebAMask-HQ annotation files, or leave {ref.id} out with --ids")
             gray = load_gray(label_path)
             check_label_size(gray, image, label_path)
             return LoadedSample(ref.id, image, (gray > 127).astype(np.uint8))
-        # No _hair.png: this person has no visible hair, which is a label, not a gap.
-        label = np.zeros(annotation_size(label_path.parent, ref.id), np.uint8)
+        # An annotated image without _hair.png: this person has no visible hair, which is a label, not a gap.
+        size = annotation_size(label_path.parent, ref.id)
+        if size is None:
+            raise BadSampleError(label_path, f"image {ref.id} has no _hair.png and no other part mask that opens "
+                                             "(removed since listing?)",
+                                 f"restore its annotation files, or leave {ref.id} out with --ids")
+        label = np.zeros(size, np.uint8)
         check_label_size(label, image, label_path)
         return LoadedSample(ref.id, image, label)

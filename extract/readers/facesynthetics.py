@@ -9,12 +9,14 @@ id % 10 == 9 -> test, id % 10 == 8 -> val, otherwise train (80/10/10); `all` is 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from hairdiff.extract.imageio import check_label_size, load_gray, load_rgb
-from hairdiff.extract.readers.base import LoadedSample, SampleRef, non_empty, require_dir, select_ids, unknown_split
+from hairdiff.extract.readers.base import (Annotations, LoadedSample, SampleRef, by_id, list_files, non_empty,
+                                          require_annotated, require_dir, select_ids, unknown_split)
 from hairdiff.core.errors import BadSampleError
 from hairdiff.core.labels import IGNORE
 
@@ -28,9 +30,14 @@ def split_of(sample_id: str) -> str:
     return "test" if r == 9 else "val" if r == 8 else "train"
 
 
+def _render_id(path: Path) -> str | None:
+    """000123.png -> "000123" (the extension in any case); segmentations and other files are not samples."""
+    return path.stem if path.stem.isdigit() and path.suffix.lower() == ".png" else None
+
+
 def render_dir(root: Path) -> Path:
     nested = root / "dataset_100000"
-    return nested if nested.is_dir() and not any(root.glob("[0-9]*.png")) else root
+    return nested if nested.is_dir() and not any(_render_id(p) for p in list_files(root)) else root
 
 
 class FaceSyntheticsReader:
@@ -46,15 +53,21 @@ class FaceSyntheticsReader:
         given, split = split, str(split).lower()
         if split not in SPLITS:
             raise unknown_split("facesynthetics", given, root, list(SPLITS), LAYOUT)
-        refs = [SampleRef(p.stem, p, base / f"{p.stem}_seg.png")
-                for p in sorted(base.glob("[0-9]*.png")) if p.stem.isdigit()]
-        if split != "all":
-            refs = [r for r in refs if split_of(r.id) == split]
-        return select_ids(non_empty(refs, f"{base} (split {split})", LAYOUT), ids, str(base))
+        files = list_files(base)
+        images = by_id(files, _render_id, str(base))
+        segs = Annotations(base, "the renders and their _seg.png files", LAYOUT, files)
+        refs, found = [], 0
+        for sid, path in images.items():
+            if split == "all" or split_of(sid) == split:
+                seg = segs.find(f"{sid}_seg.png")
+                found += seg is not None
+                refs.append(SampleRef(sid, path, seg or base / f"{sid}_seg.png"))
+        non_empty(refs, f"{base} (split {split})", LAYOUT)
+        return select_ids(require_annotated(refs, found, base, LAYOUT), ids, str(base))
 
     def load(self, ref: SampleRef) -> LoadedSample:
         image = load_rgb(ref.image_path)
-        if ref.label_path is None or not Path(ref.label_path).exists():
+        if ref.label_path is None or not os.path.lexists(ref.label_path):  # a dangling link: named when read
             raise BadSampleError(ref.label_path, "the segmentation file is missing",
                                  f"restore {ref.id}_seg.png, or leave {ref.id} out with --ids")
         seg = load_gray(ref.label_path, palette_indices=True)  # class ids, not colours

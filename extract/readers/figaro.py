@@ -10,12 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from hairdiff.extract.readers.base import (LoadedSample, SampleRef, load_image_and_mask, non_empty, require_dir, select_ids,
-                                  unknown_split)
+from hairdiff.extract.readers.base import (Annotations, LoadedSample, SampleRef, by_id, list_files, load_image_and_mask,
+                                          non_empty, require_annotated, require_dir, select_ids, unknown_split)
 
 LAYOUT = "Original/<split>/FrameNNNNN-org.jpg and GT/<split>/FrameNNNNN-gt.pbm"
 SPLITS = ("Training", "Testing")
 ALIASES = {"training": "Training", "train": "Training", "testing": "Testing", "test": "Testing"}
+
+
+def _frame_id(path: Path) -> str | None:
+    """Frame00001-org.jpg -> Frame00001 (any image extension); other files are not samples."""
+    name = path.name
+    return name.split("-org")[0] if name.startswith("Frame") and "-org." in name else None
 
 
 class FigaroReader:
@@ -32,11 +38,16 @@ class FigaroReader:
             raise unknown_split("figaro", split, root, list(SPLITS), LAYOUT)
         img_dir = root / "Original" / name
         require_dir(img_dir, f"the {name} images", LAYOUT)
-        refs = []
-        for p in sorted(img_dir.glob("Frame*-org.*")):
-            sid = p.name.split("-org")[0]
-            refs.append(SampleRef(sid, p, root / "GT" / name / f"{sid}-gt.pbm"))
-        return select_ids(non_empty(refs, str(img_dir), LAYOUT), ids, str(img_dir))
+        images = by_id(list_files(img_dir), _frame_id, str(img_dir))
+        non_empty(list(images), str(img_dir), LAYOUT)
+        gt = Annotations(root / "GT" / name, f"the {name} masks GT/{name}/", LAYOUT)
+        refs, found = [], 0
+        for sid, path in images.items():
+            label = gt.find(f"{sid}-gt.pbm")
+            found += label is not None
+            refs.append(SampleRef(sid, path, label or gt.folder / f"{sid}-gt.pbm"))
+        require_annotated(refs, found, gt.folder, LAYOUT)
+        return select_ids(refs, ids, str(img_dir))
 
     def load(self, ref: SampleRef) -> LoadedSample:
         image, gray = load_image_and_mask(

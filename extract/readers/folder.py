@@ -13,13 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from hairdiff.extract.readers.base import (LoadedSample, SampleRef, load_image_and_mask, non_empty, require_dir, select_ids,
-                                  unknown_split)
+from hairdiff.extract.readers.base import (Annotations, LoadedSample, SampleRef, by_id, list_files, load_image_and_mask,
+                                          non_empty, require_annotated, require_dir, select_ids, unknown_split)
 from hairdiff.core.errors import BadSampleError
 from hairdiff.core.labels import IGNORE
 
 LAYOUT = "images/<stem>.jpg|jpeg|png|bmp|webp with masks/<stem>.png (optionally under <split>/)"
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def _image_id(path: Path) -> str | None:
+    return path.stem if path.suffix.lower() in IMAGE_EXT else None
 
 
 class FolderReader:
@@ -43,9 +47,15 @@ class FolderReader:
 
     def list_samples(self, root, split="all", ids=None) -> list[SampleRef]:
         base = self._base(Path(root), str(split))
-        refs = [SampleRef(p.stem, p, base / "masks" / f"{p.stem}.png")
-                for p in sorted((base / "images").iterdir()) if p.suffix.lower() in IMAGE_EXT and p.is_file()]
-        return select_ids(non_empty(refs, str(base / "images"), LAYOUT), ids, str(base / "images"))
+        images = by_id(list_files(base / "images"), _image_id, str(base / "images"))
+        non_empty(list(images), str(base / "images"), LAYOUT)
+        masks = Annotations(base / "masks", "the masks folder masks/", LAYOUT)
+        refs, found = [], 0
+        for sid, path in images.items():
+            mask = masks.find(f"{sid}.png")
+            found += mask is not None
+            refs.append(SampleRef(sid, path, mask or masks.folder / f"{sid}.png"))
+        return select_ids(require_annotated(refs, found, masks.folder, LAYOUT), ids, str(base / "images"))
 
     def load(self, ref: SampleRef) -> LoadedSample:
         image, gray = load_image_and_mask(

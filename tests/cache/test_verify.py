@@ -142,3 +142,48 @@ def test_non_finite_and_lost_shards_are_corrupt_and_repair_clears_them(partial, 
     assert code == 1  # repaired, but --complete still wants every sample
     assert not FeatureStore.open(store).done_mask().any()
 
+
+
+# ---------------------------------------------------------------- the store's identity (issue 18, case 3)
+def _verify_json(store) -> tuple[int, dict]:
+    code, out, err = invoke("cache", "verify", store, "--json")
+    return code, json.loads(out)
+
+
+def test_every_kind_of_store_verifies_clean_under_any_name(tmp_path):
+    """No false alarm: views, int8 and an --ids selection are recorded consistently; a copy under a name of
+    the user's choosing has no name to compare, a copy into a cache root is named as extract names it."""
+    root = make_figaro(tmp_path / "F", "Testing", frames=(1, 2, 3))
+    (tmp_path / "ids.txt").write_text("Frame00001\nFrame00003\n")
+    code, out, err = extract(root, tmp_path / "c", "--views", "flip", "--precision", "int8", "--ids",
+                             tmp_path / "ids.txt")
+    assert code == 0, err
+    store = out.strip().splitlines()[-1]
+    for target in (store, tmp_path / "copy.zarr", tmp_path / "root"):
+        if target != store:
+            code, out, err = invoke("cache", "push", store, target)
+            assert code == 0, err
+            target = out.strip().splitlines()[-1]
+        code, report = _verify_json(target)
+        assert code == 0 and report["damaged"] == [] and report["ok"], report
+
+
+def test_attributes_that_disagree_are_damage_each_named(tmp_path):
+    from hairdiff.cache.verify import identity_problems
+
+    root = make_figaro(tmp_path / "F", "Testing", frames=(1, 2))
+    code, out, err = extract(root, tmp_path / "c", "--views", "flip")
+    assert code == 0, err
+    store = Path(out.strip().splitlines()[-1])
+    meta = json.loads((store / "zarr.json").read_text())
+    a = meta["attributes"]
+    a["resolution"] = 128  # recorded twice: in the attributes and in the fingerprint inputs
+    a["views"]["names"] = ["original", "scale:0.5"]
+    a["preprocessing"]["image_pad"] = 1
+    (store / "zarr.json").write_text(json.dumps(meta))
+    problems = [p["problem"] for p in identity_problems(FeatureStore.open(store))]
+    assert any("fingerprint_inputs.resolution is 64 but the store holds 128" in p for p in problems), problems
+    assert any("fingerprint_inputs.preprocessing is" in p for p in problems), problems
+    assert any("views attribute" in p for p in problems), problems
+    code, report = _verify_json(store)
+    assert code == 1 and len(report["damaged"]) == len(problems) and not report["ok"]

@@ -1,14 +1,27 @@
-"""The CLI fault table: a user's mistake, through the real entry point, is one line on stderr starting with
-"error:" that names the value at fault, exit status 2, and nothing left behind (no store, no run folder,
-no report, no output folder)."""
+"""The CLI fault table, through the real entry point.
+
+- CASES: a mistake in an option is one line on stderr starting with "error:" that names the value at
+  fault, exit status 2, and nothing left behind (no store, no run folder, no report, no output folder).
+- DAMAGED: a bad input found on disk (a damaged store or run, a dataset that breaks our naming, a path that
+  is not what it must be) is one "error:" line naming the file and the fix, exit 2 for a mistake and 1 for
+  a run stopped on bad input, and every file already there is kept byte for byte.
+- test_<N>_*: cases of issue 18 that used to exit 0 with a wrong result, each now giving the right one.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from tests.fixtures.cli import invoke
+from tests.fixtures.layouts import make_celebamask, make_figaro, make_folder
+from tests.fixtures.stores import TINY, make_run, make_train_store
 
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA device")
 ONE_GPU_AT_MOST = pytest.mark.skipif(torch.cuda.device_count() > 1, reason="cuda:1 exists on this machine")
@@ -88,3 +101,582 @@ def test_a_user_mistake_is_one_line_exit_2_and_leaves_nothing(args, words, input
     for w in words:
         assert w in lines[0], (w, lines[0])
     assert _files(inputs) == before, sorted(map(str, _files(inputs) - before))
+
+
+# =========================================================================================================
+# Bad inputs found on disk (issue 18): damaged stores and runs, datasets that break our naming, paths that
+# are not what they must be. Each case builds real inputs, runs the real command once and asserts one
+# `error:` line naming the file and the fix, the exit status (2 a mistake, 1 a run stopped on bad input),
+# and that every file that was there before is still there, byte for byte.
+# =========================================================================================================
+HEAD = [f"--head={k}={v}" for k, v in TINY.items()]
+
+
+class Setup:
+    """What a case's setup gets: the test's folder, and a place to register cleanups (unmounting)."""
+
+    def __init__(self, tmp: Path, finalizers: list):
+        self.tmp, self._finalizers = tmp, finalizers
+
+    def defer(self, fn) -> None:
+        self._finalizers.append(fn)
+
+    def tiny_extract(self, dataset: str, root, *extra, cache_root=None) -> list:
+        return ["extract", "--dataset", dataset, "--root", root, "--model", "tiny", "--resolution", "64",
+                "--workers", "0", "--cache-root", cache_root or self.tmp / "cache", *extra]
+
+    def train(self, store, run, *extra) -> list:
+        return ["train", "--cache", store, "--out", run, "--batch-size", "2", "--device", "cpu", "--no-progress",
+                "--no-small", "--workers", "0", "--ckpt-every", "1", *HEAD, *extra]
+
+    def store(self, name: str = "toy") -> Path:
+        return Path(make_train_store(self.tmp, name, n=4))
+
+    def tiny_run(self) -> tuple[Path, Path]:
+        """(images folder, run folder): a real extraction with the tiny model and one training iteration on it,
+        so `predict` rebuilds the run's extractor."""
+        root = make_folder(self.tmp / "data", stems=("a", "b"))
+        code, out, err = invoke(*self.tiny_extract("folder", root))
+        assert code == 0, err
+        run = self.tmp / "run"
+        code, _, err = invoke(*self.train(out.strip().splitlines()[-1], run, "--iters", "1"))
+        assert code == 0, err
+        return root / "images", run
+
+    def trained(self, *extra) -> Path:
+        """A run folder of a real (two-iteration, tiny-head) training on a real store."""
+        store, run = self.store(), self.tmp / "run"
+        code, _, err = invoke(*self.train(store, run, "--iters", "2", *extra))
+        assert code == 0, err
+        return run
+
+
+def _mount_tmpfs(s: Setup, where: Path) -> None:
+    where.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN), which this machine does not give")
+    s.defer(lambda: subprocess.run(["umount", "-l", str(where)], capture_output=True))
+
+
+def _truncate(path: Path, keep: int = 40) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _edit_attrs(store: Path, edit) -> None:
+    meta = json.loads((store / "zarr.json").read_text())
+    edit(meta["attributes"])
+    (store / "zarr.json").write_text(json.dumps(meta))
+
+
+# --------------------------------------------------------------------------------------------- setups
+def read_only_cache_root(s: Setup):
+    """1: an existing cache root on a read-only filesystem; the store there does not exist yet."""
+    root = make_figaro(s.tmp / "fig", "Training", frames=(1, 2))
+    ro = s.tmp / "ro"
+    _mount_tmpfs(s, ro)
+    (ro / "old.txt").write_text("kept")
+    subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+    return s.tiny_extract("figaro", root, cache_root=ro)
+
+
+def repair_on_read_only_store(s: Setup):
+    """1: --repair of a store on a read-only filesystem (one of its shards lost)."""
+    import shutil
+
+    ro = s.tmp / "ro"
+    _mount_tmpfs(s, ro)
+    store = Path(shutil.copytree(s.store(), ro / "toy.zarr"))
+    next(p for p in (store / "masks" / "c").rglob("*") if p.is_file()).unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+    return ["cache", "verify", store, "--repair"]
+
+
+def group_metadata_truncated(s: Setup):
+    store = s.store()
+    _truncate(store / "zarr.json")
+    return ["cache", "info", store]
+
+
+def group_metadata_deleted(s: Setup):
+    store = s.store()
+    (store / "zarr.json").unlink()
+    return ["cache", "verify", store]
+
+
+def array_metadata_truncated(s: Setup):
+    store = s.store()
+    _truncate(store / "masks" / "zarr.json")
+    return ["cache", "verify", store]
+
+
+def level_metadata_deleted_train(s: Setup):
+    store = s.store()
+    (store / "features" / "up_blocks_1" / "zarr.json").unlink()
+    return s.train(store, s.tmp / "run", "--iters", "1")
+
+
+def level_metadata_deleted_extract(s: Setup):
+    """A damaged store where extract would reuse it: one line, never rebuilt over."""
+    root = make_folder(s.tmp / "data", stems=("a", "b"))
+    code, out, err = invoke(*s.tiny_extract("folder", root))
+    assert code == 0, err
+    store = Path(out.strip().splitlines()[-1])
+    (store / "features" / "unet_up_blocks_2" / "zarr.json").unlink()
+    return s.tiny_extract("folder", root)
+
+
+def _named_store(s: Setup) -> Path:
+    """A store of a real extraction, named <fingerprint16>-<data12>.zarr as extract names it."""
+    root = make_folder(s.tmp / "data", stems=("a", "b"))
+    code, out, err = invoke(*s.tiny_extract("folder", root))
+    assert code == 0, err
+    return Path(out.strip().splitlines()[-1])
+
+
+def fingerprint_edited(s: Setup):
+    store = s.store()
+    _edit_attrs(store, lambda a: a.update(fingerprint="0" * 64))
+    return ["cache", "verify", store]
+
+
+def fingerprint_inputs_edited(s: Setup):
+    store = s.store()
+    _edit_attrs(store, lambda a: a["fingerprint_inputs"]["model"].update(name="another-model"))
+    return ["cache", "verify", store]
+
+
+def both_edited_name_disagrees(s: Setup):
+    """Inputs and fingerprint edited together, consistently: only the store's name gives it away."""
+    from hairdiff.cache import fingerprint
+
+    store = _named_store(s)
+
+    def edit(a):
+        a["fingerprint_inputs"]["prompt"] = "A photo of a cat."
+        a["fingerprint"] = fingerprint(a["fingerprint_inputs"])
+    _edit_attrs(store, edit)
+    return ["cache", "verify", store]
+
+
+def data_key_edited(s: Setup):
+    store = _named_store(s)
+    _edit_attrs(store, lambda a: a.update(data_key="f" * 64))
+    return ["cache", "verify", store]
+
+
+def two_files_one_id(s: Setup):
+    root = make_folder(s.tmp / "data", stems=("x", "y"), ext=".jpg")
+    make_folder(s.tmp / "other", stems=("x",), ext=".png")
+    os.replace(s.tmp / "other" / "images" / "x.png", root / "images" / "x.png")
+    return s.tiny_extract("folder", root)
+
+
+def two_celebamask_files_one_id(s: Setup):
+    root = make_celebamask(s.tmp / "CelebAMask-HQ", ids=(0, 1), no_hair=())
+    (root / "CelebA-HQ-img" / "01.jpg").write_bytes((root / "CelebA-HQ-img" / "1.jpg").read_bytes())
+    return s.tiny_extract("celebamask", root)
+
+
+def dangling_symlink(s: Setup):
+    root = make_folder(s.tmp / "data", stems=("a", "b", "c"))
+    (root / "images" / "b.png").unlink()
+    (root / "images" / "b.png").symlink_to(s.tmp / "elsewhere" / "b.png")
+    return s.tiny_extract("folder", root, "--shard-size", "1")
+
+
+def id_with_view_separator(s: Setup, *views):
+    root = make_folder(s.tmp / "data", stems=("a", "b@flip"))
+    return s.tiny_extract("folder", root, *views)
+
+
+def masks_folder_missing(s: Setup):
+    root = make_folder(s.tmp / "data", stems=("a", "b"))
+    for p in (root / "masks").iterdir():
+        p.unlink()
+    (root / "masks").rmdir()
+    return s.tiny_extract("folder", root)
+
+
+def figaro_masks_all_gone(s: Setup):
+    root = make_figaro(s.tmp / "Figaro1k", "Training", frames=(1, 2))
+    for p in (root / "GT" / "Training").iterdir():
+        p.unlink()
+    return s.tiny_extract("figaro", root)
+
+
+def celebamask_annotation_folder_missing(s: Setup):
+    root = make_celebamask(s.tmp / "CelebAMask-HQ", ids=(0, 2001), no_hair=())
+    anno = root / "CelebAMask-HQ-mask-anno" / "1"
+    for p in anno.iterdir():
+        p.unlink()
+    anno.rmdir()
+    return s.tiny_extract("celebamask", root)
+
+
+def celebamask_image_not_annotated(s: Setup):
+    """An image without any part mask is not a hair-free person: a bad sample, --on-error stop."""
+    root = make_celebamask(s.tmp / "CelebAMask-HQ", ids=(0, 1), no_hair=())
+    for p in (root / "CelebAMask-HQ-mask-anno" / "0").glob("00001_*.png"):
+        p.unlink()
+    return s.tiny_extract("celebamask", root, "--shard-size", "1")
+
+
+def _best(run: Path, iteration: int = 7) -> Path:
+    """RUN/best/ as `train --val` writes it, for the run's own head."""
+    from hairdiff.train.checkpoint import load_head
+    from hairdiff.train.validation import save_best
+
+    head, meta = load_head(run)
+    save_best(run, head, iteration=iteration, metrics={"mIoU": 50.0}, meta=meta)
+    return run / "best" / f"head_{iteration:08d}.safetensors"
+
+
+def best_head_missing_eval(s: Setup):
+    run = make_run(s.tmp)
+    _best(run).unlink()
+    return ["eval", "--run", run, "--cache", s.tmp / "store.zarr", "--out", s.tmp / "eval", "--device", "cpu"]
+
+
+def best_head_missing_predict(s: Setup):
+    run = make_run(s.tmp)
+    _best(run).unlink()
+    img = s.tmp / "photo.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(img)
+    return ["predict", img, "--run", run, "--out", s.tmp / "pred", "--device", "cpu"]
+
+
+def best_json_truncated(s: Setup):
+    run = make_run(s.tmp)
+    _best(run)
+    _truncate(run / "best" / "best.json")
+    return ["eval", "--run", run, "--cache", s.tmp / "store.zarr", "--out", s.tmp / "eval", "--device", "cpu"]
+
+
+def run_json_truncated(s: Setup):
+    run = make_run(s.tmp)
+    _truncate(run / "run.json")
+    return ["eval", "--run", run, "--cache", s.tmp / "store.zarr", "--out", s.tmp / "eval", "--device", "cpu"]
+
+
+def final_head_missing(s: Setup):
+    run = make_run(s.tmp)
+    (run / "head.safetensors").unlink()
+    return ["eval", "--run", run, "--cache", s.tmp / "store.zarr", "--out", s.tmp / "eval", "--device", "cpu"]
+
+
+def resume_checkpoint_truncated(s: Setup):
+    run = s.trained("--stop-at", "1")
+    _truncate(run / "checkpoints" / "iter_00000001" / "model.safetensors", 100)
+    return s.train(s.tmp / "toy.zarr", run, "--iters", "2", "--resume")
+
+
+def resume_checkpoint_state_deleted(s: Setup):
+    """The newest checkpoint lost its state.json: said, never skipped for the one before it."""
+    run = s.trained("--stop-at", "2")
+    (run / "checkpoints" / "iter_00000002" / "state.json").unlink()
+    return s.train(s.tmp / "toy.zarr", run, "--iters", "3", "--resume")
+
+
+def predict_dangling_link_in_folder(s: Setup):
+    images, run = s.tiny_run()
+    (images / "c.png").symlink_to(s.tmp / "gone.png")
+    return ["predict", images, "--run", run, "--out", s.tmp / "pred", "--device", "cpu"]
+
+
+def resume_run_json_truncated(s: Setup):
+    run = s.trained()
+    _truncate(run / "run.json")
+    return s.train(s.tmp / "toy.zarr", run, "--iters", "2", "--resume")
+
+
+def checkpoint_state_truncated_eval(s: Setup):
+    run = s.trained("--stop-at", "1")
+    _truncate(run / "checkpoints" / "iter_00000001" / "state.json")
+    return ["eval", "--run", run, "--cache", s.tmp / "toy.zarr", "--out", s.tmp / "eval", "--device", "cpu"]
+
+
+def out_is_a_file(s: Setup):
+    (s.tmp / "taken").write_text("a file")
+    return s.train(s.store(), s.tmp / "taken", "--iters", "1")
+
+
+def out_under_a_file(s: Setup):
+    run = make_run(s.tmp)
+    (s.tmp / "taken").write_text("a file")
+    return ["eval", "--run", run, "--cache", s.tmp / "store.zarr", "--out", s.tmp / "taken" / "eval"]
+
+
+def cache_root_is_a_file(s: Setup):
+    (s.tmp / "taken").write_text("a file")
+    return ["cache", "ls", "--cache-root", s.tmp / "taken"]
+
+
+def push_dest_under_a_file(s: Setup):
+    store = s.store()
+    (s.tmp / "taken").write_text("a file")
+    return ["cache", "push", store, s.tmp / "taken" / "copy.zarr"]
+
+
+def report_under_a_file(s: Setup):
+    root = make_folder(s.tmp / "data", stems=("a",))
+    (s.tmp / "taken").write_text("a file")
+    return s.tiny_extract("folder", root, "--report", s.tmp / "taken" / "r.json")
+
+
+def models_env_read_only(s: Setup):
+    """The tiny model is built on first use into HAIRDIFF_MODELS: read-only there is one line."""
+    root = make_folder(s.tmp / "data", stems=("a",))
+    ro = s.tmp / "ro"
+    _mount_tmpfs(s, ro)
+    subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+    os.environ["HAIRDIFF_MODELS"] = str(ro / "models")  # restored by the test's monkeypatch
+    return s.tiny_extract("folder", root)
+
+
+def models_env_is_a_file(s: Setup):
+    root = make_folder(s.tmp / "data", stems=("a",))
+    (s.tmp / "taken").write_text("a file")
+    os.environ["HAIRDIFF_MODELS"] = str(s.tmp / "taken")  # restored by the test's monkeypatch
+    return s.tiny_extract("folder", root)
+
+
+def damaged(name, setup, code, words, marks=()):
+    """setup(Setup) -> the command line; words: what the error line must name ({tmp}: the test's folder)."""
+    return pytest.param(setup, code, words, id=name, marks=marks)
+
+
+DAMAGED = [
+    damaged("1-extract-read-only-cache-root", read_only_cache_root, 1,
+            ["cannot create the store {tmp}/ro/figaro/Training/", "Read-only file system", "writable --cache-root"]),
+    damaged("1-verify-repair-read-only", repair_on_read_only_store, 1,
+            ["cannot repair {tmp}/ro/toy.zarr (Read-only file system)", "no done sample was lost"]),
+    damaged("2-info-group-metadata-truncated", group_metadata_truncated, 2,
+            ["{tmp}/toy.zarr/zarr.json: does not decode", "delete {tmp}/toy.zarr"]),
+    damaged("2-verify-group-metadata-deleted", group_metadata_deleted, 1, ["{tmp}/toy.zarr/zarr.json", "damaged"]),
+    damaged("2-verify-array-metadata-truncated", array_metadata_truncated, 1,
+            ["{tmp}/toy.zarr/masks/zarr.json", "damaged"]),
+    damaged("2-train-level-metadata-deleted", level_metadata_deleted_train, 2,
+            ["{tmp}/toy.zarr/features/up_blocks_1/zarr.json: missing"]),
+    damaged("2-extract-level-metadata-deleted", level_metadata_deleted_extract, 2,
+            ["/features/unet_up_blocks_2/zarr.json: missing"]),
+    damaged("3-verify-fingerprint-edited", fingerprint_edited, 1, ["{tmp}/toy.zarr/zarr.json", "damaged"]),
+    damaged("3-verify-fingerprint-inputs-edited", fingerprint_inputs_edited, 1, ["{tmp}/toy.zarr/zarr.json"]),
+    damaged("3-verify-name-disagrees", both_edited_name_disagrees, 1, ["{tmp}/cache/folder/all/", "damaged"]),
+    damaged("3-verify-data-key-edited", data_key_edited, 1, ["{tmp}/cache/folder/all/", "damaged"]),
+    damaged("4-extract-two-files-one-id", two_files_one_id, 2,
+            ["{tmp}/data/images/x.jpg and {tmp}/data/images/x.png both claim the sample id 'x'"]),
+    damaged("4-extract-celebamask-1-and-01", two_celebamask_files_one_id, 2, ["01.jpg", "1.jpg", "'1'"]),
+    damaged("5-extract-dangling-symlink", dangling_symlink, 1,
+            ["{tmp}/data/images/b.png: a symbolic link to {tmp}/elsewhere/b.png, which does not exist"]),
+    damaged("10-extract-id-with-at", id_with_view_separator, 2, ["b@flip.png", "'@'", "rename"]),
+    damaged("10-extract-views-id-with-at", lambda s: id_with_view_separator(s, "--views", "flip"), 2,
+            ["b@flip.png", "'@'", "rename"]),
+    damaged("12-extract-masks-folder-missing", masks_folder_missing, 2, ["{tmp}/data/masks", "masks/"]),
+    damaged("12-extract-figaro-masks-all-gone", figaro_masks_all_gone, 2,
+            ["{tmp}/Figaro1k/GT/Training holds none of the annotations"]),
+    damaged("12-extract-celebamask-folder-missing", celebamask_annotation_folder_missing, 2,
+            ["CelebAMask-HQ-mask-anno/1 is missing"]),
+    damaged("12-extract-celebamask-image-not-annotated", celebamask_image_not_annotated, 1,
+            ["00001_hair.png: image 1 has no annotation at all"]),
+    damaged("8-eval-best-head-missing", best_head_missing_eval, 2,
+            ["{tmp}/run/best/head_00000007.safetensors is missing", "best.json names it", "RUN/best/"]),
+    damaged("8-predict-best-head-missing", best_head_missing_predict, 2,
+            ["{tmp}/run/best/head_00000007.safetensors is missing"]),
+    damaged("8-eval-best-json-truncated", best_json_truncated, 2, ["{tmp}/run/best/best.json is damaged"]),
+    damaged("8-eval-run-json-truncated", run_json_truncated, 2, ["{tmp}/run/run.json is damaged", "--resume"]),
+    damaged("8-eval-final-head-missing", final_head_missing, 2, ["{tmp}/run/head.safetensors is missing"]),
+    damaged("8-resume-checkpoint-truncated", resume_checkpoint_truncated, 2,
+            ["{tmp}/run/checkpoints/iter_00000001/model.safetensors is damaged", "remove that checkpoint"]),
+    damaged("8-resume-run-json-truncated", resume_run_json_truncated, 2, ["{tmp}/run/run.json is damaged"]),
+    damaged("8-resume-checkpoint-state-deleted", resume_checkpoint_state_deleted, 2,
+            ["{tmp}/run/checkpoints/iter_00000002/state.json is missing", "remove that checkpoint"]),
+    damaged("5-predict-dangling-link-in-folder", predict_dangling_link_in_folder, 1,
+            ["{tmp}/data/images/c.png: a symbolic link to {tmp}/gone.png, which does not exist"]),
+    damaged("8-eval-checkpoint-state-truncated", checkpoint_state_truncated_eval, 2,
+            ["{tmp}/run/checkpoints/iter_00000001/state.json is damaged"]),
+    damaged("13-train-out-is-a-file", out_is_a_file, 2, ["--out {tmp}/taken: not a folder"]),
+    damaged("13-eval-out-under-a-file", out_under_a_file, 2, ["--out {tmp}/taken/eval", "{tmp}/taken is a file"]),
+    damaged("13-ls-cache-root-is-a-file", cache_root_is_a_file, 2, ["{tmp}/taken is a file"]),
+    damaged("13-extract-models-env-is-a-file", models_env_is_a_file, 2, ["HAIRDIFF_MODELS={tmp}/taken"]),
+    damaged("13-extract-models-read-only", models_env_read_only, 2,
+            ["cannot build the tiny model in {tmp}/ro/models (Read-only file system)", "HAIRDIFF_MODELS"]),
+    damaged("13-push-dest-under-a-file", push_dest_under_a_file, 2, ["DEST {tmp}/taken/copy.zarr", "is a file"]),
+    damaged("13-extract-report-under-a-file", report_under_a_file, 2, ["--report's folder {tmp}/taken"]),
+]
+
+
+def _contents(root: Path) -> dict:
+    """Every file under root (links as their target's name) -> a digest of its bytes."""
+    out = {}
+    for p in root.rglob("*"):
+        if p.is_symlink():
+            out[p.relative_to(root)] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[p.relative_to(root)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """One build of the tiny model for every case (it takes seconds; its folder is the user's, not the case's)."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture()
+def setup(tmp_path, monkeypatch, tiny_models):
+    monkeypatch.setenv("HAIRDIFF_CACHE", str(tmp_path / "home-cache"))
+    monkeypatch.setenv("HAIRDIFF_MODELS", str(tiny_models))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    finalizers: list = []
+    yield Setup(tmp_path, finalizers)
+    for fn in reversed(finalizers):
+        fn()
+
+
+@pytest.mark.parametrize("build,code,words", DAMAGED)
+def test_bad_input_is_one_line_and_keeps_what_was_written(build, code, words, setup):
+    args = build(setup)
+    before = _contents(setup.tmp)
+    got, _, err = invoke(*args)
+    errors = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0] and "Traceback" not in err, err
+    assert got == code, (got, err)
+    for w in words:
+        assert w.format(tmp=setup.tmp) in errors[0], (w.format(tmp=setup.tmp), errors[0])
+    after = _contents(setup.tmp)
+    assert {k: v for k, v in before.items() if after.get(k) != v} == {}, "files lost or changed"
+
+
+# =========================================================================================================
+# Cases that used to exit 0 with a wrong result (issue 18): each now gives the right one, checked on what
+# the next stage receives.
+# =========================================================================================================
+def _extract_ok(setup: Setup, *args) -> tuple[Path, str]:
+    code, out, err = invoke(*args)
+    assert code == 0, err
+    return Path(out.strip().splitlines()[-1]), err
+
+
+def test_5_an_unreadable_image_is_skipped_by_name_with_on_error_skip(setup):
+    from hairdiff.cache import FeatureStore
+
+    args = dangling_symlink(setup)
+    store, err = _extract_ok(setup, *args, "--on-error", "skip", "--report", setup.tmp / "report.json")
+    link = setup.tmp / "data" / "images" / "b.png"
+    assert f"skipped {link}: a symbolic link to" in err, err
+    report = json.loads((setup.tmp / "report.json").read_text())
+    assert [s["id"] for s in report["skipped"]] == ["b"]
+    s = FeatureStore.open(store)
+    assert s.ids == ["a", "b", "c"] and s.done_mask().tolist() == [True, False, True]
+
+
+def test_12_an_annotation_whose_extension_differs_in_case_is_used(setup):
+    from hairdiff.cache import FeatureStore
+    from tests.fixtures.layouts import expected_label
+
+    root = make_folder(setup.tmp / "data", stems=("a", "b"), size=(32, 48))
+    (root / "masks" / "a.png").rename(root / "masks" / "a.PNG")
+    store, _ = _extract_ok(setup, *setup.tiny_extract("folder", root))
+    s = FeatureStore.open(store)
+    assert s.done_mask().all()
+    np.testing.assert_array_equal(s.read_label(0), expected_label(32, 48))
+
+
+def test_12_hair_free_images_are_counted_where_the_layout_defines_them(setup):
+    from hairdiff.cache import FeatureStore
+
+    root = make_celebamask(setup.tmp / "CelebAMask-HQ", ids=(0, 1, 2), no_hair=(1,))
+    store, err = _extract_ok(setup, *setup.tiny_extract("celebamask", root, "--report", setup.tmp / "r.json"))
+    assert "1 image(s) labelled hair-free: annotated, but without a hair annotation file" in err, err
+    assert json.loads((setup.tmp / "r.json").read_text())["no_hair"] == 1
+    s = FeatureStore.open(store)
+    assert not s.read_label(1).any() and s.read_label(0).any()
+
+
+def test_13_paths_with_spaces_brackets_and_glob_characters_work_everywhere(setup, monkeypatch):
+    """Every path the user gives (cache root, --out, HAIRDIFF_CACHE, HAIRDIFF_MODELS, --root) holds a space,
+    [brackets], *, ? and "::" (fsspec's chaining): extract, ls, verify, train, eval and predict all take
+    them as plain paths."""
+    import shutil
+
+    weird = setup.tmp / "my data [v1] *? ::x"
+    monkeypatch.setenv("HAIRDIFF_CACHE", str(weird / "home cache [x]"))
+    shutil.copytree(os.environ["HAIRDIFF_MODELS"], weird / "models [m]")  # the tiny model, built once
+    monkeypatch.setenv("HAIRDIFF_MODELS", str(weird / "models [m]"))
+    root = make_folder(weird / "set [a]", stems=("a", "b", "c", "d"))
+    cache_root = weird / "cache [1]"
+    store, err = _extract_ok(setup, *setup.tiny_extract("folder", root, cache_root=cache_root))
+    assert str(store).startswith(str(cache_root))
+    assert f"report: {weird / 'home cache [x]' / 'reports'}" in err, err  # said as it is, [x] included
+    code, out, err = invoke("cache", "ls", "--cache-root", cache_root)
+    assert code == 0 and out.strip().splitlines()[-1].endswith(str(store)), (out, err)
+    code, out, err = invoke("cache", "verify", store)
+    assert code == 0 and "4 of 4 samples done and readable" in out, (out, err)
+    run = weird / "run [*]"
+    code, out, err = invoke(*setup.train(store, run, "--iters", "1"))
+    assert code == 0 and out.strip().splitlines()[-1] == str(run), err
+    code, out, err = invoke("eval", "--run", run, "--cache", store, "--out", weird / "eval [?]", "--device", "cpu")
+    assert code == 0 and out.strip().splitlines()[-1] == str(weird / "eval [?]" / "metrics.json"), err
+    code, out, err = invoke("predict", root / "images", "--run", run, "--out", weird / "pred [*]", "--device", "cpu")
+    assert code == 0 and f"predicting with the final head: {run / 'head.safetensors'}" in err, err
+    assert len(json.loads((weird / "pred [*]" / "predictions.json").read_text())["predictions"]) == 4
+
+
+def test_13_an_explicit_cache_root_never_reads_a_broken_hairdiff_cache(setup, monkeypatch):
+    (setup.tmp / "taken").write_text("a file")
+    monkeypatch.setenv("HAIRDIFF_CACHE", str(setup.tmp / "taken"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(setup.tmp / "xdg"))  # where local things go instead
+    root = make_folder(setup.tmp / "data", stems=("a",))
+    store, err = _extract_ok(setup, *setup.tiny_extract("folder", root))
+    assert str(store).startswith(str(setup.tmp / "cache"))
+    assert f"report: {setup.tmp / 'xdg' / 'hairdiff' / 'reports'}" in err, err
+    code, out, err = invoke("cache", "ls", "--cache-root", setup.tmp / "cache")
+    assert code == 0 and str(store) in out, err
+    # without --cache-root the broken variable is the store root: one line naming it
+    code, _, err = invoke("extract", "--dataset", "folder", "--root", root, "--model", "tiny")
+    assert code == 2 and err.strip().splitlines()[-1].startswith(f"error: cannot write to the cache root "
+                                                                 f"{setup.tmp / 'taken'}"), err
+
+
+def test_9_predict_uses_the_head_eval_uses_and_says_which(setup):
+    import torch
+
+    from hairdiff.train.checkpoint import load_head
+    from hairdiff.train.validation import save_best
+
+    root = make_folder(setup.tmp / "data", stems=("a", "b"))
+    store, _ = _extract_ok(setup, *setup.tiny_extract("folder", root))
+    run = setup.tmp / "run"
+    code, _, err = invoke(*setup.train(store, run, "--iters", "1"))
+    assert code == 0, err
+    # A best head unlike the final one (as a validated run keeps an earlier iteration): every query says
+    # "hair", so every pixel of its masks is hair.
+    head, meta = load_head(run)
+    with torch.no_grad():
+        for name, module in head.named_modules():
+            if name.endswith("class_embed"):  # logits: background, hair, no object
+                module.weight.zero_()
+                module.bias.copy_(torch.tensor([-10.0, 10.0, -10.0]))
+    save_best(run, head, iteration=5, metrics={"mIoU": 12.5}, meta=meta)
+    best = str(run / "best" / "head_00000005.safetensors")
+
+    def predict(*extra):
+        out = setup.tmp / f"pred{len(extra)}"
+        code, _, err = invoke("predict", root / "images", "--run", run, "--out", out, "--device", "cpu", *extra)
+        assert code == 0, err
+        record = json.loads((out / "predictions.json").read_text())
+        return record["head"], [r["hair_fraction"] for r in record["predictions"]], err
+
+    used, hair, err = predict()
+    assert used["source"] == "best" and used["weights"] == best and used["iteration"] == 5, used
+    assert f"predicting with the best validated head: {best} (iteration 5, val mIoU 12.50)" in err, err
+    assert hair == [1.0, 1.0]  # the masks come from the weights it names
+    final, final_hair, err = predict("--no-best")
+    assert final["source"] == "final" and "predicting with the final head" in err, err
+    assert final_hair != hair
+    code, out, err = invoke("eval", "--run", run, "--cache", store, "--out", setup.tmp / "eval", "--device", "cpu")
+    assert code == 0, err
+    assert json.loads((setup.tmp / "eval" / "metrics.json").read_text())["head"]["weights"] == used["weights"]

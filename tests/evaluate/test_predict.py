@@ -67,7 +67,9 @@ def test_predict_writes_masks_at_image_size_matching_the_eval_path(tmp_path, ext
     out = tmp_path / "pred"
     rows = predict(run, paths, out)
     assert [r["image"] for r in rows] == [str(p) for p in paths]
-    assert json.loads((out / "predictions.json").read_text()) == rows
+    record = json.loads((out / "predictions.json").read_text())
+    assert record["predictions"] == rows
+    assert record["head"]["source"] == "final" and record["head"]["weights"] == str(run / "head.safetensors")
 
     # The same images through the eval path: features into a real store (of the run's precision), head,
     # unletterbox: predict must see the values the store gives back, int8 quantisation included.
@@ -121,7 +123,8 @@ def test_predict_refuses_when_the_features_would_differ(tmp_path, extractor):
 
 
 def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
+    """The error line; before it, at most the line saying which head predicts (once the run is read)."""
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("predicting with ")]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     return lines[0]
 
@@ -137,7 +140,7 @@ def test_predict_stops_at_an_unreadable_image_or_skips_it(tmp_path, extractor, f
     assert code == 1
     line = one_error_line(err)
     assert str(broken) in line and "cannot decode" in line and "--on-error skip" in line
-    kept = json.loads((out / "predictions.json").read_text())
+    kept = json.loads((out / "predictions.json").read_text())["predictions"]
     assert [r["image"] for r in kept] == [str(real[0])]  # the image before the bad one is kept
     assert Image.open(kept[0]["mask"]).size == Image.open(real[0]).size
 
@@ -147,7 +150,7 @@ def test_predict_stops_at_an_unreadable_image_or_skips_it(tmp_path, extractor, f
     assert code == 0, err
     assert stdout.strip().splitlines()[-1] == str(out / "predictions.json")
     assert f"skipped {broken}: cannot decode the image" in err and "skipped 1 of 3 image(s)" in err
-    rows = json.loads((out / "predictions.json").read_text())
+    rows = json.loads((out / "predictions.json").read_text())["predictions"]
     assert [r["image"] for r in rows] == [str(p) for p in images]  # in the order given
     assert set(rows[1]) == {"image", "error"} and "cannot decode" in rows[1]["error"]
     for r in (rows[0], rows[2]):

@@ -102,13 +102,17 @@ def test_celebamask_fixture_no_hair_and_resolution(tmp_path):
     s = reader.load(refs[0])
     assert s.image.shape == (64, 64, 3)
     np.testing.assert_array_equal(s.label, expected_label(32, 32))
-    # id 1 has no _hair.png: no hair, at the size of its other part masks, not an error
+    # id 1 has no _hair.png: no hair, at the size of its other part masks, not an error; the listing says so
+    assert [r.id for r in refs if r.no_hair] == ["1"]
     s1 = reader.load(refs[1])
     assert s1.label.shape == (32, 32) and not s1.label.any()
-    # without any part mask the published size applies
+    # without any part mask the image is not annotated: a bad sample naming the file, never "no hair"
     for p in (root / "CelebAMask-HQ-mask-anno" / "0").glob("00001_*.png"):
         p.unlink()
-    assert reader.load(refs[1]).label.shape == (512, 512)
+    refs = reader.list_samples(root, "all")
+    assert not any(r.no_hair for r in refs)
+    with pytest.raises(BadSampleError, match=r"00001_hair.png: image 1 has no annotation at all"):
+        reader.load(refs[1])
 
 
 def test_celebamask_official_splits(tmp_path, monkeypatch):
@@ -262,3 +266,85 @@ def test_registry_and_pickling(tmp_path):
     np.testing.assert_array_equal(r2.load(ref2).label, reader.load(ref).label)
     for name in READERS:
         assert pickle.loads(pickle.dumps(get_reader(name))).name == name
+
+
+# ---------------------------------------------------------------- one listing path for every reader (issue 18)
+def _figaro(tmp):
+    root = make_figaro(tmp / "Figaro1k", "Training", frames=(1, 2, 3))
+    return root, "Training", "Frame00002", root / "Original" / "Training" / "Frame00002-org.jpg", \
+        root / "GT" / "Training" / "Frame00002-gt.pbm", "Frame00002-org.png"
+
+
+def _celebamask(tmp):
+    root = make_celebamask(tmp / "CelebAMask-HQ", ids=(0, 1, 2), no_hair=())
+    anno = root / "CelebAMask-HQ-mask-anno" / "0"
+    return root, "all", "1", root / "CelebA-HQ-img" / "1.jpg", anno / "00001_hair.png", "001.jpg"
+
+
+def _facesynthetics(tmp):
+    root = make_facesynthetics(tmp / "fs", ids=range(3))
+    return root, "all", "000001", root / "000001.png", root / "000001_seg.png", "000001.PNG"
+
+
+def _folder(tmp):
+    root = make_folder(tmp / "mine", stems=("a", "b", "c"))
+    return root, "all", "b", root / "images" / "b.png", root / "masks" / "b.png", "b.jpg"
+
+
+LAYOUTS = {"figaro": _figaro, "celebamask": _celebamask, "facesynthetics": _facesynthetics, "folder": _folder}
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_two_files_claiming_one_id_are_refused_naming_both(tmp_path, name):
+    root, split, sid, image, _, twin = LAYOUTS[name](tmp_path)
+    (image.parent / twin).write_bytes(image.read_bytes())
+    with pytest.raises(DatasetError) as e:
+        get_reader(name).list_samples(root, split)
+    assert str(image) in str(e.value) and str(image.parent / twin) in str(e.value) and f"'{sid}'" in str(e.value)
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_a_dangling_link_is_listed_and_fails_by_name_when_loaded(tmp_path, name):
+    root, split, sid, image, _, _ = LAYOUTS[name](tmp_path)
+    image.unlink()
+    image.symlink_to(tmp_path / "gone" / image.name)
+    reader = get_reader(name)
+    refs = reader.list_samples(root, split)
+    ref = next(r for r in refs if r.id == sid)  # listed, not dropped
+    with pytest.raises(BadSampleError, match="a symbolic link to .* which does not exist") as e:
+        reader.load(ref)
+    assert str(e.value).startswith(str(image))
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_an_annotation_is_found_whatever_the_case_of_its_extension(tmp_path, name):
+    root, split, sid, _, label, _ = LAYOUTS[name](tmp_path)
+    reader = get_reader(name)
+    want = reader.load(next(r for r in reader.list_samples(root, split) if r.id == sid)).label
+    label.rename(label.with_suffix(label.suffix.upper()))
+    ref = next(r for r in reader.list_samples(root, split) if r.id == sid)
+    assert ref.label_path == label.with_suffix(label.suffix.upper()) and not ref.no_hair
+    np.testing.assert_array_equal(reader.load(ref).label, want)
+    # both spellings at once: one annotation under two names, refused naming both
+    label.write_bytes(label.with_suffix(label.suffix.upper()).read_bytes())
+    with pytest.raises(DatasetError, match="one annotation under two names"):
+        reader.list_samples(root, split)
+
+
+# Numeric ids (celebamask, facesynthetics) cannot hold '@'; the layouts whose ids are names can.
+@pytest.mark.parametrize("name,renamed", [("figaro", "Frame@0002-org.jpg"), ("folder", "b@flip.png")])
+def test_an_id_holding_the_view_separator_is_refused(tmp_path, name, renamed):
+    root, split, sid, image, _, _ = LAYOUTS[name](tmp_path)
+    image.rename(image.with_name(renamed))
+    with pytest.raises(DatasetError, match=rf"{renamed}: its id '.*@.*' holds '@'.*rename"):
+        get_reader(name).list_samples(root, split)
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_annotations_all_missing_are_refused_not_read_as_unlabelled(tmp_path, name):
+    root, split, _, _, label, _ = LAYOUTS[name](tmp_path)
+    for p in label.parent.iterdir():
+        if p.name.endswith(("-gt.pbm", "_hair.png", "_skin.png", "_seg.png")) or p.parent.name == "masks":
+            p.unlink()
+    with pytest.raises(DatasetError, match="holds none of the annotations"):
+        get_reader(name).list_samples(root, split)
