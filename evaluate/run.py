@@ -80,7 +80,7 @@ def score_head(head, store: FeatureStore, *, batch_size: int, device, progress: 
     and boundary counts summed over the split) and per-image rows. `pipeline eval` and `pipeline train --val`
     both score through here."""
     idx = np.flatnonzero(store.done_mask())
-    idx = idx[idx < store.num_images]  # the original images: a store's augmented views are for training
+    idx = idx[store.layout.is_original(idx)]  # the original images: a store's augmented views are for training
     if len(idx) == 0:
         raise CacheError(f"{store.url} holds no extracted samples yet: run `pipeline extract` first")
     conf = np.zeros((2, 2), np.int64)
