@@ -83,12 +83,15 @@ SMOKE = Recipe(model="tiny", resolution=128, views="flip", iters=60, batch_size=
 SMOKE_WHY = "a CPU-sized stand-in for --model tiny: every step runs, the numbers mean nothing"
 
 
-def _fixed() -> list[tuple[str, str, Source]]:
+def _fixed(recipe: Recipe) -> list[tuple[str, str, Source]]:
     """What the code fixes outside the recipe's options, read from the code that fixes it."""
-    from hairdiff.train.mask2former.head import HeadConfig
+    from hairdiff.train.mask2former.head import build_head_config
     from hairdiff.train.schedule import POLY_POWER
 
-    h = HeadConfig()
+    h = build_head_config(small=recipe.small)
+    head_source = (Source(SMOKE_RUN, f"the small preset (`small`); {SMOKE_WHY}") if recipe.small else
+                   Source(M2F, "maskformer2_R50_bs16_160k defaults; the paper: Mask2Former"))
+    loss_source = head_source if recipe.small else Source(M2F, "its criterion; the paper: BCE + dice")
     return [
         ("noise", "one fixed seeded noise tensor, VAE posterior mean x 0.18215", Source(ODISE, "its SD feature "
                                                                                        "extractor at t = 0")),
@@ -97,10 +100,9 @@ def _fixed() -> list[tuple[str, str, Source]]:
         ("levels", f"strides clamped to {list(h.stride_range)}, levels of one stride summed",
          Source(ODISE, "its projection of the SD taps")),
         ("head", f"{h.num_queries} queries, hidden {h.hidden_dim}, {h.dec_layers} decoder + {h.enc_layers} "
-                 f"deformable encoder layers, mask features at stride {h.mask_stride}",
-         Source(M2F, "maskformer2_R50_bs16_160k defaults; the paper: Mask2Former")),
+                 f"deformable encoder layers, mask features at stride {h.mask_stride}", head_source),
         ("loss", f"class {h.class_weight:g}, mask BCE {h.mask_weight:g}, dice {h.dice_weight:g}, no-object "
-                 f"{h.no_object_weight:g}, {h.num_points} points", Source(M2F, "its criterion; the paper: BCE + dice")),
+                 f"{h.no_object_weight:g}, {h.num_points} points", loss_source),
         ("optimizer", "AdamW, no weight decay on norms and embeddings", Source(M2F, "build_optimizer")),
         ("schedule", f"poly, power {POLY_POWER:g}, no warm-up", Source(M2F, f"{M2F_CONFIG}: WarmupPolyLR, "
                                                                             "WARMUP_ITERS 0")),
@@ -125,7 +127,7 @@ def provenance(recipe: Recipe, model: str | None = None, iters: int | None = Non
         elif value != getattr(FULL, f.name) and recipe.model == "tiny":
             src = Source(SMOKE_RUN, f"{SMOKE_WHY} (full recipe: {getattr(FULL, f.name)})")
         rows.append({"setting": f.name, "value": value, "source": src.kind, "where": src.where})
-    for name, value, src in _fixed():
+    for name, value, src in _fixed(recipe):
         rows.append({"setting": name, "value": value, "source": src.kind, "where": src.where})
     return rows
 

@@ -75,7 +75,7 @@ def comparison_table(metrics: dict, dataset: str, backbone: str) -> list[str]:
               f"weighs the same; what `train --val` selects on); **{PER_IMAGE}** = each image scored on its own, "
               "then the mean over images (each image weighs the same)."]
     if rows:
-        lines += ["The paper reports \"mean values\" without saying over what. For each class IoU = F1/(2 - F1) "
+        lines += ["", "The paper reports \"mean values\" without saying over what. For each class IoU = F1/(2 - F1) "
                   "is convex, so within any one reading mean IoU >= F1/(2 - F1) of the mean F1; a paper row "
                   "noted above breaks that bound, so its columns do not all come from one reading: compare "
                   "column by column, mIoU first (README, \"Which numbers to compare\")."]

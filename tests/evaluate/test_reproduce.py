@@ -14,13 +14,21 @@ from PIL import Image
 from hairdiff.evaluate.metrics import miou_floor
 from hairdiff.evaluate.recipes import FULL, M2F, ODISE, OPTION, OURS, PAPER, SMOKE, SMOKE_RUN, Recipe
 from hairdiff.evaluate.reproduce import ReproduceConfig, extract_config, train_config
-from hairdiff.train.mask2former.head import HeadConfig
+from hairdiff.train.mask2former.head import build_head_config
 from hairdiff.train.schedule import POLY_POWER
 from tests.fixtures import REPO
 from tests.fixtures.cli import run_pipeline
 
 FIELDS = [f.name for f in dataclasses.fields(Recipe)]
 PLAN = {"train": ("Training", None), "test": ("Testing", None), "standin": False, "note": "-"}
+
+
+def tcfg_head(cfg: ReproduceConfig, tmp_path):
+    """The head the TrainConfig reproduce builds trains, on a CPU and on a GPU alike (`small` is explicit)."""
+    tcfg = train_config(cfg, "store.zarr", tmp_path / "run")
+    cpu, gpu = tcfg.head_config("cpu"), tcfg.head_config("cuda")
+    assert cpu == gpu
+    return cpu
 
 
 @pytest.mark.parametrize("model,iters", [("CompVis/stable-diffusion-v1-3", None), ("tiny", None), ("tiny", 7),
@@ -43,8 +51,11 @@ def test_every_setting_has_a_source_and_reaches_the_configs_reproduce_builds(tmp
         assert by["model"]["source"] == (PAPER if model == FULL.model else OPTION)
         assert all(by[k]["source"] not in (SMOKE_RUN, OPTION) for k in FIELDS if k != "model")
     # The fixed settings are read from the code that fixes them.
-    h = HeadConfig()
+    h = build_head_config(small=r.small)  # what train_config's TrainConfig builds on any device
+    assert tcfg_head(cfg, tmp_path) == h
     assert f"{h.num_queries} queries, hidden {h.hidden_dim}, {h.dec_layers} decoder" in by["head"]["value"]
+    assert f"{h.num_points} points" in by["loss"]["value"]
+    assert by["head"]["source"] == (SMOKE_RUN if model == "tiny" else M2F)
     assert f"power {POLY_POWER:g}" in by["schedule"]["value"]
     # Every recipe field reaches the ExtractConfig or TrainConfig reproduce builds, with the recipe's value.
     train_ext, test_ext = extract_config(cfg, PLAN, "train"), extract_config(cfg, PLAN, "test")
