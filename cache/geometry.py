@@ -14,6 +14,7 @@ from PIL import Image
 from hairdiff.core.labels import IGNORE
 
 RULE = "letterbox-tl-v1"
+IMAGE_PAD = 0  # the image value of padding (black; x / 127.5 - 1 makes it -1); labels pad with IGNORE
 
 
 def fit_size(h: int, w: int, resolution: int) -> tuple[int, int]:
@@ -25,7 +26,7 @@ def fit_size(h: int, w: int, resolution: int) -> tuple[int, int]:
 def letterbox_image(img: np.ndarray, resolution: int) -> np.ndarray:
     h, w = img.shape[:2]
     nh, nw = fit_size(h, w, resolution)
-    out = np.zeros((resolution, resolution, 3), dtype=np.uint8)
+    out = np.full((resolution, resolution, 3), IMAGE_PAD, dtype=np.uint8)
     if (nh, nw) == (h, w):
         out[:nh, :nw] = img
     else:
@@ -66,7 +67,7 @@ def preprocessing_record(resolution: int) -> dict:
         "resolution": resolution,
         "image_resize": "PIL bicubic (antialiased when shrinking)",
         "label_resize": "nearest",
-        "image_pad": 0,
+        "image_pad": IMAGE_PAD,
         "label_pad": IGNORE,
         "normalize": "x / 127.5 - 1",
     }

@@ -30,6 +30,7 @@ from hairdiff.cache import digests as dg
 from hairdiff.cache import shard_codec
 from hairdiff.cache.codecs import checksum_only, feature_compressors, small_compressors
 from hairdiff.cache.fingerprint import SCHEMA_VERSION, features_fingerprint
+from hairdiff.cache.layout import ViewLayout
 from hairdiff.cache.levels import LevelSpec
 from hairdiff.cache.quantize import PRECISIONS, dequantize_int8, quantize_int8, stored_dtype
 from hairdiff.core.errors import (CorruptSampleError, ReadOnlyStoreError, SchemaVersionError, StoreMetadataError,
@@ -128,9 +129,10 @@ class FeatureStore:
         self.levels = [LevelSpec(**d) for d in a["levels"]]
         self.num_samples: int = a["num_samples"]
         self.has_digests: bool = bool(a.get("digests"))
-        # Views (extract/views.py): samples are view-major, the first num_images are the original images.
+        # Views (extract/views.py): which image and view each sample is, cache/layout.py answers.
         self.views: dict | None = a.get("views")
-        self.num_images: int = self.views["num_images"] if self.views else self.num_samples
+        self.layout = ViewLayout.from_attrs(self.views, self.num_samples, url)
+        self.num_images: int = self.layout.num_images
         self._ids: list[str] | None = None
         self._present: set[tuple[str, int]] = set()  # (array, shard) found on disk, for stores without digests
         # Seconds writer threads spent compressing and writing shard files (extraction's stage report).

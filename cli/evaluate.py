@@ -35,9 +35,12 @@ def evaluate(cfg: EvalConfig) -> None:
               + (" (cross-dataset)" if m["cross_dataset"] else "")
               + (" (training data)" if m["evaluated_on_training_store"] else "")
               + (f" ({RANDOM_WEIGHTS})" if m["random_weight_backbone"] else ""))
+    t.add_column("reading")
     for k in TABLE_KEYS:
         t.add_column(k)
-    t.add_row(*[f"{m[k]:.2f}" for k in TABLE_KEYS])
+    t.add_row("pooled", *[f"{m[k]:.2f}" for k in TABLE_KEYS])
+    per_image = m.get("per_image_mean") or {}  # evaluate/metrics.py: the two readings
+    t.add_row("per-image mean", *[f"{per_image[k]:.2f}" if per_image.get(k) is not None else "-" for k in TABLE_KEYS])
     err.print(t)
     print(Path(cfg.out) / "metrics.json")
 

@@ -18,8 +18,19 @@ counts as 0. So the precision of a class that is never predicted is 0 (eq 9 aver
 classes: a head that predicts no hair gets half its accuracy as precision, not its accuracy), and so is
 the recall of a class that is predicted but absent from the truth. A class absent from both truth and
 prediction is left out of the means (its per-class values are NaN): nothing about it was right or wrong.
-Ignore pixels (255) are excluded before counting. Confusion matrices add up over images, so split metrics
-are computed from the summed matrix (pixel-weighted), not as a mean of per-image metrics.
+Ignore pixels (255) are excluded before counting.
+
+Two readings of a split, both reported (evaluate/run.py, metrics.json / metrics.md):
+  pooled          one confusion matrix summed over every image of the split, then the equations: each pixel
+                  weighs the same (what detectron2's SemSegEvaluator, used by Mask2Former, reports). The
+                  top-level keys of metrics.json (mIoU, accuracy, precision, f1, ...) and what `train --val`
+                  selects the best head on.
+  per-image mean  each image scored on its own matrix, then the mean over images: each image weighs the same
+                  (metrics.json `per_image_mean`; an image where a metric is undefined is left out of its mean).
+The paper says "mean values" without saying over what. Its rows cannot come from either reading alone: for
+one class IoU = F1 / (2 - F1), a convex function, so in any one reading the mean IoU is at least
+f(mean F1) (`miou_floor`; per image, then again over images); Figaro "Ours" reports mIoU 95.40 with F1 98.28,
+which implies mIoU >= 96.62.
 """
 from __future__ import annotations
 
@@ -82,3 +93,24 @@ def scores(conf: np.ndarray) -> dict:
         out[f"{name}_pixels"] = int(t[k])
         out[f"{name}_predicted_pixels"] = int(p[k])
     return out
+
+
+# The per-image metrics that are averaged over images (the per-image reading).
+PER_IMAGE_KEYS = ("mIoU", "accuracy", "precision", "f1", "hair_iou", "hair_f1")
+
+
+def per_image_means(rows: list[dict]) -> dict:
+    """Mean over images of each image's own metrics (rows: one dict per image holding PER_IMAGE_KEYS); an
+    image whose metric is undefined (NaN/None) is left out of that metric's mean. `images`: how many rows."""
+    out: dict = {"images": len(rows)}
+    for k in PER_IMAGE_KEYS:
+        v = np.array([r.get(k) for r in rows], dtype=np.float64)
+        out[k] = _nanmean(v) if v.size else float("nan")
+    return out
+
+
+def miou_floor(f1_percent: float) -> float:
+    """The least mean IoU a mean F1 allows within one reading (percent): for each class IoU = F1 / (2 - F1),
+    convex in F1, so mean IoU >= f(mean F1) (Jensen)."""
+    f = f1_percent / 100
+    return 100 * f / (2 - f)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from hairdiff.core.files import atomic_write
 from hairdiff.evaluate.overlay import key_text
-from hairdiff.evaluate.paper import paper_rows
+from hairdiff.evaluate.paper import one_reading_bound, paper_rows
 
 KEYS = ("mIoU", "accuracy", "precision", "f1")
+POOLED, PER_IMAGE = "pooled", "per-image mean"
 RANDOM_WEIGHTS = "random-weight test model: these numbers say nothing about the method"
 
 
@@ -46,15 +47,36 @@ def write_report(out_dir: Path, metrics: dict, dataset: str, extra: dict) -> Non
         lines += [f"Cross-dataset: the head was trained on {', '.join(extra.get('trained_on', []))}, not on "
                   f"{dataset} (the paper's open question: how a model trained on one dataset transfers).", ""]
     backbone = extra.get("backbone", "") + (f" ({RANDOM_WEIGHTS})" if extra.get("random_weight_backbone") else "")
-    lines += ["| method | backbone | mIoU | accuracy | precision | F1 |", "|---|---|---|---|---|---|",
-              "| **hairdiff (this run)** | " + backbone + " | "
-              + " | ".join(_fmt(metrics.get(k)) for k in KEYS) + " |"]
-    for r in paper_rows(dataset):
-        lines.append(f"| {r['method']} (paper) | {r['backbone']} | " + " | ".join(_fmt(r[k]) for k in KEYS) + " |")
+    lines += comparison_table(metrics, dataset, backbone)
     lines += ["", f"Hair IoU {_fmt(metrics.get('hair_iou'))}, hair F1 {_fmt(metrics.get('hair_f1'))}, "
               f"boundary F {_fmt(metrics.get('boundary_f'))} (tolerance 0.75% of the diagonal), mean class "
-              f"accuracy {_fmt(metrics.get('mean_class_accuracy'))}.", "",
+              f"accuracy {_fmt(metrics.get('mean_class_accuracy'))} (pooled).", "",
               "Accuracy is pixel accuracy (the paper's equation 8 read without its 1/p_cls factor); precision counts "
               "a class that occurs but is never predicted as 0; see README.", "",
               f"Overlays (overlays/): {key_text()}; the key is drawn under each picture."]
     atomic_write(out_dir / "metrics.md", "\n".join(lines) + "\n")
+
+
+def comparison_table(metrics: dict, dataset: str, backbone: str) -> list[str]:
+    """Our two readings beside the paper's rows, with the note on rows that cannot be one reading."""
+    per_image = metrics.get("per_image_mean") or {}
+    lines = ["| method | backbone | reading | mIoU | accuracy | precision | F1 | note |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| **hairdiff (this run)** | {backbone} | {POOLED} | "
+             + " | ".join(_fmt(metrics.get(k)) for k in KEYS) + " | |"]
+    if per_image:
+        lines.append(f"| **hairdiff (this run)** | {backbone} | {PER_IMAGE} | "
+                     + " | ".join(_fmt(per_image.get(k)) for k in KEYS) + " | |")
+    rows = paper_rows(dataset)
+    for r in rows:
+        lines.append(f"| {r['method']} (paper) | {r['backbone']} | \"mean values\" | "
+                     + " | ".join(_fmt(r[k]) for k in KEYS) + f" | {one_reading_bound(r)} |")
+    lines += ["", f"Readings: **{POOLED}** = one confusion matrix summed over the split's pixels (each pixel "
+              f"weighs the same; what `train --val` selects on); **{PER_IMAGE}** = each image scored on its own, "
+              "then the mean over images (each image weighs the same)."]
+    if rows:
+        lines += ["", "The paper reports \"mean values\" without saying over what. For each class IoU = F1/(2 - F1) "
+                  "is convex, so within any one reading mean IoU >= F1/(2 - F1) of the mean F1; a paper row "
+                  "noted above breaks that bound, so its columns do not all come from one reading: compare "
+                  "column by column, mIoU first (README, \"Which numbers to compare\")."]
+    return lines

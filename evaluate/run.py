@@ -17,9 +17,15 @@ from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.core.urls import is_remote, local_path
 from hairdiff.evaluate.boundary import boundary_counts, boundary_f
 from hairdiff.evaluate.config import EvalConfig, check_run_dir
-from hairdiff.evaluate.metrics import confusion_matrix, scores
+from hairdiff.evaluate.metrics import PER_IMAGE_KEYS, confusion_matrix, per_image_means, scores
 from hairdiff.evaluate.overlay import save_overlay
 from hairdiff.evaluate.report import to_json, write_report
+
+
+# Which number is which in metrics.json (evaluate/metrics.py explains both readings).
+READINGS = {"pooled": "top-level mIoU, accuracy, precision, f1, hair_*, mean_class_accuracy: one confusion "
+                      "matrix summed over the split's pixels",
+            "per_image_mean": "per_image_mean.*: each image scored on its own, then the mean over images"}
 
 
 def predict_batch(head, feats: dict, device, resolution: int) -> torch.Tensor:
@@ -80,7 +86,7 @@ def score_head(head, store: FeatureStore, *, batch_size: int, device, progress: 
     and boundary counts summed over the split) and per-image rows. `pipeline eval` and `pipeline train --val`
     both score through here."""
     idx = np.flatnonzero(store.done_mask())
-    idx = idx[idx < store.num_images]  # the original images: a store's augmented views are for training
+    idx = idx[store.layout.is_original(idx)]  # the original images: a store's augmented views are for training
     if len(idx) == 0:
         raise CacheError(f"{store.url} holds no extracted samples yet: run `pipeline extract` first")
     conf = np.zeros((2, 2), np.int64)
@@ -98,11 +104,13 @@ def score_head(head, store: FeatureStore, *, batch_size: int, device, progress: 
                 conf += c
                 bcounts += boundary_counts(pred, label)
                 sc = scores(c)
-                per_image.append({"index": int(i), "id": store.ids[i], "mIoU": sc["mIoU"], "hair_iou": sc["hair_iou"]})
+                per_image.append({"index": int(i), "id": store.ids[i], **{k: sc[k] for k in PER_IMAGE_KEYS}})
             advance(len(chunk))
-    metrics = scores(conf)
+    metrics = scores(conf)  # the pooled reading: the top-level keys
     metrics["boundary_f"] = boundary_f(bcounts)
     metrics["confusion_matrix"] = conf.tolist()
+    metrics["per_image_mean"] = per_image_means(per_image)  # the per-image reading
+    metrics["readings"] = READINGS
     return metrics, per_image
 
 

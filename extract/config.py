@@ -58,9 +58,11 @@ class ExtractConfig:
                                                "default $HAIRDIFF_CACHE or ~/.cache/hairdiff")
     precision: Precision = option("fp16", help="stored precision: fp16 (lossless) | int8 (per-channel)")
     shard_size: int = option(16, help="samples per shard file")
-    seed: int = option(0, help="seed of the one fixed noise tensor (and of the views' random crops)")
+    seed: int = option(0, help="seed of the one fixed noise tensor (and of the views' random draws)")
     views: str | None = option(None, help="augmented views extracted besides each image: flip, scale:S1,S2,.., "
-                                          "lsj:K, joined by '+' (e.g. flip+scale:0.75,1.25; see extract/views.py)")
+                                          "lsj:K (ODISE's large-scale jitter), color:K (Mask2Former's colour "
+                                          "jitter), joined by '+' (e.g. flip+scale:0.5,0.75,1.25,1.5; see "
+                                          "extract/views.py)")
     on_error: OnError = option("stop", help="stop: stop at the first bad file; skip: report it and go on")
     scheduler: str | None = option(None, help="Dask: local:N (N worker processes) or tcp://HOST:PORT")
     report: str | None = option(None, help="JSON report path (default under the local cache folder)")

@@ -36,31 +36,31 @@ def _worker_cfg(cfg_dict: dict) -> ExtractConfig:
 
 
 def _state(cfg_dict: dict):
-    from hairdiff.extract.runner import build_extractor, list_refs
+    from hairdiff.extract.runner import build_extractor, list_refs, viewed
 
     key = json.dumps(cfg_dict, sort_keys=True)
     if key not in _WORKER_STATE:
         cfg = _worker_cfg(cfg_dict)
         reader, refs = list_refs(cfg)
-        _WORKER_STATE[key] = (cfg, reader, refs, build_extractor(cfg))
+        _WORKER_STATE[key] = (cfg, reader, refs, build_extractor(cfg), viewed(cfg, refs))
     return _WORKER_STATE[key]
 
 
 def _prepare(cfg_dict: dict, data_key: str) -> str:
     from hairdiff.extract.runner import open_store
 
-    cfg, _, refs, extractor = _state(cfg_dict)
-    return open_store(cfg, extractor, refs, data_key).url
+    cfg, _, refs, extractor, samples = _state(cfg_dict)
+    return open_store(cfg, extractor, refs, data_key, samples).url
 
 
 def _extract_range(cfg_dict: dict, url: str, indices: list[int]) -> dict:
     from hairdiff.cache import FeatureStore
     from hairdiff.extract.runner import extract_shards
 
-    cfg, reader, refs, extractor = _state(cfg_dict)
+    cfg, reader, refs, extractor, samples = _state(cfg_dict)
     store = FeatureStore.open(url, mode="r+")
     stats = extract_shards(cfg, reader, refs, extractor, store, np.asarray(indices, dtype=np.int64),
-                           log=lambda *a: None)
+                           log=lambda *a: None, samples=samples)
     return {"computed": stats.computed, "reused": stats.reused, "skipped": stats.skipped,
             "claimed_elsewhere": stats.claimed_elsewhere, "seconds": stats.seconds, "n": len(indices)}
 

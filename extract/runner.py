@@ -87,38 +87,42 @@ def build_extractor(cfg: ExtractConfig):
 
 
 def viewed(cfg: ExtractConfig, refs):
-    """The store's samples: the images, then each extra view of every image (None without --views)."""
+    """The store's samples: the images, then each extra view of every image (cache/layout.py's order).
+    Built once per run (run_local) and handed to open_store and extract_shards."""
     from hairdiff.extract.views import ViewedSamples, parse_views
 
-    views = parse_views(cfg.views)
-    return ViewedSamples(refs, views, cfg.seed) if views else None
+    return ViewedSamples(refs, parse_views(cfg.views), cfg.seed, cfg.views)
 
 
-def open_store(cfg: ExtractConfig, extractor, refs, data_key: str) -> FeatureStore:
+def open_store(cfg: ExtractConfig, extractor, refs, data_key: str, samples=None) -> FeatureStore:
     """The store for these features of exactly these files: keyed by the fingerprint and the data."""
-    from hairdiff.extract.views import record
-
+    samples = viewed(cfg, refs) if samples is None else samples
     inputs = dict(extractor.fingerprint_inputs)
-    samples = viewed(cfg, refs)
-    if samples is not None:
-        inputs["views"] = record(cfg.views, cfg.seed)  # what the store holds; not what its features are
+    views = samples.record()
+    if views is not None:
+        inputs["views"] = views  # what the store holds; not what its features are
     fp = fingerprint(inputs)
     url = store_url(cfg.cache_root or default_cache_root(), cfg.dataset, cfg.split, fp, data_key)
     return FeatureStore.create_or_open(
         url, fingerprint=fp, fingerprint_inputs=inputs, dataset=cfg.dataset, split=cfg.split,
-        root=str(Path(cfg.root).resolve()), ids=samples.ids() if samples else [r.id for r in refs],
-        levels=extractor.levels, resolution=cfg.resolution, preprocessing=preprocessing_record(cfg.resolution),
-        precision=cfg.precision, shard_size=cfg.shard_size, ids_digest=cfg.ids_digest(), data_key=data_key,
-        views=samples.attrs(cfg.views) if samples else None,
+        root=str(Path(cfg.root).resolve()), ids=samples.ids(), levels=extractor.levels, resolution=cfg.resolution,
+        preprocessing=preprocessing_record(cfg.resolution), precision=cfg.precision, shard_size=cfg.shard_size,
+        ids_digest=cfg.ids_digest(), data_key=data_key, views=samples.layout.attrs(),
     )
 
 
 def planned_indices(cfg: ExtractConfig, store: FeatureStore) -> np.ndarray:
     """Missing samples; with --limit N, those of the first N images (in every view)."""
     missing = store.missing_indices()
-    if cfg.limit is not None:
-        missing = missing[missing % store.num_images < cfg.limit]
-    return missing
+    return missing if cfg.limit is None else store.layout.of_images(missing, cfg.limit)
+
+
+def sample_loader(cfg: ExtractConfig, reader, samples, indices, batch_size: int, pin: bool = False):
+    """Extraction's decode loader: batches of letterboxed uint8 images (each view drawn in its original's frame,
+    then letterboxed) and their masks, i.e. exactly what the backbone and the store receive."""
+    views = samples.layout.num_views > 1
+    return decode_loader(reader, samples, indices, cfg.resolution, batch_size, cfg.workers, pin=pin,
+                         transform=samples.transform if views else None, ids=samples.ids() if views else None)
 
 
 def resolve_batch_size(cfg: ExtractConfig, extractor) -> int:
@@ -134,7 +138,7 @@ def resolve_batch_size(cfg: ExtractConfig, extractor) -> int:
 
 
 def extract_shards(cfg: ExtractConfig, reader, refs, extractor, store: FeatureStore, indices: np.ndarray,
-                   advance=None, stats: ExtractStats | None = None, log=print) -> ExtractStats:
+                   advance=None, stats: ExtractStats | None = None, log=print, samples=None) -> ExtractStats:
     """Compute and write `indices` (missing samples) through the overlapped pipeline.
 
     The device stage is asynchronous: batch i+1 is launched before batch i is collected. Each shard is
@@ -153,9 +157,8 @@ def extract_shards(cfg: ExtractConfig, reader, refs, extractor, store: FeatureSt
     codec_threads(cfg.writers)
     writers = WriterPool(cfg.writers)
     asm = ShardAssembler(store, by_shard, stats, clock, writers, pin=cuda)
-    samples = viewed(cfg, refs)
-    loader = decode_loader(reader, samples or refs, indices, cfg.resolution, batch_size, cfg.workers, pin=cuda,
-                           transform=samples.transform if samples else None, ids=samples.ids() if samples else None)
+    loader = sample_loader(cfg, reader, viewed(cfg, refs) if samples is None else samples, indices, batch_size,
+                           pin=cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     pending, error, decode_s, collected = None, None, 0.0, 0
@@ -255,11 +258,12 @@ def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory
     if extractor is None:
         log(f"{len(refs)} samples in {cfg.dataset}/{cfg.split}; loading model {cfg.model} ...")
         extractor = build_extractor(cfg)
-    store = open_store(cfg, extractor, refs, key)
+    samples = viewed(cfg, refs)  # the recipe, parsed once for the run
+    store = open_store(cfg, extractor, refs, key, samples)
     todo = planned_indices(cfg, store)
     stats.store, stats.planned = store.url, len(todo)
-    planned = store.num_samples if cfg.limit is None else min(cfg.limit, store.num_images) * (
-        store.num_samples // store.num_images)
+    layout = store.layout
+    planned = layout.num_samples if cfg.limit is None else min(cfg.limit, layout.num_images) * layout.num_views
     stats.reused = int(planned - len(todo))
     if len(todo) and cfg.compile:
         from hairdiff.extract.acceleration import warm_up
@@ -267,4 +271,5 @@ def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory
         stats.batch_size = resolve_batch_size(cfg, extractor)
         stats.warmup_seconds = warm_up(extractor, stats.batch_size)
     with progress(f"extract {cfg.dataset}/{cfg.split}", len(todo), 0) as advance:
-        extract_shards(cfg, reader, refs, extractor, store, todo, advance=advance, stats=stats, log=log)
+        extract_shards(cfg, reader, refs, extractor, store, todo, advance=advance, stats=stats, log=log,
+                       samples=samples)

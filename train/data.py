@@ -71,11 +71,9 @@ class CachedFeatures:
         parts, self.choices = [], []
         for k, s in enumerate(stores):
             done = np.flatnonzero(np.asarray(s.done_mask(), dtype=bool))
-            image = done % s.num_images
-            order = np.argsort(image, kind="stable")  # views are view-major: each image's original comes first
-            images, starts = np.unique(image[order], return_index=True)
+            images, views = s.layout.by_image(done)  # each image's done views, its original first
             parts += [(k, int(j)) for j in images]
-            self.choices += np.split(done[order], starts[1:]) if len(done) else []
+            self.choices += views
         self.index = np.asarray(parts, dtype=np.int64).reshape(-1, 2)
         if len(self.index) == 0:
             names = ", ".join(s.url for s in stores)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
+import pytest
 
 from hairdiff.cache import FeatureStore, LevelSpec
 from tests.fixtures import REPO
@@ -33,10 +35,17 @@ def test_cache_codecs_runs_and_reports_every_option(tmp_path):
 
 
 def _bench(script: str, *args, tmp_path) -> dict:
+    """The script's JSON, with `wall_s`: the seconds the whole script took, measured here (a reference for the
+    rates it reports, which it cannot have computed from more time than it ran). Its scratch folders
+    (tempfile) land in tmp_path/work, where the test can read what its runs wrote."""
+    t0 = time.perf_counter()
+    (tmp_path / "work").mkdir(exist_ok=True)
     p = subprocess.run([sys.executable, str(REPO / "bench" / script), *map(str, args), "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=600, env=cli_env(tmp_path / "cache"))
+                       capture_output=True, text=True, timeout=600,
+                       env=cli_env(tmp_path / "cache", TMPDIR=str(tmp_path / "work")))
+    wall = time.perf_counter() - t0
     assert p.returncode == 0, p.stderr[-3000:]
-    return json.loads((tmp_path / script.replace(".py", ".json")).read_text())
+    return {**json.loads((tmp_path / script.replace(".py", ".json")).read_text()), "wall_s": wall}
 
 
 def test_extract_speed_reports_stages_ceiling_and_naive(tmp_path):
@@ -44,6 +53,7 @@ def test_extract_speed_reports_stages_ceiling_and_naive(tmp_path):
                  "--workers", "0", "--batch-size", "4", tmp_path=tmp_path)
     s = res["summary"]
     assert s["images"] == 8 and s["images_per_s"] > 0 and s["batch_used"] == 4
+    assert s["images"] / s["images_per_s"] < res["wall_s"]  # the rate is of work done inside the script's run
     assert {"decode", "h2d", "vae", "unet", "d2h", "compress", "write", "store"} <= set(s["stage_seconds"])
     assert s["stage_seconds"]["compress"] > 0 and s["stage_seconds"]["write"] > 0
     assert s["flops_per_image"]["total"] > 0 and 0 < s["ceiling_fraction"] and s["speedup_vs_naive"] > 0
@@ -65,6 +75,21 @@ def test_train_speed_compares_cached_and_online(tmp_path):
     res = _bench("train_speed.py", "--model", "tiny", "--resolution", "64", "--images", "8", "--iters", "5",
                  "--batch-size", "2", tmp_path=tmp_path)
     s = res["summary"]
-    assert s["cached_images_per_s"] > 0 and s["online_images_per_s"] > 0
-    assert s["train_speedup_vs_online"] == s["cached_images_per_s"] / s["online_images_per_s"]
+    assert (s["iters_timed"], s["batch_size"]) == (2, 2)  # 5 iterations, the first 3 untimed
+    # Seconds the timed steps took by each rate: both runs happened inside the script's wall time (measured
+    # here), so neither rate is inflated (a wrong unit, a step counted as an image, ...), and the speed-up is
+    # the ratio of those durations.
+    images = s["iters_timed"] * s["batch_size"]
+    cached_s, online_s = images / s["cached_images_per_s"], images / s["online_images_per_s"]
+    assert 0 < cached_s + online_s < res["wall_s"], (cached_s, online_s, res["wall_s"])
+    assert s["train_speedup_vs_online"] == pytest.approx(online_s / cached_s)
+    # The cached rate against the training run's own log: wall-clock stamps of the timed iterations' ends
+    # (the bench times each step with its own clock; a rate off by a unit or a factor shows here).
+    log_file = next((tmp_path / "work").glob("train-speed-*/run/log.jsonl"))
+    log = [json.loads(x) for x in log_file.read_text().splitlines()]
+    stamped = images / (log[-1]["time"] - log[-1 - s["iters_timed"]]["time"])
+    assert 0.6 < s["cached_images_per_s"] / stamped < 1.6, (s["cached_images_per_s"], stamped)
+    rows = {r["run"]: r for r in res["rows"]}
+    assert rows["from the cache (pipeline train)"]["images_per_s"] == s["cached_images_per_s"]
+    assert rows["backbone online in the step"]["images_per_s"] == s["online_images_per_s"]
     assert 0 <= s["loader_wait_fraction"] <= 1

@@ -24,8 +24,9 @@ from tests.fixtures.stores import INPUTS, LEVELS, R, TINY_HEAD, ellipse, make_ru
 from tests.fixtures.stores import make_eval_store as make_store
 
 
-def independent_confusion(run: Path, url: str) -> tuple[np.ndarray, int]:
-    """The chain written out again: head -> probs at R -> crop the valid region -> resize -> argmax."""
+def independent_confusion(run: Path, url: str, each: list | None = None) -> tuple[np.ndarray, int]:
+    """The chain written out again: head -> probs at R -> crop the valid region -> resize -> argmax.
+    each: a list that receives every image's own confusion matrix."""
     head, _ = load_head(run)
     store = FeatureStore.open(url)
     conf, n = np.zeros((2, 2), np.int64), 0
@@ -42,9 +43,13 @@ def independent_confusion(run: Path, url: str) -> tuple[np.ndarray, int]:
         p = F.interpolate(p[:, :, :nh, :nw], size=label.shape, mode="bilinear", align_corners=False)
         pred = p[0].argmax(0).numpy()
         keep = label != 255
+        mine = np.zeros((2, 2), np.int64)
         for g in (0, 1):
             for q in (0, 1):
-                conf[g, q] += int(((label == g) & (pred == q) & keep).sum())
+                mine[g, q] = int(((label == g) & (pred == q) & keep).sum())
+        conf += mine
+        if each is not None:
+            each.append(mine)
         n += 1
     return conf, n
 
@@ -56,13 +61,20 @@ def test_eval_scores_done_samples_at_annotation_resolution(tmp_path):
     out = tmp_path / "eval"
     m = evaluate_run(EvalConfig(run=run, cache=url, out=out, overlays=2, batch_size=3, device="cpu"))
 
-    conf, n = independent_confusion(run, url)
+    each = []
+    conf, n = independent_confusion(run, url, each)
     assert n == 4 and m["images"] == 4  # sample 2 was never extracted: not scored
     assert m["confusion_matrix"] == conf.tolist()
     assert conf.sum() == sum(int((s[2] != 255).sum()) for k, s in enumerate(samples) if k != 2)
-    want = scores(conf)
+    want = scores(conf)  # pooled: the top-level keys, as they always were
     for k in ("mIoU", "accuracy", "precision", "f1", "hair_iou"):
         assert m[k] == want[k] or (math.isnan(m[k]) and math.isnan(want[k]))
+    # per-image reading: every image's own metrics, then their mean over images
+    assert m["per_image_mean"]["images"] == 4
+    for k in ("mIoU", "accuracy", "precision", "f1"):
+        assert m["per_image_mean"][k] == pytest.approx(np.nanmean([scores(c)[k] for c in each]), abs=1e-9), k
+    assert m["per_image_mean"]["mIoU"] != pytest.approx(m["mIoU"], abs=1e-6)  # the two readings differ here
+    assert set(m["readings"]) == {"pooled", "per_image_mean"}
 
     saved = json.loads((out / "metrics.json").read_text())
     for k in ("mIoU", "accuracy", "precision", "f1", "hair_iou", "hair_f1", "boundary_f", "mean_class_accuracy",
@@ -73,6 +85,8 @@ def test_eval_scores_done_samples_at_annotation_resolution(tmp_path):
     assert saved["fingerprint"] == fingerprint(INPUTS) and saved["store"].endswith("celebamask-test.zarr")
     md = (out / "metrics.md").read_text()
     assert "Cross-dataset" in md and "92.58" in md  # the paper's CelebAMask-HQ row sits beside ours
+    assert f"| pooled | {m['mIoU']:.2f} |" in md and f"| per-image mean | {m['per_image_mean']['mIoU']:.2f} |" in md
+    assert "implies mIoU >= " in md  # CelebAMask-HQ's paper row: 92.58 with F1 97.79 is not one reading
     assert "training data" not in md and "random-weight" not in md
     assert "green = hair found, red = hair predicted where there is none, blue = hair missed" in md
     per_image = json.loads((out / "per_image.json").read_text())

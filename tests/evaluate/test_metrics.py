@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from hairdiff.evaluate.boundary import boundary_counts, boundary_f, default_tolerance
-from hairdiff.evaluate.metrics import confusion_matrix, scores
+from hairdiff.evaluate.metrics import confusion_matrix, miou_floor, per_image_means, scores
+from hairdiff.evaluate.paper import one_reading_bound, paper_rows
 
 
 # ------------------------------------------------------------------ brute-force references (pure python)
@@ -194,3 +195,36 @@ def test_boundary_f_simple_cases():
                                               / (total[0] / total[1] + total[2] / total[3]))
     assert math.isnan(boundary_f(boundary_counts(np.zeros_like(gt), np.zeros_like(gt))))
     assert boundary_f(boundary_counts(np.zeros_like(gt), gt)) == 0.0
+
+
+# ------------------------------------------------------------------ two readings and the paper's bound
+def test_per_image_means_and_the_one_reading_bound_hold_for_both_readings():
+    rng = np.random.default_rng(7)
+    mats = []
+    for _ in range(30):
+        gt = (rng.random((20, 30)) < rng.uniform(0.05, 0.6)).astype(np.uint8)
+        pred = np.where(rng.random(gt.shape) < rng.uniform(0.02, 0.4), 1 - gt, gt)
+        mats.append(confusion_matrix(pred, gt))
+    rows = [scores(c) for c in mats]
+    means = per_image_means(rows)
+    assert means["images"] == 30
+    for k in ("mIoU", "accuracy", "precision", "f1", "hair_iou", "hair_f1"):
+        assert means[k] == pytest.approx(sum(r[k] for r in rows) / 30), k
+    pooled = scores(sum(mats))
+    # Within one reading mean IoU >= f(mean F1), f(F) = F / (2 - F): for both of ours ...
+    assert pooled["mIoU"] >= miou_floor(pooled["f1"]) - 1e-9
+    assert means["mIoU"] >= miou_floor(means["f1"]) - 1e-9
+    # ... and tightly: a single class's IoU equals f of its F1.
+    assert miou_floor(pooled["hair_f1"]) == pytest.approx(pooled["hair_iou"])
+    # An undefined per-image metric is left out of its mean, not counted as 0.
+    assert per_image_means([{"mIoU": 80.0, "hair_iou": float("nan")}, {"mIoU": 60.0, "hair_iou": 50.0}])[
+        "hair_iou"] == 50.0
+
+
+def test_the_papers_rows_that_break_the_bound_are_noted():
+    assert round(miou_floor(98.28), 2) == 96.62  # Figaro "Ours": reported mIoU 95.40
+    ours = next(r for r in paper_rows("figaro") if r["method"].startswith("Ours"))
+    assert one_reading_bound(ours) == "F1 98.28 implies mIoU >= 96.62: not one reading"
+    yan = next(r for r in paper_rows("figaro") if r["method"].startswith("Yan"))
+    assert one_reading_bound(yan) == ""  # 91.25 with F1 95.15 (floor 90.75) can be one reading
+    assert one_reading_bound({"mIoU": 90.0, "f1": 94.74}) == ""  # at the bound, within the table's rounding
