@@ -93,8 +93,9 @@ def viewed(cfg: ExtractConfig, refs):
     return ViewedSamples(refs, views, cfg.seed) if views else None
 
 
-def open_store(cfg: ExtractConfig, extractor, refs, data_key: str) -> FeatureStore:
-    """The store for these features of exactly these files: keyed by the fingerprint and the data."""
+def open_store(cfg: ExtractConfig, extractor, refs, data_key: str, log=None) -> FeatureStore:
+    """The store for these features of exactly these files: keyed by the fingerprint and the data. The codec
+    is not part of the key: an existing store is reused with its own codec (said when --codec differs)."""
     from hairdiff.extract.views import record
 
     inputs = dict(extractor.fingerprint_inputs)
@@ -103,13 +104,25 @@ def open_store(cfg: ExtractConfig, extractor, refs, data_key: str) -> FeatureSto
         inputs["views"] = record(cfg.views, cfg.seed)  # what the store holds; not what its features are
     fp = fingerprint(inputs)
     url = store_url(cfg.cache_root or default_cache_root(), cfg.dataset, cfg.split, fp, data_key)
-    return FeatureStore.create_or_open(
+    store = FeatureStore.create_or_open(
         url, fingerprint=fp, fingerprint_inputs=inputs, dataset=cfg.dataset, split=cfg.split,
         root=str(Path(cfg.root).resolve()), ids=samples.ids() if samples else [r.id for r in refs],
         levels=extractor.levels, resolution=cfg.resolution, preprocessing=preprocessing_record(cfg.resolution),
         precision=cfg.precision, shard_size=cfg.shard_size, ids_digest=cfg.ids_digest(), data_key=data_key,
-        views=samples.attrs(cfg.views) if samples else None,
+        views=samples.attrs(cfg.views) if samples else None, codec=cfg.codec,
     )
+    note = codec_note(cfg, store)
+    if note and log is not None:
+        log(note)
+    return store
+
+
+def codec_note(cfg: ExtractConfig, store: FeatureStore) -> str | None:
+    """The line that says an explicit --codec does not apply to an existing store of another codec."""
+    if cfg.codec is None or store.codec == cfg.codec:
+        return None
+    return (f"--codec {cfg.codec}: {store.url} exists with codec {store.codec}; its samples are written with "
+            f"{store.codec} (a store never mixes codecs; another --cache-root makes a new {cfg.codec} store)")
 
 
 def planned_indices(cfg: ExtractConfig, store: FeatureStore) -> np.ndarray:
@@ -253,7 +266,7 @@ def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory
     if extractor is None:
         log(f"{len(refs)} samples in {cfg.dataset}/{cfg.split}; loading model {cfg.model} ...")
         extractor = build_extractor(cfg)
-    store = open_store(cfg, extractor, refs, key)
+    store = open_store(cfg, extractor, refs, key, log=log)
     todo = planned_indices(cfg, store)
     stats.store, stats.planned = store.url, len(todo)
     planned = store.num_samples if cfg.limit is None else min(cfg.limit, store.num_images) * (
