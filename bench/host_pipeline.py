@@ -211,10 +211,11 @@ def bench_reader(url: str, codec: str, path: str, threads: int, seconds: float) 
 
     store = (ZarrReads if path == "zarr" else FeatureStore).open(url)
     data = CachedFeatures([store], seed=0)
-    n, stop = 0, time.perf_counter() + seconds
+    n = 0
     with BatchStream(data, BATCH, seed=0, start=Position(), workers=threads, prefetch=threads) as stream:
         next(stream)  # the stream is running: time the steady state
         t, cpu = time.perf_counter(), time.process_time()
+        stop = t + seconds
         while time.perf_counter() < stop:
             next(stream)
             n += BATCH
@@ -265,7 +266,7 @@ def projection(rows: list[dict], cores: int = 8) -> dict:
     for r1 in rows:
         r2 = next((r for r in rows if r["threads"] == 2 and r["path"] == r1["path"] and r["codec"] == r1["codec"]),
                   None)
-        if r1["threads"] != 1 or r2 is None:
+        if r1["threads"] != 1 or r2 is None or not r1["images_per_s"] or not r2["images_per_s"]:
             continue
         s2 = r2["images_per_s"] / r1["images_per_s"]
         serial = min(1.0, max(0.0, 2 / s2 - 1))
