@@ -192,8 +192,8 @@ def bench_writes(tmp: Path, tap_set: str, precision: str, codec: str, r: int, th
 class ZarrReads(FeatureStore):
     """The read path before cache/shard_codec.py read samples: every array through zarr's own reads."""
 
-    def _read(self, name, idx):
-        return self._get(name, np.asarray(idx))
+    def _read(self, names, idx):
+        return {n: self._get(n, np.asarray(idx)) for n in names}
 
 
 def reader_store(tmp: Path, r: int, codec: str, planes, shards: int = 8) -> str:

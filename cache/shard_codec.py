@@ -99,88 +99,12 @@ def write_shard(arr: zarr.Array, k: int, data: np.ndarray) -> tuple[float, float
 
 # ---------------------------------------------------------------------------------------------------- reads
 class ChunkError(Exception):
-    """Stored bytes that do not decode (bad checksum, truncated, undecodable); `sample`: the first sample hit."""
+    """Stored bytes that do not decode (bad checksum, truncated, undecodable): `array`, and `sample`, the first
+    wanted sample they hold."""
 
-    def __init__(self, sample: int, what: str):
+    def __init__(self, array: str, sample: int, what: str):
         super().__init__(what)
-        self.sample = int(sample)
-
-
-def _key(arr: zarr.Array, k: int) -> str:
-    return f"{arr.store_path.path}/{arr.metadata.encode_chunk_key((k,) + (0,) * (arr.ndim - 1))}".lstrip("/")
-
-
-def _fetch(coro):
-    """Run a coroutine of store requests on zarr's event loop (the loop its stores are bound to)."""
-    from zarr.core.sync import sync
-
-    return sync(coro)
-
-
-def _checked(buf, sample: int, what: str) -> np.ndarray:
-    """The payload of `data + crc32c(data)` bytes (uint8, no copy), or ChunkError."""
-    b = buf.as_numpy_array()
-    if len(b) < 4 or crc32c.crc32c(b[:-4]) != int.from_bytes(b[-4:].tobytes(), "little"):
-        raise ChunkError(sample, f"{what}: checksum mismatch")
-    return b[:-4]
-
-
-async def _shard_chunks(store, keys: dict, wanted: dict, slots: int) -> dict:
-    """{sample: chunk bytes} of the wanted samples: every shard index first, then every chunk, each stage
-    one gather. Samples without a shard file or without an index entry are left out (fill value)."""
-    from zarr.core.buffer import default_buffer_prototype
-
-    proto = default_buffer_prototype()
-    size = slots * 16 + 4
-    heads = await asyncio.gather(*(store.get(key, proto, SuffixByteRequest(size)) for key in keys.values()))
-    requests = []
-    for (k, key), head in zip(keys.items(), heads):
-        if head is None:
-            continue
-        first = k * slots + int(wanted[k][0])
-        if len(head) != size:
-            raise ChunkError(first, f"shard index of {key}: {len(head)} bytes, {size} expected")
-        index = np.frombuffer(_checked(head, first, f"shard index of {key}").tobytes(), "<u8").reshape(slots, 2)
-        for j in wanted[k]:
-            offset, length = (int(v) for v in index[j])
-            if offset != EMPTY:
-                requests.append((k * slots + int(j), key, RangeByteRequest(offset, offset + length)))
-    chunks = await asyncio.gather(*(store.get(key, proto, r) for _, key, r in requests))
-    return {i: c for (i, _, _), c in zip(requests, chunks)}
-
-
-def _first_positions(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unique values, the position of one occurrence of each in idx, and each position's unique number."""
-    uniq, where = np.unique(idx, return_inverse=True)
-    first = np.empty(len(uniq), np.int64)
-    first[where] = np.arange(len(idx))
-    return uniq, first, where
-
-
-def read_samples(arr: zarr.Array, idx) -> np.ndarray:
-    """Samples `idx` (any order, repeats allowed) of an `encodable` array, decoded in the calling thread."""
-    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-    slots = arr.shards[0]
-    out = np.empty((len(idx), *arr.shape[1:]), dtype=arr.dtype)
-    if not len(idx):
-        return out
-    uniq, first, where = _first_positions(idx)
-    wanted = {int(k): uniq[uniq // slots == k] % slots for k in np.unique(uniq // slots)}
-    chunks = _fetch(_shard_chunks(arr.store_path.store, {k: _key(arr, k) for k in wanted}, wanted, slots))
-    blosc = _blosc(arr)
-    for u, p in zip(uniq, first):
-        buf = chunks.get(int(u))
-        if buf is None:
-            out[p] = arr.metadata.fill_value
-            continue
-        data = _checked(buf, u, f"chunk of sample {u}")
-        try:
-            blosc.decode(data, out=out[p])  # Blosc writes into the batch itself, outside the GIL
-        except Exception as e:
-            raise ChunkError(u, f"chunk of sample {u}: {type(e).__name__}: {e}") from None
-    dup = first[where] != np.arange(len(idx))
-    out[dup] = out[first[where[dup]]]
-    return out
+        self.array, self.sample = array, int(sample)
 
 
 def rows_readable(arr: zarr.Array) -> bool:
@@ -190,29 +114,117 @@ def rows_readable(arr: zarr.Array) -> bool:
             and arr.dtype.kind in "biuf" and tuple(arr.chunks[1:]) == tuple(arr.shape[1:]))
 
 
-async def _get_all(store, keys: list[str]) -> list:
+def readable(arr: zarr.Array) -> bool:
+    """What read_arrays reads: sharded arrays laid out as `encodable` says, and `rows_readable` ones."""
+    return encodable(arr) or rows_readable(arr)
+
+
+def _key(arr: zarr.Array, k: int) -> str:
+    return f"{arr.store_path.path}/{arr.metadata.encode_chunk_key((k,) + (0,) * (arr.ndim - 1))}".lstrip("/")
+
+
+def _checked(buf, error) -> np.ndarray:
+    """The payload of `data + crc32c(data)` bytes (uint8, no copy); `error()` (a ChunkError) when it fails."""
+    b = buf.as_numpy_array()
+    if len(b) < 4 or crc32c.crc32c(b[:-4]) != int.from_bytes(b[-4:].tobytes(), "little"):
+        raise error("checksum mismatch")
+    return b[:-4]
+
+
+class _Read:
+    """One array's part of a read. First fetched: each wanted shard's index (sharded arrays) or each wanted
+    chunk whole (row arrays); then, for sharded arrays, each wanted sample's byte range."""
+
+    def __init__(self, name: str, arr: zarr.Array, uniq: np.ndarray):
+        self.name, self.arr, self.sharded = name, arr, encodable(arr)
+        self.per = arr.shards[0] if self.sharded else arr.chunks[0]  # samples per shard file / per chunk
+        ks = np.unique(uniq // self.per)
+        self.keys = {int(k): _key(arr, int(k)) for k in ks}
+        self.wanted = {int(k): uniq[uniq // self.per == k] for k in ks}  # sample indices, ascending
+        self.index_size = self.per * 16 + 4  # (offset, length) uint64 pairs + crc32c
+        self.heads: dict[int, object] = {}  # shard -> index bytes, or chunk -> chunk bytes
+        self.chunks: dict[int, object] = {}  # sample -> chunk bytes (sharded)
+
+    def error(self, sample, where: str):
+        return lambda what: ChunkError(self.name, sample, f"{where}: {what}")
+
+    def first(self) -> list:
+        return [(k, key, SuffixByteRequest(self.index_size) if self.sharded else None) for k, key in self.keys.items()]
+
+    def ranges(self) -> list:
+        out = []
+        for k, head in self.heads.items():
+            if head is None:  # no shard file: fill values (the store's digests say whether that is lost data)
+                continue
+            error = self.error(self.wanted[k][0], f"shard index of {self.keys[k]}")
+            if len(head) != self.index_size:
+                raise error(f"{len(head)} bytes, {self.index_size} expected")
+            index = np.frombuffer(_checked(head, error).tobytes(), "<u8").reshape(self.per, 2)
+            for i in self.wanted[k]:
+                offset, length = (int(v) for v in index[i - k * self.per])
+                if offset != EMPTY:
+                    out.append((int(i), self.keys[k], RangeByteRequest(offset, offset + length)))
+        return out
+
+    def decode(self, idx: np.ndarray, uniq: np.ndarray, first: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """The rows of idx, checked and decoded in this thread (Blosc and crc32c release the GIL)."""
+        arr = self.arr
+        out = np.empty((len(idx), *arr.shape[1:]), dtype=arr.dtype)
+        if self.sharded:
+            blosc = _blosc(arr)
+            for u, p in zip(uniq, first):
+                buf = self.chunks.get(int(u))
+                if buf is None:
+                    out[p] = arr.metadata.fill_value
+                    continue
+                data = _checked(buf, self.error(u, f"chunk of sample {u}"))
+                try:
+                    blosc.decode(data, out=out[p])  # straight into the batch
+                except Exception as e:
+                    raise self.error(u, f"chunk of sample {u}")(f"{type(e).__name__}: {e}") from None
+            dup = first[where] != np.arange(len(idx))
+            out[dup] = out[first[where[dup]]]
+            return out
+        nbytes = int(np.prod(arr.chunks)) * arr.dtype.itemsize
+        for k, buf in self.heads.items():
+            sel = np.flatnonzero(idx // self.per == k)
+            if buf is None:
+                out[sel] = arr.metadata.fill_value
+                continue
+            error = self.error(idx[sel[0]], f"chunk {k}")
+            data = _checked(buf, error)
+            if len(data) != nbytes:
+                raise error(f"{len(data)} bytes, {nbytes} expected")
+            out[sel] = data.view(arr.dtype).reshape(arr.chunks)[idx[sel] - k * self.per]
+        return out
+
+
+async def _fetch(reads: list[_Read]) -> None:
+    """Every first request of every array in one gather, then every byte range in another."""
     from zarr.core.buffer import default_buffer_prototype
 
     proto = default_buffer_prototype()
-    return await asyncio.gather(*(store.get(key, proto) for key in keys))
+    firsts = [(r, k, key, br) for r in reads for k, key, br in r.first()]
+    got = await asyncio.gather(*(r.arr.store_path.store.get(key, proto, br) for r, _, key, br in firsts))
+    for (r, k, _, _), buf in zip(firsts, got):
+        r.heads[k] = buf
+    seconds = [(r, i, key, br) for r in reads if r.sharded for i, key, br in r.ranges()]
+    got = await asyncio.gather(*(r.arr.store_path.store.get(key, proto, br) for r, _, key, br in seconds))
+    for (r, i, _, _), buf in zip(seconds, got):
+        r.chunks[i] = buf
 
 
-def read_rows(arr: zarr.Array, idx) -> np.ndarray:
-    """Rows `idx` (any order, repeats allowed) of a `rows_readable` array: each chunk fetched once."""
+def read_arrays(arrays: dict[str, zarr.Array], idx) -> dict[str, np.ndarray]:
+    """Rows `idx` (any order, repeats allowed) of each `readable` array, fetched in one trip through zarr's
+    event loop (the loop its stores are bound to), decoded in the calling thread. Missing shards, chunks and
+    index entries read as the fill value, as in zarr. ChunkError for stored bytes that do not decode."""
+    from zarr.core.sync import sync
+
     idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-    s = arr.chunks[0]
-    out = np.empty((len(idx), *arr.shape[1:]), dtype=arr.dtype)
-    ks = np.unique(idx // s)
-    bufs = _fetch(_get_all(arr.store_path.store, [_key(arr, int(k)) for k in ks]))
-    nbytes = int(np.prod(arr.chunks)) * arr.dtype.itemsize
-    for k, buf in zip(ks, bufs):
-        sel = np.flatnonzero(idx // s == k)
-        if buf is None:
-            out[sel] = arr.metadata.fill_value
-            continue
-        first = int(idx[sel[0]])
-        data = _checked(buf, first, f"chunk {k}")
-        if len(data) != nbytes:
-            raise ChunkError(first, f"chunk {k}: {len(data)} bytes, {nbytes} expected")
-        out[sel] = data.view(arr.dtype).reshape(arr.chunks)[idx[sel] - k * s]
-    return out
+    uniq, where = np.unique(idx, return_inverse=True)
+    first = np.empty(len(uniq), np.int64)
+    first[where] = np.arange(len(idx))  # one position of each distinct sample: decoded there, copied to repeats
+    reads = [_Read(name, arr, uniq) for name, arr in arrays.items()]
+    if len(idx):
+        sync(_fetch(reads))
+    return {r.name: r.decode(idx, uniq, first, where) for r in reads}

@@ -370,23 +370,19 @@ class FeatureStore:
             self._arrays[name] = self.group[name]
         return self._arrays[name]
 
-    def _read(self, name: str, idx: np.ndarray) -> np.ndarray:
-        """An array's rows `idx` (any order, repeats allowed), outside zarr's read path where the layout allows
-        (cache/shard_codec.py), with stored bytes that do not decode turned into an error naming the sample."""
-        arr = self._array(name)
-        if shard_codec.encodable(arr):
-            read = shard_codec.read_samples
-        elif shard_codec.rows_readable(arr):
-            read = shard_codec.read_rows
-        else:
-            return self._get(name, idx)
+    def _read(self, names: list[str], idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Rows `idx` (any order, repeats allowed) of each named array: outside zarr's read path, all in one
+        fetch, where the layout allows (cache/shard_codec.py), else by zarr; stored bytes that do not decode
+        are an error naming the sample."""
+        fast = {n: self._array(n) for n in names if shard_codec.readable(self._array(n))}
         try:
-            return read(arr, idx)
+            out = shard_codec.read_arrays(fast, idx)
         except shard_codec.ChunkError as e:
-            raise self._corrupt(e.sample, f"{name}: does not decode ({str(e)[:120]})") from None
+            raise self._corrupt(e.sample, f"{e.array}: does not decode ({str(e)[:120]})") from None
         except Exception as e:  # what zarr's path reports the same way (an unreadable file ...)
-            raise self._corrupt(int(np.atleast_1d(idx)[0]), f"{name}: does not decode ({type(e).__name__}: "
-                                                            f"{str(e)[:80]})") from None
+            raise self._corrupt(int(np.atleast_1d(idx)[0]), f"{', '.join(fast)}: do not decode "
+                                                            f"({type(e).__name__}: {str(e)[:80]})") from None
+        return {n: out[n] if n in out else self._get(n, idx) for n in names}
 
     def _get(self, name: str, sel):
         """An array's values for `sel` (an index, slice or index array), with codec failures (bad checksum,
@@ -415,12 +411,13 @@ class FeatureStore:
                 raise self._corrupt(i, f"{name}: shard file missing")
             self._present.add((name, k))
 
-    def _verify(self, idx: np.ndarray, columns: dict[str, list[np.ndarray]]) -> None:
-        """Compare each sample's stored digests with the data just read; raise on the first difference."""
+    def _verify(self, idx: np.ndarray, columns: dict[str, list[np.ndarray]], stored: dict | None = None) -> None:
+        """Compare each sample's stored digests with the data just read; raise on the first difference.
+        stored: the `done` and `digests` rows of idx, when read with the data."""
         if not self.has_digests:
             return
-        done = self._read("done", idx).astype(bool)
-        want = self._read("digests", idx)
+        stored = stored or self._read(["done", "digests"], idx)
+        done, want = stored["done"].astype(bool), stored["digests"]
         cols = self.attrs["digests"]["columns"]
         for c, parts in columns.items():
             col = cols.index(c)
@@ -430,32 +427,30 @@ class FeatureStore:
                     raise self._corrupt(int(i), f"{name}: does not match its checksum (lost or changed since it "
                                                 f"was written)")
 
-    def _read_levels(self, idx: np.ndarray) -> tuple[dict, dict]:
-        feats, parts = {}, {}
-        for lv in self.levels:
-            key = f"features/{lv.key}"
-            if not self.has_digests:
-                self._check_present(key, idx, 4)
-            raw = self._read(key, idx)
-            if self.precision == "int8":
-                scale, offset = self._read(f"{key}__scale", idx), self._read(f"{key}__offset", idx)
-                parts[lv.key] = [raw, scale, offset]
-                feats[lv.name] = dequantize_int8(raw, scale, offset)
-            else:
-                parts[lv.key] = [raw]
-                feats[lv.name] = raw
-        return feats, parts
-
     def read_batch(self, indices) -> dict:
         """Samples by index, in the given order: ids, features {name: (B,C,H,W) float16}, masks, orig_sizes.
         Raises CorruptSampleError when a done sample's data is lost or changed."""
-        idx = np.asarray(indices, dtype=np.int64)
-        feats, parts = self._read_levels(idx)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        keys = {lv.key: f"features/{lv.key}" for lv in self.levels}
+        names = [n for key in keys.values() for n in ([key, f"{key}__scale", f"{key}__offset"]
+                                                      if self.precision == "int8" else [key])]
         if not self.has_digests:
-            self._check_present("masks", idx, 3)
-        masks = self._read("masks", idx)
-        sizes, lsizes = self._read("orig_sizes", idx), self._read("label_sizes", idx)
-        self._verify(idx, {**parts, "masks": [masks], dg.SIZES: [[dg.size_bytes(o, s) for o, s in zip(sizes, lsizes)]]})
+            for name in [*keys.values(), "masks"]:
+                self._check_present(name, idx, self._array(name).ndim)
+        got = self._read(names + ["masks", "orig_sizes", "label_sizes"]
+                         + (["done", "digests"] if self.has_digests else []), idx)
+        feats, parts = {}, {}
+        for lv in self.levels:
+            key = keys[lv.key]
+            if self.precision == "int8":
+                parts[lv.key] = [got[key], got[f"{key}__scale"], got[f"{key}__offset"]]
+                feats[lv.name] = dequantize_int8(*parts[lv.key])
+            else:
+                parts[lv.key] = [got[key]]
+                feats[lv.name] = got[key]
+        masks, sizes, lsizes = got["masks"], got["orig_sizes"], got["label_sizes"]
+        self._verify(idx, {**parts, "masks": [masks], dg.SIZES: [[dg.size_bytes(o, s) for o, s in zip(sizes, lsizes)]]},
+                     got if self.has_digests else None)
         return {"ids": [self.ids[i] for i in idx], "features": feats, "masks": masks, "orig_sizes": sizes}
 
     def read_sample(self, i: int) -> dict:
