@@ -28,6 +28,7 @@ def test_cache_codecs_runs_and_reports_every_option(tmp_path):
     assert p.returncode == 0, p.stderr
     rows = json.loads((tmp_path / "cache_codecs.json").read_text())["rows"]
     assert {r["precision"] for r in rows} == {"fp16", "bf16", "int8"}
+    assert {r["store"] for r in rows if r["precision"] == "fp16"} >= {"--codec lz4 (default)", "--codec zstd"}
     fp16_none = next(r for r in rows if r["precision"] == "fp16" and r["codec"] == "none")
     assert fp16_none["max_error_rel_to_level_max"] == 0 and abs(fp16_none["ratio_vs_fp16_raw"] - 1) < 1e-9
 
@@ -51,14 +52,23 @@ def test_extract_speed_reports_stages_ceiling_and_naive(tmp_path):
         assert row["device"] and row["torch"] and row["command"].startswith("python")
 
 
-def test_host_pipeline_scales_writers_and_says_the_cores_needed(tmp_path):
-    res = _bench("host_pipeline.py", "--seconds", "0.3", "--resolution", "64", "--threads", "1", tmp_path=tmp_path)
+def test_host_pipeline_says_the_cores_needed_per_codec_and_the_readers_rate(tmp_path):
+    res = _bench("host_pipeline.py", "--seconds", "0.3", "--resolution", "64", "--threads", "1,2", "--repeats", "1",
+                 tmp_path=tmp_path)
     stages = {r["stage"] for r in res["rows"]}
     assert stages == {"decode+letterbox", "compress+write", "train reader"}
     writes = [r for r in res["rows"] if r["stage"] == "compress+write"]
-    assert {(r["tap_set"], r["precision"]) for r in writes} == {("unet", "fp16"), ("unet", "int8"), ("odise", "fp16"),
-                                                                ("odise", "int8")}
+    assert {(r["tap_set"], r["precision"], r["codec"]) for r in writes} == {
+        (t, p, c) for t in ("unet", "odise") for p in ("fp16", "int8") for c in ("lz4", "zstd")}
     assert all(r["images_per_s"] > 0 and r["cores_for_ceiling"] > 0 for r in writes)
+    assert all(r["x_vs_raw"] > 1 for r in writes if r["precision"] == "fp16")  # tiny-model features compress
+    reads = [r for r in res["rows"] if r["stage"] == "train reader"]
+    assert {(r["codec"], r["path"], r["threads"]) for r in reads} == {
+        (c, p, t) for c in ("lz4", "zstd") for p in ("shard reads", "zarr (before)") for t in (1, 2)}
+    s = res["summary"]
+    assert s["default_codec"] == "lz4" and set(s["cores_for_ceiling"]) == {"lz4", "zstd"}
+    assert set(s["reader_projection"]) == {f"{p}, {c}" for c in ("lz4", "zstd") for p in ("shard reads",
+                                                                                         "zarr (before)")}
 
 
 def test_train_speed_compares_cached_and_online(tmp_path):
@@ -67,4 +77,8 @@ def test_train_speed_compares_cached_and_online(tmp_path):
     s = res["summary"]
     assert s["cached_images_per_s"] > 0 and s["online_images_per_s"] > 0
     assert s["train_speedup_vs_online"] == s["cached_images_per_s"] / s["online_images_per_s"]
+    f = s["flops_per_image"]
+    assert f["backbone_forward"] > 0 and f["head_train_step"] > 0
+    assert s["flop_bound_limit"] == (f["backbone_forward"] + f["head_train_step"]) / f["head_train_step"]
+    assert s["fraction_of_limit"] == s["train_speedup_vs_online"] / s["flop_bound_limit"]
     assert 0 <= s["loader_wait_fraction"] <= 1

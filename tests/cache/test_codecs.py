@@ -16,7 +16,6 @@ from hairdiff.cache.verify import verify
 from hairdiff.core.errors import UsageError
 from hairdiff.extract.config import ExtractConfig
 from tests.fixtures.cli import invoke
-from tests.fixtures.cli import run_pipeline as run_cli
 from tests.fixtures.stores import TINY, log_rows, make_train_store
 
 
@@ -99,20 +98,27 @@ def test_codec_option_is_checked_before_anything_loads():
     assert code == 2 and "--codec 'gzip'" in err and "Traceback" not in err
 
 
-def test_codec_is_outside_the_fingerprint_and_an_existing_store_keeps_its_own(figaro_root, tmp_path):
+def test_codec_is_outside_the_fingerprint_and_an_existing_store_keeps_its_own(figaro_root, tmp_path, monkeypatch):
     args = ["extract", "--dataset", "figaro", "--root", figaro_root, "--split", "Training", "--model", "tiny",
             "--resolution", "64", "--shard-size", "4", "--workers", "0", "--batch-size", "4", "--limit", "4"]
-    a = run_cli(*args, cache_root=tmp_path / "a").stdout.split()[-1]
+
+    def extract(root, *extra) -> tuple[str, str]:
+        monkeypatch.setenv("HAIRDIFF_CACHE", str(tmp_path / root))
+        code, out, err = invoke(*args, *extra)
+        assert code == 0, err
+        return out.split()[-1], err
+
+    a, _ = extract("a")
     assert FeatureStore.open(a).codec == "lz4"
-    again = run_cli(*args, "--codec", "zstd", "--limit", "6", cache_root=tmp_path / "a")
-    assert again.stdout.split()[-1] == a  # the same store: the codec is not what the features are
-    said = [ln for ln in again.stderr.splitlines() if "--codec zstd" in ln]
-    assert len(said) == 1 and a in said[0] and "lz4" in said[0], again.stderr
+    again, err = extract("a", "--codec", "zstd", "--limit", "6")
+    assert again == a  # the same store: the codec is not what the features are
+    said = [ln for ln in err.splitlines() if "--codec zstd" in ln]
+    assert len(said) == 1 and a in said[0] and "lz4" in said[0], err
     assert FeatureStore.open(a).codec == "lz4" and first_chunk_codecs(a) == {"LZ4"}
-    b = run_cli(*args, "--codec", "zstd", cache_root=tmp_path / "b").stdout.split()[-1]
+    b, _ = extract("b", "--codec", "zstd")
     assert Path(b).relative_to(tmp_path / "b") == Path(a).relative_to(tmp_path / "a")
     assert FeatureStore.open(b).codec == "zstd" and first_chunk_codecs(b) == {"Zstd"}
-    assert "--codec" not in run_cli(*args, cache_root=tmp_path / "b").stderr  # no option given: nothing said
+    assert "--codec" not in extract("b")[1]  # no option given: nothing to say
     fa, fb = FeatureStore.open(a).read_batch([0, 3]), FeatureStore.open(b).read_batch([0, 3])
     for k, v in fa["features"].items():
         assert np.array_equal(v, fb["features"][k])
