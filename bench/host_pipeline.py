@@ -368,18 +368,26 @@ def main() -> None:
         r["images_per_s_per_core"] = r["images_per_s"] / r["threads"]
         if r["stage"] == "compress+write":
             r["cores_for_ceiling"] = a.ceiling / r["images_per_s_per_core"]
+            # the same from the CPU time each image took (all threads): steadier when other work shares the cores
+            r["cores_for_ceiling_cpu"] = a.ceiling * r["cpu_ms_per_image"] / 1e3
 
     def rate(stage, codec, threads, path=None):
         return next((r["images_per_s"] for r in rows if r["stage"] == stage and r.get("codec") == codec
                      and r["threads"] == threads and r["tap_set"] == "unet" and r["precision"] == "fp16"
                      and r.get("path") in (path, None)), None)
 
+    def unet(codec):
+        return next(r for r in writes if r["codec"] == codec and r["threads"] == counts[0] and r["tap_set"] == "unet"
+                    and r["precision"] == "fp16")
+
     default = DEFAULT_CODEC if DEFAULT_CODEC in codecs else codecs[0]
     one, two = rate("compress+write", default, 1), rate("compress+write", default, 2)
     summary = {"cores": cores, "resolution": a.resolution, "ceiling_images_per_s": a.ceiling, "features": a.features,
                "default_codec": DEFAULT_CODEC, "codecs": codecs,
-               "write_scaling_1_to_2": two / one if two else None,
-               "cores_for_ceiling": {c: a.ceiling / rate("compress+write", c, 1) for c in codecs},
+               "write_scaling_1_to_2": two / one if one and two else None,
+               # unet fp16 with the fewest writer threads measured (1 by default)
+               "cores_for_ceiling": {c: unet(c)["cores_for_ceiling"] for c in codecs},
+               "cores_for_ceiling_cpu": {c: unet(c)["cores_for_ceiling_cpu"] for c in codecs},
                "reader_images_per_s": {f"{c}, {p}, {t} threads": rate("train reader", c, t, p)
                                        for c in codecs for p in ("shard reads", "zarr (before)") for t in counts},
                "reader_projection": projection(reads),
@@ -391,7 +399,7 @@ def main() -> None:
               ("read path", "path", ""), ("threads", "threads", "d"), ("img/s", "images_per_s", ".1f"),
               ("MB/s", "mb_per_s", ".0f"), ("x vs raw", "x_vs_raw", ".3f"), ("img/s/core", "images_per_s_per_core", ".1f"),
               ("CPU ms/img", "cpu_ms_per_image", ".1f"), ("GIL share", "gil_share", ".2f"),
-              ("cores for ceiling", "cores_for_ceiling", ".1f")])
+              ("cores for ceiling", "cores_for_ceiling", ".1f"), ("(from CPU time)", "cores_for_ceiling_cpu", ".1f")])
     for name, p in summary["reader_projection"].items():
         two = p["scaling_1_to_2_measured"]
         print(f"reader, {name}: {p['cpu_ms_per_image']:.1f} CPU ms/image, at most {p['gil_share']:.0%} of it "
