@@ -163,9 +163,27 @@ def sustained(threads: int, seconds: float, step) -> tuple[float, float]:
     return done[0] / (time.perf_counter() - t), (time.process_time() - cpu) / max(done[0], 1)
 
 
+def zarr_set_write_shard(arr, k: int, data: np.ndarray) -> tuple[float, float]:
+    """cache/shard_codec.write_shard before it wrote local files itself: the joined shard through zarr's
+    store.set (its event loop, then LocalStore's temporary file + rename)."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    from hairdiff.cache import shard_codec
+
+    t0 = time.perf_counter()
+    encoded = shard_codec.encode_shard(arr, data)
+    t1 = time.perf_counter()
+    sync(arr.store_path.store.set(shard_codec._key(arr, k), default_buffer_prototype().buffer.from_bytes(encoded)))
+    return t1 - t0, time.perf_counter() - t1
+
+
 def bench_writes(tmp: Path, tap_set: str, precision: str, codec: str, r: int, threads: int, seconds: float,
-                 planes) -> dict:
-    """Whole shards written by `threads` threads for about `seconds`: sustained images/s and MB/s."""
+                 planes, before: bool = False) -> dict:
+    """Whole shards written by `threads` threads for about `seconds`: sustained images/s and MB/s.
+    before: through the write path before (zarr_set_write_shard)."""
+    from hairdiff.cache import shard_codec
+
     lvls = levels(tap_set, r)
     payload = shard_payload(lvls, r, planes)
     codec_threads(threads)  # as `pipeline extract --writers N` does
@@ -179,12 +197,17 @@ def bench_writes(tmp: Path, tap_set: str, precision: str, codec: str, r: int, th
         store.write_samples(np.arange(k * SHARD, (k + 1) * SHARD), *payload)
         return SHARD
 
-    ips, cpu = sustained(threads, seconds, write_one)
+    saved = shard_codec.write_shard
+    shard_codec.write_shard = zarr_set_write_shard if before else saved
+    try:
+        ips, cpu = sustained(threads, seconds, write_one)
+    finally:
+        shard_codec.write_shard = saved
     mb = sum(v.nbytes for v in payload[0].values()) / SHARD / 1e6
     stored = stored_mb(store) / (next(shards) * SHARD)  # every shard taken was written
     shutil.rmtree(store.url, ignore_errors=True)
     return {"stage": "compress+write", "tap_set": tap_set, "precision": precision, "codec": codec,
-            "threads": threads, "images_per_s": ips, "mb_per_s": ips * mb, "raw_mb_per_image": mb,
+            "path": "zarr set (before)" if before else "pieces", "threads": threads, "images_per_s": ips, "mb_per_s": ips * mb, "raw_mb_per_image": mb,
             "stored_mb_per_image": stored, "x_vs_raw": mb / stored if precision == "fp16" else None,
             "cpu_ms_per_image": cpu * 1e3}
 
@@ -357,11 +380,14 @@ def main() -> None:
                     for codec in codecs:
                         writes.append(bench_writes(tmp, tap_set, precision, codec, a.resolution, c, a.seconds,
                                                    planes))
+            if "zstd" in codecs:  # the default before: zstd through the write path before, one thread
+                writes.append(bench_writes(tmp, "unet", "fp16", "zstd", a.resolution, counts[0], a.seconds, planes,
+                                           before=True))
             for c in counts:
                 for codec in codecs:
                     for path in ("store", "zarr"):
                         reads.append(bench_reader(urls[codec], codec, path, c, a.seconds))
-    writes = best_of(writes, ("tap_set", "precision", "codec", "threads"))
+    writes = best_of(writes, ("tap_set", "precision", "codec", "path", "threads"))
     reads = best_of(reads, ("codec", "path", "threads"))
     rows += writes + reads
     for r in rows:
@@ -371,23 +397,26 @@ def main() -> None:
             # the same from the CPU time each image took (all threads): steadier when other work shares the cores
             r["cores_for_ceiling_cpu"] = a.ceiling * r["cpu_ms_per_image"] / 1e3
 
-    def rate(stage, codec, threads, path=None):
+    def rate(stage, codec, threads, path):
         return next((r["images_per_s"] for r in rows if r["stage"] == stage and r.get("codec") == codec
                      and r["threads"] == threads and r["tap_set"] == "unet" and r["precision"] == "fp16"
-                     and r.get("path") in (path, None)), None)
+                     and r.get("path") == path), None)
 
-    def unet(codec):
+    def unet(codec, path="pieces"):
         return next(r for r in writes if r["codec"] == codec and r["threads"] == counts[0] and r["tap_set"] == "unet"
-                    and r["precision"] == "fp16")
+                    and r["precision"] == "fp16" and r["path"] == path)
 
     default = DEFAULT_CODEC if DEFAULT_CODEC in codecs else codecs[0]
-    one, two = rate("compress+write", default, 1), rate("compress+write", default, 2)
+    one, two = rate("compress+write", default, 1, "pieces"), rate("compress+write", default, 2, "pieces")
     summary = {"cores": cores, "resolution": a.resolution, "ceiling_images_per_s": a.ceiling, "features": a.features,
                "default_codec": DEFAULT_CODEC, "codecs": codecs,
                "write_scaling_1_to_2": two / one if one and two else None,
                # unet fp16 with the fewest writer threads measured (1 by default)
                "cores_for_ceiling": {c: unet(c)["cores_for_ceiling"] for c in codecs},
                "cores_for_ceiling_cpu": {c: unet(c)["cores_for_ceiling_cpu"] for c in codecs},
+               "before": ({k: unet("zstd", "zarr set (before)")[k] for k in ("cores_for_ceiling",
+                                                                            "cores_for_ceiling_cpu")}
+                          if "zstd" in codecs else None),
                "reader_images_per_s": {f"{c}, {p}, {t} threads": rate("train reader", c, t, p)
                                        for c in codecs for p in ("shard reads", "zarr (before)") for t in counts},
                "reader_projection": projection(reads),
@@ -396,7 +425,7 @@ def main() -> None:
     table(f"host side at {a.resolution}² on {cores} cores (GPU ceiling {a.ceiling:.0f} img/s; {a.features} features; "
           f"best of {a.repeats} side-by-side repeats)", rows, [
               ("stage", "stage", ""), ("taps", "tap_set", ""), ("precision", "precision", ""), ("codec", "codec", ""),
-              ("read path", "path", ""), ("threads", "threads", "d"), ("img/s", "images_per_s", ".1f"),
+              ("path", "path", ""), ("threads", "threads", "d"), ("img/s", "images_per_s", ".1f"),
               ("MB/s", "mb_per_s", ".0f"), ("x vs raw", "x_vs_raw", ".3f"), ("img/s/core", "images_per_s_per_core", ".1f"),
               ("CPU ms/img", "cpu_ms_per_image", ".1f"), ("GIL share", "gil_share", ".2f"),
               ("cores for ceiling", "cores_for_ceiling", ".1f"), ("(from CPU time)", "cores_for_ceiling_cpu", ".1f")])

@@ -58,8 +58,9 @@ def test_host_pipeline_says_the_cores_needed_per_codec_and_the_readers_rate(tmp_
     stages = {r["stage"] for r in res["rows"]}
     assert stages == {"decode+letterbox", "compress+write", "train reader"}
     writes = [r for r in res["rows"] if r["stage"] == "compress+write"]
-    assert {(r["tap_set"], r["precision"], r["codec"]) for r in writes} == {
-        (t, p, c) for t in ("unet", "odise") for p in ("fp16", "int8") for c in ("lz4", "zstd")}
+    assert {(r["tap_set"], r["precision"], r["codec"], r["path"]) for r in writes} == {
+        (t, p, c, "pieces") for t in ("unet", "odise") for p in ("fp16", "int8") for c in ("lz4", "zstd")} | {
+        ("unet", "fp16", "zstd", "zarr set (before)")}
     assert all(r["images_per_s"] > 0 and r["cores_for_ceiling"] > 0 for r in writes)
     assert all(r["x_vs_raw"] > 1 for r in writes if r["precision"] == "fp16")  # tiny-model features compress
     reads = [r for r in res["rows"] if r["stage"] == "train reader"]
@@ -67,8 +68,9 @@ def test_host_pipeline_says_the_cores_needed_per_codec_and_the_readers_rate(tmp_
         (c, p, t) for c in ("lz4", "zstd") for p in ("shard reads", "zarr (before)") for t in (1, 2)}
     s = res["summary"]
     assert s["default_codec"] == "lz4" and set(s["cores_for_ceiling"]) == {"lz4", "zstd"}
-    assert set(s["reader_projection"]) == {f"{p}, {c}" for c in ("lz4", "zstd") for p in ("shard reads",
-                                                                                         "zarr (before)")}
+    assert s["before"]["cores_for_ceiling_cpu"] > 0
+    assert set(s["reader_projection"]) == {"shard reads, lz4", "shard reads, zstd"}
+    assert all(0 <= p["gil_share"] <= 1 and p["amdahl_images_per_s_8_cores"] > 0 for p in s["reader_projection"].values())
 
 
 def test_train_speed_compares_cached_and_online(tmp_path):
