@@ -70,7 +70,8 @@ def test_host_pipeline_says_the_cores_needed_per_codec_and_the_readers_rate(tmp_
     assert s["default_codec"] == "lz4" and set(s["cores_for_ceiling"]) == {"lz4", "zstd"}
     assert s["before"]["cores_for_ceiling_cpu"] > 0
     assert set(s["reader_projection"]) == {"shard reads, lz4", "shard reads, zstd"}
-    assert all(0 <= p["gil_share"] <= 1 and p["amdahl_images_per_s_8_cores"] > 0 for p in s["reader_projection"].values())
+    assert all(0 <= p["gil_share"] <= 1 and p["amdahl_images_per_s_8_cores"] > 0
+               for p in s["reader_projection"].values())
 
 
 def test_train_speed_compares_cached_and_online(tmp_path):
