@@ -3,9 +3,9 @@
 Chosen by throughput (bench/host_pipeline.py, bench/cache_codecs.py, BENCHMARKS.md). Features are float16
 activations that compress little whatever the codec (SD 1.x architecture at 512, random weights, 3 Figaro
 images: 11.14 MB raw per image), so the codec's cost is what decides how many host cores an extraction
-needs: Blosc lz4 with bit-shuffle stores 9.55 MB/image (1.7% more than zstd-3) but encodes ~4x faster
-(~1.4 GB/s per core against ~340 MB/s) and decodes ~1.4x faster. With it, compress + write keeps up with an
-H200's 411 images/s on fewer than 14 cores; with zstd-3 it took ~20. zstd stays available for stores
+needs: Blosc lz4-5 with bit-shuffle stores 9.55 MB/image (1.8% more than zstd-3) but encodes 4-5x faster
+(1.2-1.4 GB/s per core against 220-340 MB/s) and decodes ~1.5x faster. With it, compress + write keeps up
+with an H200's 411 images/s on fewer than 14 cores; with zstd-3 it took ~20. zstd stays available for stores
 written once and kept long (`--codec zstd`), and every store written before the choice is zstd.
 
 The codec is a creation setting of a store (recorded in its attrs, shown by `pipeline cache info`), not part
@@ -28,24 +28,22 @@ class FeatureCodec:
     cname: str  # Blosc's inner compressor
     clevel: int
     shuffle: str  # noshuffle | shuffle (bytes) | bitshuffle
-    about: str
 
     def compressors(self) -> list:
         return [BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=self.shuffle), Crc32cCodec()]
 
 
 CODECS = {
-    "lz4": FeatureCodec("lz4", "lz4", 5, "bitshuffle", "Blosc lz4-5 bit-shuffle: fastest to write and read"),
-    "zstd": FeatureCodec("zstd", "zstd", 3, "bitshuffle", "Blosc zstd-3 bit-shuffle: 1-2% smaller, ~4x slower "
-                                                          "to write (the default before lz4)"),
+    "lz4": FeatureCodec("lz4", "lz4", 5, "bitshuffle"),  # the default: fastest to write and to read
+    "zstd": FeatureCodec("zstd", "zstd", 3, "bitshuffle"),  # ~2% smaller, 4-5x slower to encode; the default before
 }
 DEFAULT_CODEC = "lz4"
 
 
 def check_codec(name: str) -> FeatureCodec:
     if name not in CODECS:
-        raise UsageError(f"--codec {name!r}: use {' or '.join(CODECS)} (lz4 is the default; zstd stores 1-2% "
-                         f"smaller and writes ~4x slower)")
+        raise UsageError(f"--codec {name!r}: use {' or '.join(CODECS)} (lz4 is the default; zstd stores ~2% "
+                         f"smaller and encodes 4-5x slower)")
     return CODECS[name]
 
 

@@ -58,7 +58,7 @@ class ExtractConfig:
                                                "default $HAIRDIFF_CACHE or ~/.cache/hairdiff")
     precision: Precision = option("fp16", help="stored precision: fp16 (lossless) | int8 (per-channel)")
     codec: str | None = option(None, help="features' compression in a NEW store: lz4 (default; fastest to write "
-                                          "and read) | zstd (1-2% smaller, ~4x slower to write). Not part of the "
+                                          "and read) | zstd (~2% smaller, 4-5x slower to encode). Not part of the "
                                           "fingerprint: an existing store keeps its own codec")
     shard_size: int = option(16, help="samples per shard file")
     seed: int = option(0, help="seed of the one fixed noise tensor (and of the views' random crops)")
