@@ -20,9 +20,9 @@ export PYTHONUNBUFFERED=1 HAIRDIFF_CACHE=${HAIRDIFF_CACHE:-/tmp/hairdiff-cache} 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), sys.version.split()[0])"
 if [ "${SMALL:-0}" = 1 ]; then  # CPU smoke sizes: the same commands, minutes not seconds of GPU
-  MODEL=tiny; R=64; N=32; NAIVE=4; TN=16; TI=5; TB=4; HS=1; CT=300; RES=${RES:-/tmp/gpu-run-smoke}
+  MODEL=tiny; R=64; N=32; NAIVE=4; TN=16; TI=5; TB=4; CT=300; RES=${RES:-/tmp/gpu-run-smoke}
 else
-  MODEL=/tmp/sd1; R=512; N=1024; NAIVE=16; TN=64; TI=25; TB=16; HS=3; CT=150; RES=${RES:-bench/results}
+  MODEL=/tmp/sd1; R=512; N=1024; NAIVE=16; TN=64; TI=25; TB=16; CT=150; RES=${RES:-bench/results}
   phase "build the SD 1.x architecture with random weights"
   [ -f /tmp/sd1/model_index.json ] || timeout 180 python3 bench/build_sd1_random.py /tmp/sd1 --half
 fi
@@ -32,8 +32,8 @@ phase "train_speed (cached vs online)"
 timeout 120 python3 bench/train_speed.py --model $MODEL --resolution $R --images $TN --iters $TI --batch-size $TB --out $RES
 phase "head_speed (the head's training step alone)"
 [ "${SMALL:-0}" = 1 ] || timeout 90 python3 bench/head_speed.py
-phase "host_pipeline (host side alone, every core)"
-timeout 90 python3 bench/host_pipeline.py --seconds $HS --resolution $R --out $RES
+phase "host_pipeline (host side alone: codecs and the training reader on 1, 2 and 8 cores)"
+timeout 90 python3 bench/host_pipeline.py --seconds 1 --repeats 1 --threads 1,2,8 --resolution $R --out $RES
 phase "torch.compile row (last: may be cut by its limit)"
 timeout $CT python3 bench/extract_speed.py --model $MODEL --compile-only --out $RES
 phase "done"

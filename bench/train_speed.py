@@ -1,17 +1,24 @@
-"""Stage two from the cache against the same head with the frozen backbone run online, same batch and device.
+"""Stage two from the cache against the same head with the frozen backbone run online, side by side in one run,
+and the FLOP-bound limit of that ratio.
 
-Cached: `pipeline train`'s own loop (hairdiff.train.loop.train) reading a store written by `pipeline extract`.
-Online: the same head, criterion, optimizer and batch, with the backbone computing the features of each
-batch's images inside the step (what ODISE does). Reports images/s of both, `train_speedup_vs_online`, and
-the fraction of the cached run's time spent waiting on the store readers.
+Both sides run the training step of train/loop.py (`train_step` below: the one place to repoint when the step
+becomes its own function) with the same head, criterion, optimizer, batch and device, iteration by iteration
+in turn (so a busy machine slows both alike):
+- from the cache: batches from `pipeline train`'s reader (BatchStream over a store written by `pipeline
+  extract`, `--readers` threads), waiting for the reader included;
+- online: the frozen backbone computes each batch's features inside the step (what ODISE does).
+
+The limit: per image, the online step does the backbone's forward pass and the head's training step, the
+cached one only the latter, so the speed-up cannot exceed (backbone FLOPs + head step FLOPs) / head step
+FLOPs, both counted by torch's FLOP counter on exactly the work done (extract.flops.count_flops; the step
+under FlopCounterMode: forward, loss and backward). Reported beside the measured ratio and their quotient.
 
     python bench/train_speed.py --model /tmp/sd1 --images 64 --iters 30        # GPU, the paper-size head
-    python bench/train_speed.py --model tiny --resolution 64 --images 16 --iters 4 --batch-size 4   # CPU smoke
+    python bench/train_speed.py --model tiny --resolution 64 --images 16 --iters 6 --batch-size 4   # CPU
 """
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from contextlib import nullcontext
@@ -30,60 +37,62 @@ from hairdiff.train.config import TrainConfig  # noqa: E402
 SKIP = 3  # first iterations (allocation, kernel selection) are not timed
 
 
-def cached(store: str, out: Path, a, device: str) -> dict:
-    from hairdiff.train.loop import train
-
-    cfg = TrainConfig(cache=[store], out=str(out), iters=a.iters, batch_size=a.batch_size, device=device,
-                      ckpt_every=a.iters, small=a.small, workers=a.readers, prefetch=4)
-    train(cfg, device=device)
-    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()][SKIP:]
-    step = [r["images_per_s"] for r in rows]
-    wait = sum(r.get("data_wait_s", 0.0) for r in rows)
-    total = sum(a.batch_size / r["images_per_s"] for r in rows)
-    return {"images_per_s": float(np.mean(step)), "loader_wait_fraction": wait / total,
-            "steps_waiting_fraction": float(np.mean([r.get("data_wait_s", 0.0) > 1e-3 for r in rows]))}
-
-
-def online(ext: ExtractConfig, a, device: str, levels) -> dict:
-    """The training step with the frozen backbone in it: images -> features -> head -> loss -> update."""
-    from hairdiff.cache.geometry import letterbox_image, letterbox_label
-    from hairdiff.extract.loading import to_model_input
+def train_step(t: "Trainer", feats: dict, labels: torch.Tensor, it: int, first: int) -> None:
+    """One iteration of train/loop.py's step, as the loop runs it (its host checks and log reads included):
+    features to the device, targets, forward under autocast, per-sample losses, backward, clipping, AdamW."""
     from hairdiff.train.loop import batch_loss, sample_seed
-    from hairdiff.train.mask2former.criterion import build_criterion
-    from hairdiff.train.mask2former.head import Mask2FormerHead
     from hairdiff.train.mask2former.targets import semantic_targets
 
-    fx = build_extractor(ext)
-    reader, refs = list_refs(ext)
-    loaded = [reader.load(r) for r in refs[: a.images]]
-    images = torch.from_numpy(np.stack([letterbox_image(s.image, ext.resolution) for s in loaded]))
-    labels = torch.from_numpy(np.stack([letterbox_label(s.label, ext.resolution) for s in loaded]))
-    hcfg = TrainConfig(cache=["x"], out="x", small=a.small).head_config(device)
-    torch.manual_seed(0)
-    head = Mask2FormerHead(levels, hcfg).to(device)
-    criterion = build_criterion(hcfg).to(device)
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-4, weight_decay=0.05)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
-    times = []
-    for it in range(a.iters):
-        idx = np.random.default_rng(it).choice(len(loaded), a.batch_size, replace=len(loaded) < a.batch_size)
-        t = time.perf_counter()
-        x = to_model_input(images[idx].pin_memory() if device.startswith("cuda") else images[idx],
-                           torch.device(device), fx.bb.dtype)
-        with torch.no_grad():
-            feats = {k: v.to(torch.float16).float() for k, v in fx(x).items()}  # as the cache would give them
-        targets = semantic_targets(labels[idx].to(device), num_classes=hcfg.num_classes)
-        with autocast:
-            outputs = head(feats)
-        loss, _ = batch_loss(criterion, outputs, targets, [sample_seed(0, it, j) for j in range(len(idx))], device)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(head.parameters(), 0.01)
-        opt.step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return {"images_per_s": a.batch_size / float(np.mean(times[SKIP:]))}
+    feats = {k: v.to(t.device, non_blocking=True).float() for k, v in feats.items()}
+    targets = semantic_targets(labels.to(t.device), num_classes=t.hcfg.num_classes)
+    seeds = [sample_seed(t.seed, it, first + j) for j in range(len(targets))]
+    with t.autocast:
+        outputs = t.head(feats)
+    loss, terms = batch_loss(t.criterion, outputs, targets, seeds, t.device)
+    stats = torch.stack([loss.detach().float(), *terms.values()])
+    if not bool(torch.isfinite(stats).all()):
+        raise RuntimeError(f"non-finite loss at iteration {it}")
+    t.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(t.params, t.grad_clip if t.grad_clip > 0 else float("inf"))
+    if not bool(torch.isfinite(gnorm)):
+        raise RuntimeError(f"non-finite gradient norm at iteration {it}")
+    t.optimizer.step()
+    stats.tolist(), float(gnorm)  # the loop's log row
+
+
+class Trainer:
+    """A head, criterion and optimizer as train/loop.py builds them."""
+
+    def __init__(self, levels, cfg: TrainConfig, device: str):
+        from hairdiff.train.mask2former.criterion import build_criterion
+        from hairdiff.train.mask2former.head import Mask2FormerHead
+        from hairdiff.train.optim import build_optimizer
+
+        self.device, self.seed, self.grad_clip = device, cfg.seed, cfg.grad_clip
+        self.hcfg = cfg.head_config(device)
+        torch.manual_seed(cfg.seed)
+        self.head = Mask2FormerHead(levels, self.hcfg).to(device).train()
+        self.criterion = build_criterion(self.hcfg).to(device)
+        self.optimizer = build_optimizer(self.head, cfg.lr, cfg.weight_decay)
+        self.params = [p for p in self.head.parameters() if p.requires_grad]
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def head_step_flops(levels, cfg: TrainConfig, device: str, feats: dict, labels: torch.Tensor) -> float:
+    """FLOPs per image of one training step (forward, loss, backward) on a batch, torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t = Trainer(levels, cfg, device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_step(t, feats, labels, 0, 0)
+    return counter.get_total_flops() / len(labels)
 
 
 def main() -> None:
@@ -108,23 +117,75 @@ def main() -> None:
         a.data = make_jpegs(work / "data", a.images, a.resolution)
     ext = ExtractConfig(dataset="folder", root=str(a.data), model=a.model, resolution=a.resolution,
                         cache_root=str(work / "cache"), limit=a.images, workers=2)
+    fx = build_extractor(ext)
     stats = ExtractStats()
-    run_local(ext, stats, log=lambda *x: None)
-    from hairdiff.cache import FeatureStore
+    run_local(ext, stats, log=lambda *x: None, extractor=fx)
 
-    levels = FeatureStore.open(stats.store).levels
-    c = cached(stats.store, work / "run", a, device)
-    o = online(ext, a, device, levels)
+    from hairdiff.cache.geometry import letterbox_image, letterbox_label
+    from hairdiff.extract.flops import count_flops
+    from hairdiff.extract.loading import to_model_input
+    from hairdiff.train.data import BatchStream, CachedFeatures, Position
+
+    data = CachedFeatures.from_urls([stats.store], seed=0)
+    cfg = TrainConfig(cache=[stats.store], out=str(work / "run"), batch_size=a.batch_size, device=device,
+                      small=a.small, workers=a.readers, prefetch=max(4, a.readers))
+    reader, refs = list_refs(ext)
+    loaded = [reader.load(r) for r in refs[: a.images]]
+    images = torch.from_numpy(np.stack([letterbox_image(s.image, ext.resolution) for s in loaded]))
+    labels = torch.from_numpy(np.stack([letterbox_label(s.label, ext.resolution) for s in loaded]))
+    pin = device.startswith("cuda")
+
+    def online_features(idx) -> dict:
+        x = to_model_input(images[idx].pin_memory() if pin else images[idx], torch.device(device), fx.bb.dtype)
+        with torch.no_grad():
+            return {k: v.to(torch.float16) for k, v in fx(x).items()}  # as the cache would give them
+
+    # FLOPs per image of exactly the work each side does (the backbone's early stop after its last tap included)
+    backbone = count_flops(fx, batch_size=1)["total"]
+    with BatchStream(data, a.batch_size, cfg.seed, Position(), workers=1) as probe_stream:
+        probe = next(probe_stream)[0]
+    head = head_step_flops(data.levels, cfg, device, probe["features"], probe["labels"])
+    limit = (backbone + head) / head
+
+    cached, online = Trainer(data.levels, cfg, device), Trainer(data.levels, cfg, device)
+    times = {"cached": [], "online": [], "wait": []}
+    with BatchStream(data, a.batch_size, cfg.seed, Position(), workers=cfg.workers, prefetch=cfg.prefetch) as stream:
+        for it in range(a.iters):  # the two sides in turn, iteration by iteration
+            sync(device)
+            t0 = time.perf_counter()
+            batch, _ = next(stream)
+            waited = time.perf_counter() - t0
+            train_step(cached, batch["features"], batch["labels"], it, batch["global_start"])
+            sync(device)
+            t1 = time.perf_counter()
+            idx = np.random.default_rng(it).choice(len(loaded), a.batch_size, replace=len(loaded) < a.batch_size)
+            train_step(online, online_features(idx), labels[idx], it, 0)
+            sync(device)
+            t2 = time.perf_counter()
+            if it >= SKIP:
+                times["cached"].append(t1 - t0)
+                times["online"].append(t2 - t1)
+                times["wait"].append(waited)
+    c_ips = a.batch_size / float(np.mean(times["cached"]))
+    o_ips = a.batch_size / float(np.mean(times["online"]))
+    ratio = c_ips / o_ips
+    head_name = "small" if (a.small if a.small is not None else device == "cpu") else "paper (Mask2Former)"
     summary = {"device_arg": device, "model": a.model, "resolution": a.resolution, "batch_size": a.batch_size,
-               "iters_timed": a.iters - SKIP, "cached_images_per_s": c["images_per_s"],
-               "online_images_per_s": o["images_per_s"], "train_speedup_vs_online": c["images_per_s"] / o["images_per_s"],
-               "loader_wait_fraction": c["loader_wait_fraction"], "steps_waiting_fraction": c["steps_waiting_fraction"],
-               "head": "small" if (a.small if a.small is not None else device == "cpu") else "paper (Mask2Former)"}
-    rows = [{"run": "from the cache (pipeline train)", **c}, {"run": "backbone online in the step", **o}]
+               "iters_timed": a.iters - SKIP, "readers": a.readers, "cached_images_per_s": c_ips,
+               "online_images_per_s": o_ips, "train_speedup_vs_online": ratio,
+               "flops_per_image": {"backbone_forward": backbone, "head_train_step": head},
+               "flop_bound_limit": limit, "fraction_of_limit": ratio / limit,
+               "loader_wait_fraction": float(np.sum(times["wait"]) / np.sum(times["cached"])),
+               "steps_waiting_fraction": float(np.mean([w > 1e-3 for w in times["wait"]])), "head": head_name,
+               "step": "train_step (bench/train_speed.py): train/loop.py's step"}
+    rows = [{"run": "from the cache (pipeline train's reader)", "images_per_s": c_ips,
+             "loader_wait_fraction": summary["loader_wait_fraction"], "gflop_per_image": head / 1e9},
+            {"run": "backbone online in the step", "images_per_s": o_ips, "gflop_per_image": (backbone + head) / 1e9}]
     path = write("train_speed", rows, summary, a.out or Path(__file__).resolve().parent / "results")
-    table(f"training at {a.resolution}², batch {a.batch_size}, {summary['head']} head on {device}: "
-          f"{summary['train_speedup_vs_online']:.1f}x from the cache", rows, [
-              ("run", "run", ""), ("img/s", "images_per_s", ".1f"), ("loader wait", "loader_wait_fraction", ".2f")])
+    table(f"training at {a.resolution}², batch {a.batch_size}, {head_name} head, {a.model} on {device}: "
+          f"{ratio:.2f}x from the cache, FLOP-bound limit {limit:.2f}x ({ratio / limit:.2f} of it)", rows, [
+              ("run", "run", ""), ("img/s", "images_per_s", ".2f"), ("GFLOP/img", "gflop_per_image", ".2f"),
+              ("loader wait", "loader_wait_fraction", ".2f")])
     print(path)
 
 

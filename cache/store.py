@@ -4,7 +4,9 @@ Layout: ``features/<level>`` [N, C, H, W] float16 (or int8 + ``features/<level>_
 [N, C] float32), one sample per chunk, ``shard_size`` samples per shard file; ``masks`` [N, R, R] uint8
 (training masks at feature-input resolution, 255 = ignore); ``labels`` [N] PNG bytes (the annotation at
 its own resolution, exact); ``ids`` [N] str; ``orig_sizes``/``label_sizes`` [N, 2] int32; ``digests``
-[N, levels + 3] uint32 (cache/digests.py); ``done`` [N] uint8 chunked by shard.
+[N, levels + 3] uint32 (cache/digests.py); ``done`` [N] uint8 chunked by shard. Features are compressed
+with the codec named at creation (cache/codecs.py, attr ``codec``); writes and reads follow the codec the
+store's own arrays declare, so stores of either codec (and those written before the choice) read the same.
 
 Crash-safety invariant: a sample flagged done always reads back exactly, or its read fails loudly.
 Shards are written whole (zarr's LocalStore writes a key through a temporary file and a rename, object
@@ -12,6 +14,9 @@ stores replace objects whole), and done flags are written after the data. Rewrit
 holds done samples first clears their flags, so a crash in between leaves them missing (recomputed),
 never wrong. Every read of a done sample checks its digests (stores written before digests existed: that
 its shard files exist), so a lost or corrupt shard is an error naming the sample, never zeros.
+
+Reads of the sharded arrays and of the small per-sample arrays go through cache/shard_codec.py (decoded in
+the reader's thread, outside the GIL); anything laid out otherwise is read by zarr itself.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from PIL import Image
 
 from hairdiff.cache import digests as dg
 from hairdiff.cache import shard_codec
-from hairdiff.cache.codecs import checksum_only, feature_compressors, small_compressors
+from hairdiff.cache.codecs import DEFAULT_CODEC, array_codec, checksum_only, feature_compressors, small_compressors
 from hairdiff.cache.fingerprint import SCHEMA_VERSION, features_fingerprint
 from hairdiff.cache.layout import ViewLayout
 from hairdiff.cache.levels import LevelSpec
@@ -135,6 +140,7 @@ class FeatureStore:
         self.num_images: int = self.layout.num_images
         self._ids: list[str] | None = None
         self._present: set[tuple[str, int]] = set()  # (array, shard) found on disk, for stores without digests
+        self._arrays: dict = {}  # opened once: each `group[name]` reads the array's metadata
         # Seconds writer threads spent compressing and writing shard files (extraction's stage report).
         self.io_seconds = {"compress": 0.0, "write": 0.0}
         self._io_lock = threading.Lock()
@@ -202,10 +208,14 @@ class FeatureStore:
     def create_or_open(cls, url: str, *, fingerprint: str, fingerprint_inputs: dict, dataset: str, split: str,
                        root: str, ids: list[str], levels: list[LevelSpec], resolution: int, preprocessing: dict,
                        precision: str = "fp16", shard_size: int = 16, ids_digest: str | None = None,
-                       data_key: str | None = None, views: dict | None = None) -> "FeatureStore":
+                       data_key: str | None = None, views: dict | None = None,
+                       codec: str | None = None) -> "FeatureStore":
+        """codec: the features' codec of a new store (None: DEFAULT_CODEC). An existing store keeps its own
+        (not part of what it holds): compare `store.codec` to say so."""
         url = str(url)
         if precision not in PRECISIONS:
             raise UsageError(f"--precision {precision!r}: use {' or '.join(PRECISIONS)}")
+        feature_compressors(codec or DEFAULT_CODEC)  # a bad name is refused before any store is touched
         try:
             store = cls.open(url, mode="r+")
         except StoreNotFoundError:
@@ -224,20 +234,21 @@ class FeatureStore:
             return store
         try:
             return cls._create(url, fingerprint, fingerprint_inputs, dataset, split, root, list(ids), levels,
-                               resolution, preprocessing, precision, shard_size, ids_digest, data_key, views)
+                               resolution, preprocessing, precision, shard_size, ids_digest, data_key, views,
+                               codec or DEFAULT_CODEC)
         except OSError as e:
             raise StoreWriteError(f"cannot create the store {url} ({e.strerror or e}): pass a writable "
                                   "--cache-root") from None
 
     @classmethod
     def _create(cls, url, fp, inputs, dataset, split, root, ids, levels, resolution, preprocessing, precision,
-                shard_size, ids_digest, data_key, views) -> "FeatureStore":
+                shard_size, ids_digest, data_key, views, codec) -> "FeatureStore":
         n, s = len(ids), shard_size
         g = zarr.open_group(_zarr_store(url, read_only=False), mode="a")
         for lv in levels:
             g.create_array(f"features/{lv.key}", shape=(n, lv.channels, lv.height, lv.width),
                            dtype=np.dtype(stored_dtype(precision)).name, chunks=(1, lv.channels, lv.height, lv.width),
-                           shards=(s, lv.channels, lv.height, lv.width), compressors=feature_compressors(),
+                           shards=(s, lv.channels, lv.height, lv.width), compressors=feature_compressors(codec),
                            fill_value=0, overwrite=True, attributes={"tap": lv.name, "stride": lv.stride})
             if precision == "int8":
                 for part in ("scale", "offset"):
@@ -266,8 +277,8 @@ class FeatureStore:
             "schema_version": SCHEMA_VERSION, "fingerprint": fp, "fingerprint_inputs": inputs, "dataset": dataset,
             "split": split, "ids_digest": ids_digest, "data_key": data_key, "views": views, "root": str(root),
             "levels": [lv.to_dict() for lv in levels], "resolution": resolution, "preprocessing": preprocessing,
-            "precision": precision, "shard_size": s, "num_samples": n, "digests": {"algorithm": "crc32c",
-                                                                                "columns": cols},
+            "precision": precision, "codec": codec, "shard_size": s, "num_samples": n,
+            "digests": {"algorithm": "crc32c", "columns": cols},
             "versions": versions(("zarr", "numcodecs", "numpy", "torch")),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
@@ -279,6 +290,12 @@ class FeatureStore:
         if self._ids is None:
             self._ids = [str(x) for x in self.group["ids"][:]]
         return self._ids
+
+    @property
+    def codec(self) -> str:
+        """The features' codec as the store's arrays declare it (stores without the attr: zstd, or whatever
+        their arrays say), which is what writes into this store use."""
+        return array_codec(self._array(f"features/{self.levels[0].key}"))
 
     @property
     def num_shards(self) -> int:
@@ -415,6 +432,25 @@ class FeatureStore:
             f"data. Run `pipeline cache verify {self.url} --repair`, then the same `pipeline extract` command to "
             f"recompute it", part=part)
 
+    def _array(self, name: str):
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
+
+    def _read(self, names: list[str], idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Rows `idx` (any order, repeats allowed) of each named array: outside zarr's read path, all in one
+        fetch, where the layout allows (cache/shard_codec.py), else by zarr; stored bytes that do not decode
+        are an error naming the sample."""
+        fast = {n: self._array(n) for n in names if shard_codec.readable(self._array(n))}
+        try:
+            out = shard_codec.read_arrays(fast, idx)
+        except shard_codec.ChunkError as e:
+            raise self._corrupt(e.sample, f"{e.array}: does not decode ({str(e)[:120]})") from None
+        except Exception as e:  # what zarr's path reports the same way (an unreadable file ...)
+            raise self._corrupt(int(np.atleast_1d(idx)[0]), f"{', '.join(fast)}: do not decode "
+                                                            f"({type(e).__name__}: {str(e)[:80]})") from None
+        return {n: out[n] if n in out else self._get(n, idx) for n in names}
+
     def _get(self, name: str, sel):
         """An array's values for `sel` (an index, slice or index array), with codec failures (bad checksum,
         undecodable chunk) turned into an error naming the samples."""
@@ -442,12 +478,13 @@ class FeatureStore:
                 raise self._corrupt(i, f"{name}: shard file missing")
             self._present.add((name, k))
 
-    def _verify(self, idx: np.ndarray, columns: dict[str, list[np.ndarray]]) -> None:
-        """Compare each sample's stored digests with the data just read; raise on the first difference."""
+    def _verify(self, idx: np.ndarray, columns: dict[str, list[np.ndarray]], stored: dict | None = None) -> None:
+        """Compare each sample's stored digests with the data just read; raise on the first difference.
+        stored: the `done` and `digests` rows of idx, when read with the data."""
         if not self.has_digests:
             return
-        done = self._get("done", idx).astype(bool)
-        want = self._get("digests", idx)
+        stored = stored or self._read(["done", "digests"], idx)
+        done, want = stored["done"].astype(bool), stored["digests"]
         cols = self.attrs["digests"]["columns"]
         for c, parts in columns.items():
             col = cols.index(c)
@@ -457,32 +494,30 @@ class FeatureStore:
                     raise self._corrupt(int(i), f"{name}: does not match its checksum (lost or changed since it "
                                                 f"was written)")
 
-    def _read_levels(self, idx: np.ndarray) -> tuple[dict, dict]:
-        feats, parts = {}, {}
-        for lv in self.levels:
-            key = f"features/{lv.key}"
-            if not self.has_digests:
-                self._check_present(key, idx, 4)
-            raw = self._get(key, idx)
-            if self.precision == "int8":
-                scale, offset = self._get(f"{key}__scale", idx), self._get(f"{key}__offset", idx)
-                parts[lv.key] = [raw, scale, offset]
-                feats[lv.name] = dequantize_int8(raw, scale, offset)
-            else:
-                parts[lv.key] = [raw]
-                feats[lv.name] = raw
-        return feats, parts
-
     def read_batch(self, indices) -> dict:
         """Samples by index, in the given order: ids, features {name: (B,C,H,W) float16}, masks, orig_sizes.
         Raises CorruptSampleError when a done sample's data is lost or changed."""
-        idx = np.asarray(indices, dtype=np.int64)
-        feats, parts = self._read_levels(idx)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        keys = {lv.key: f"features/{lv.key}" for lv in self.levels}
+        names = [n for key in keys.values() for n in ([key, f"{key}__scale", f"{key}__offset"]
+                                                      if self.precision == "int8" else [key])]
         if not self.has_digests:
-            self._check_present("masks", idx, 3)
-        masks = self._get("masks", idx)
-        sizes, lsizes = self._get("orig_sizes", idx), self._get("label_sizes", idx)
-        self._verify(idx, {**parts, "masks": [masks], dg.SIZES: [[dg.size_bytes(o, s) for o, s in zip(sizes, lsizes)]]})
+            for name in [*keys.values(), "masks"]:
+                self._check_present(name, idx, self._array(name).ndim)
+        got = self._read(names + ["masks", "orig_sizes", "label_sizes"]
+                         + (["done", "digests"] if self.has_digests else []), idx)
+        feats, parts = {}, {}
+        for lv in self.levels:
+            key = keys[lv.key]
+            if self.precision == "int8":
+                parts[lv.key] = [got[key], got[f"{key}__scale"], got[f"{key}__offset"]]
+                feats[lv.name] = dequantize_int8(*parts[lv.key])
+            else:
+                parts[lv.key] = [got[key]]
+                feats[lv.name] = got[key]
+        masks, sizes, lsizes = got["masks"], got["orig_sizes"], got["label_sizes"]
+        self._verify(idx, {**parts, "masks": [masks], dg.SIZES: [[dg.size_bytes(o, s) for o, s in zip(sizes, lsizes)]]},
+                     got if self.has_digests else None)
         return {"ids": [self.ids[i] for i in idx], "features": feats, "masks": masks, "orig_sizes": sizes}
 
     def read_sample(self, i: int) -> dict:
@@ -522,7 +557,8 @@ class FeatureStore:
         return {
             "url": self.url, "dataset": self.dataset, "split": self.split, "fingerprint": self.fingerprint,
             "data_key": self.data_key, "num_samples": self.num_samples, "done": int(done.sum()),
-            "resolution": self.resolution, "precision": self.precision, "shard_size": self.shard_size,
+            "resolution": self.resolution, "precision": self.precision, "codec": self.codec,
+            "shard_size": self.shard_size,
             "levels": [lv.to_dict() for lv in self.levels], "bytes": self.nbytes(),
             "fingerprint_inputs": self.fingerprint_inputs, "created": self.attrs.get("created"),
             "versions": self.attrs.get("versions"), "root": self.root,

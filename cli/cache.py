@@ -73,7 +73,7 @@ def info_command(store: str, json_: Annotated[bool, typer.Option("--json", help=
         print(json.dumps(info, indent=2, default=str))
         return
     for k in ("url", "root", "dataset", "split", "fingerprint", "num_samples", "done", "resolution", "precision",
-              "shard_size", "bytes", "created"):
+              "codec", "shard_size", "bytes", "created"):
         print(f"{k}: {info[k]}")
     for lv in info["levels"]:
         print(f"level {lv['name']}: {lv['channels']}x{lv['height']}x{lv['width']} stride {lv['stride']}")

@@ -8,6 +8,7 @@ device and dtype, not the client's.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import numpy as np
@@ -79,7 +80,7 @@ def run_distributed(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressF
     from distributed import as_completed
 
     from hairdiff.cache import FeatureStore
-    from hairdiff.extract.runner import planned_indices
+    from hairdiff.extract.runner import codec_note, planned_indices
 
     from hairdiff.extract.runner import list_refs
     from hairdiff.extract.sources import data_key
@@ -93,6 +94,9 @@ def run_distributed(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressF
         cfg_dict = to_dict(cfg)
         url = client.submit(_prepare, cfg_dict, key, pure=False).result()
         store = FeatureStore.open(url)
+        note = codec_note(cfg, store)
+        if note:
+            print(note, file=sys.stderr)
         todo = planned_indices(cfg, store)
         stats.store, stats.planned = url, len(todo)
         shards: dict[int, list[int]] = {}

@@ -94,8 +94,9 @@ def viewed(cfg: ExtractConfig, refs):
     return ViewedSamples(refs, parse_views(cfg.views), cfg.seed, cfg.views)
 
 
-def open_store(cfg: ExtractConfig, extractor, refs, data_key: str, samples=None) -> FeatureStore:
-    """The store for these features of exactly these files: keyed by the fingerprint and the data."""
+def open_store(cfg: ExtractConfig, extractor, refs, data_key: str, samples=None, log=None) -> FeatureStore:
+    """The store for these features of exactly these files: keyed by the fingerprint and the data. The codec
+    is not part of the key: an existing store is reused with its own codec (said when --codec differs)."""
     samples = viewed(cfg, refs) if samples is None else samples
     inputs = dict(extractor.fingerprint_inputs)
     views = samples.record()
@@ -103,12 +104,24 @@ def open_store(cfg: ExtractConfig, extractor, refs, data_key: str, samples=None)
         inputs["views"] = views  # what the store holds; not what its features are
     fp = fingerprint(inputs)
     url = store_url(cfg.cache_root or default_cache_root(), cfg.dataset, cfg.split, fp, data_key)
-    return FeatureStore.create_or_open(
+    store = FeatureStore.create_or_open(
         url, fingerprint=fp, fingerprint_inputs=inputs, dataset=cfg.dataset, split=cfg.split,
         root=str(Path(cfg.root).resolve()), ids=samples.ids(), levels=extractor.levels, resolution=cfg.resolution,
         preprocessing=preprocessing_record(cfg.resolution), precision=cfg.precision, shard_size=cfg.shard_size,
-        ids_digest=cfg.ids_digest(), data_key=data_key, views=samples.layout.attrs(),
+        ids_digest=cfg.ids_digest(), data_key=data_key, views=samples.layout.attrs(), codec=cfg.codec,
     )
+    note = codec_note(cfg, store)
+    if note and log is not None:
+        log(note)
+    return store
+
+
+def codec_note(cfg: ExtractConfig, store: FeatureStore) -> str | None:
+    """The line that says an explicit --codec does not apply to an existing store of another codec."""
+    if cfg.codec is None or store.codec == cfg.codec:
+        return None
+    return (f"--codec {cfg.codec}: {store.url} exists with codec {store.codec}; its samples are written with "
+            f"{store.codec} (a store never mixes codecs; another --cache-root makes a new {cfg.codec} store)")
 
 
 def planned_indices(cfg: ExtractConfig, store: FeatureStore) -> np.ndarray:
@@ -259,7 +272,7 @@ def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory
         log(f"{len(refs)} samples in {cfg.dataset}/{cfg.split}; loading model {cfg.model} ...")
         extractor = build_extractor(cfg)
     samples = viewed(cfg, refs)  # the recipe, parsed once for the run
-    store = open_store(cfg, extractor, refs, key, samples)
+    store = open_store(cfg, extractor, refs, key, samples, log=log)
     todo = planned_indices(cfg, store)
     stats.store, stats.planned = store.url, len(todo)
     layout = store.layout

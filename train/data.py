@@ -110,22 +110,22 @@ class CachedFeatures:
         epochs: the epoch of each visit, which draws the view (None: the original view)."""
         pos = np.asarray(positions, dtype=np.int64)
         rows = self.samples(pos, epochs)
-        feats: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {lv.name: [] for lv in self.levels}
-        masks, where = [], []
-        for k in np.unique(rows[:, 0]):
-            sel = np.flatnonzero(rows[:, 0] == k)
-            idx = rows[sel, 1]
-            # Read each store's samples once, in ascending order (shard-friendly), then put them back.
-            uniq, inv = np.unique(idx, return_inverse=True)
-            b = self.stores[int(k)].read_batch([int(i) for i in uniq])
-            for name in feats:
-                feats[name].append(np.asarray(b["features"][name])[inv])
-            masks.append(np.asarray(b["masks"])[inv])
-            where.append(sel)
-        order = np.argsort(np.concatenate(where), kind="stable")
-        out = {name: torch.from_numpy(np.ascontiguousarray(np.concatenate(v, 0)[order], dtype=np.float16))
-               for name, v in feats.items()}
-        labels = torch.from_numpy(np.ascontiguousarray(np.concatenate(masks, 0)[order], dtype=np.uint8))
+        stores = np.unique(rows[:, 0])
+        if len(stores) == 1:
+            # The store decodes straight into the batch, in batch order (repeats read once): no copy here.
+            b = self.stores[int(stores[0])].read_batch(rows[:, 1])
+            feats, masks = b["features"], b["masks"]
+        else:
+            feats = {lv.name: np.empty((len(pos), lv.channels, lv.height, lv.width), np.float16) for lv in self.levels}
+            masks = np.empty((len(pos), self.resolution, self.resolution), np.uint8)
+            for k in stores:
+                sel = np.flatnonzero(rows[:, 0] == k)
+                b = self.stores[int(k)].read_batch(rows[sel, 1])
+                for name in feats:
+                    feats[name][sel] = b["features"][name]
+                masks[sel] = b["masks"]
+        out = {name: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float16)) for name, v in feats.items()}
+        labels = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.uint8))
         return {"features": out, "labels": labels, "positions": torch.from_numpy(pos.copy())}
 
 
@@ -163,18 +163,20 @@ def rank_slice(batch: np.ndarray, rank: int, world_size: int) -> tuple[np.ndarra
 
 
 class BatchStream:
-    """Iterate (batch, position_after) from a start position, reading `prefetch` batches ahead.
+    """Iterate (batch, position_after) from a start position, reading ahead of the model.
 
-    Reading runs in `workers` background threads (zarr decompression releases the GIL) with at most
-    `prefetch` batches in flight, so memory stays bounded and reading overlaps compute. Batches come
-    out in order whatever thread finished first.
+    Reading runs in `workers` background threads, one batch each, with max(prefetch, workers) batches in
+    flight, so memory stays bounded and reading overlaps compute. The threads run in parallel: the store
+    decodes outside the GIL (cache/shard_codec.py). Batches come out in order whatever thread finished first,
+    and the position after each is computed when it is submitted, from the order alone; a reader's error
+    (CorruptSampleError) is raised by next() for the batch it belongs to.
     """
 
     def __init__(self, data: CachedFeatures, batch_size: int, seed: int, start: Position,
                  rank: int = 0, world_size: int = 1, workers: int = 1, prefetch: int = 2):
         self.data, self.batch_size, self.seed = data, batch_size, seed
         self.pos, self.rank, self.world_size = start, rank, world_size
-        self.prefetch = max(1, prefetch)
+        self.prefetch = max(1, prefetch, workers)
         self.pool = cf.ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="hairdiff-read")
         self.pending: deque = deque()
 
