@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hairdiff.train.mask2former.layers import c2_xavier_fill, group_norm
-from hairdiff.train.mask2former.msdeform_attn import MSDeformAttn, reference_points
+from hairdiff.train.mask2former.msdeform_attn import MSDeformAttn, offset_scale, reference_points
 from hairdiff.train.mask2former.position import sine_position_embedding
 
 ATTENDED_LEVELS = 3  # Mask2Former attends over strides 8, 16, 32
@@ -37,8 +37,8 @@ class DeformEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, pos, shapes, refs):
-        x = self.norm1(x + self.dropout(self.self_attn(x + pos, x, shapes, refs)))
+    def forward(self, x, pos, shapes, refs, scale=None):
+        x = self.norm1(x + self.dropout(self.self_attn(x + pos, x, shapes, refs, scale)))
         return self.norm2(x + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x))))))
 
 
@@ -118,9 +118,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             poss.append(pos + self.level_embed[i].view(1, 1, -1).float())
         tokens = torch.cat(srcs, 1)
         pos = torch.cat(poss, 1).to(tokens.dtype)
-        refs = reference_points(shapes, device=tokens.device)
+        refs, scale = reference_points(shapes, device=tokens.device), offset_scale(shapes, device=tokens.device)
         for layer in self.layers:
-            tokens = layer(tokens, pos, shapes, refs)
+            tokens = layer(tokens, pos, shapes, refs, scale)
         b = tokens.shape[0]
         memory = [t.transpose(1, 2).reshape(b, -1, h, w)
                   for t, (h, w) in zip(tokens.split([h * w for h, w in shapes], 1), shapes)]
