@@ -128,7 +128,7 @@ class BatchCriterion(nn.Module):
             uncertainty = -point_sample(sel, over.reshape(-1, s, 2)).squeeze(1).abs()
             uncertainty = torch.where(over_ok.reshape(-1, s) > 0, uncertainty, torch.full_like(uncertainty, -torch.inf))
             kept = int(self.importance_sample_ratio * self.num_points)
-            idx = torch.topk(uncertainty, k=kept, dim=1).indices
+            idx = torch.topk(uncertainty, k=kept, dim=1, sorted=False).indices  # which points, not their order
             coords = torch.gather(over.reshape(-1, s, 2), 1, idx[..., None].expand(-1, -1, 2))
             if fill.shape[3]:
                 coords = torch.cat([coords, fill.reshape(-1, fill.shape[3], 2)], 1)  # (L*B*K, P, 2)

@@ -34,16 +34,22 @@ MAX_CLOSED_FORM = 2  # targets per image the device-side assignment solves exact
 
 
 def pairwise_costs(logits: torch.Tensor, labels: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits (..., Q, P), labels (..., T, P) (0 where w is 0), point weights w (..., P) -> weighted mean BCE
-    (..., Q, T), dice loss (..., Q, T). Leading dimensions are batch dimensions (batched matrix products)."""
+    """logits (..., Q, P), labels (..., T, P) (0 where w is 0), point weights w (..., P) in {0, 1} -> weighted
+    mean BCE (..., Q, T), dice loss (..., Q, T). Leading dimensions are batch dimensions.
+
+    BCE of x against label y is softplus(x) - x * y, so the pairwise mean is (softplus(x) . w - x . y) / sum(w):
+    two transcendental passes over the (queries x points) logits (softplus, sigmoid) and matrix products,
+    instead of BCE against all-ones and all-zeros maps.
+    """
+    t = labels.shape[-2]
     norm = w.sum(-1).clamp_min(1e-6)[..., None, None]
-    w = w[..., None, :]
-    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none") * w
-    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none") * w
-    labels_t = labels.transpose(-1, -2)
-    bce = (pos @ labels_t + neg @ (1 - labels_t)) / norm
-    probs = logits.sigmoid() * w
-    dice = 1 - (2 * probs @ labels_t + 1) / (probs.sum(-1)[..., :, None] + (labels * w).sum(-1)[..., None, :] + 1)
+    yw = torch.cat([labels, w[..., None, :]], -2)  # (..., T+1, P): the labels, then the weights
+    sums = lambda v: (yw @ v.transpose(-1, -2)).transpose(-1, -2)  # noqa: E731  (..., Q, T+1): sums over points
+    x_y = sums(logits)[..., :t]
+    neg_w = sums(F.softplus(logits))[..., t:]
+    s = sums(logits.sigmoid())  # sigmoid . y, then sigmoid . w
+    bce = (neg_w - x_y) / norm
+    dice = 1 - (2 * s[..., :t] + 1) / (s[..., t:] + labels.sum(-1)[..., None, :] + 1)
     return bce, dice
 
 
@@ -54,16 +60,27 @@ def _finite(cost: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- batched
+# On the CPU, (images x queries x points) temporaries of tens of MB are fresh memory every time (the allocator
+# maps and unmaps them, and first touches fault page by page): matching a few images at a time keeps them small
+# enough to be reused. On a GPU the caching allocator reuses any size; the whole batch is one chunk.
+CPU_CHUNK_BYTES = 8 << 20
+
+
 @torch.no_grad()
 def batch_costs(pred_logits: torch.Tensor, pred_masks: torch.Tensor, targets: DenseTargets, coords: torch.Tensor,
                 cost_class: float, cost_mask: float, cost_dice: float) -> torch.Tensor:
     """Matching costs of one prediction for a batch: pred_logits (B, Q, K+1), pred_masks (B, Q, h, w), coords
     (B, P, 2) -> (B, Q, K) float32, the cost of query q for the target of class k (meaningful where present)."""
+    b, q = pred_masks.shape[:2]
     num_classes = targets.masks.shape[1]
-    plogits = point_sample(pred_masks.float(), coords)  # (B, Q, P): one grid_sample, the queries as channels
+    step = b if pred_masks.device.type != "cpu" else max(1, CPU_CHUNK_BYTES // (4 * q * coords.shape[1]))
     w = point_weights(targets.valid[:, None], coords)  # (B, P)
     labels = point_sample(targets.masks, coords) * w[:, None]  # (B, K, P)
-    bce, dice = pairwise_costs(plogits, labels, w)
+    costs = []
+    for i in range(0, b, step):
+        plogits = point_sample(pred_masks[i:i + step].float(), coords[i:i + step])  # (b', Q, P): queries as channels
+        costs.append(pairwise_costs(plogits, labels[i:i + step], w[i:i + step]))
+    bce, dice = (torch.cat(c) for c in zip(*costs)) if len(costs) > 1 else costs[0]
     cls = -pred_logits.float().softmax(-1)[..., :num_classes]
     return _finite(cost_mask * bce + cost_class * cls + cost_dice * dice)
 
