@@ -13,7 +13,7 @@ at stride 8 (heads before stride-4 mask features), `tap4` stride 4 from an extra
 
     python bench/head_speed.py                      # GPU: paper-size head, 512, batch 16, bf16, all layouts
     python bench/head_speed.py --device cpu         # CPU: paper-size head, 256, batch 8, 2 threads, x2
-    python bench/head_speed.py --device cpu --layouts x2,s8 --iters 3 --compile
+    python bench/head_speed.py --device cpu --layouts x2,s8 --iters 3 --variants channels_last,compile
 Writes bench/results/head_speed.json (or head_speed_cpu.json on the CPU).
 """
 from __future__ import annotations
@@ -129,9 +129,9 @@ class OldStep:
 class NewStep:
     """train.step.TrainStep, phase by phase, with the statistics left on the device (as the loop keeps them)."""
 
-    def __init__(self, head, cfg: HeadConfig, device: torch.device, batch: int, compile: bool = False):
+    def __init__(self, head, cfg: HeadConfig, device: torch.device, batch: int, **options):
         self.step = TrainStep(head, head, build_batch_criterion(cfg).to(device), build_optimizer(head, 1e-4, 0.05),
-                              device=device, grad_clip=0.01, global_batch=batch, seed=0, compile=compile)
+                              device=device, grad_clip=0.01, global_batch=batch, seed=0, **options)
         self.rows = []
 
     def run(self, batch: dict, it: int, clock: Clock) -> None:
@@ -157,11 +157,11 @@ def measure(layout: str, a, device: torch.device) -> list[dict]:
                           for lv in levels},
              "labels": labels(a.batch, a.resolution), "global_start": 0}
     sides = {}
-    for kind in ("old", "new", *(["new+compile"] if a.compile else [])):
+    for kind in ("old", "new", *[f"new+{v}" for v in a.variants]):
         torch.manual_seed(0)
         head = Mask2FormerHead(levels, cfg).to(device).train()
         sides[kind] = (OldStep(head, cfg, device) if kind == "old" else
-                       NewStep(head, cfg, device, a.batch, compile=kind.endswith("compile")))
+                       NewStep(head, cfg, device, a.batch, **{v: True for v in kind.split("+")[1:]}))
     best = {k: {"phases": [math.inf] * 4, "step": math.inf, "peak": 0.0} for k in sides}
     for it in range(a.warm + a.iters):
         for kind, side in sides.items():  # alternating: both sides see the same machine load
@@ -233,9 +233,11 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=None, help="untimed first iterations (default: 3 GPU, 1 CPU)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     ap.add_argument("--small", action="store_true", help="the small head instead of the paper's")
-    ap.add_argument("--compile", action="store_true", help="add the new step under torch.compile")
+    ap.add_argument("--variants", default="", help="extra new-step rows, comma-separated TrainStep options: "
+                                                   "channels_last, compile, or both joined by '+'")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     a = ap.parse_args()
+    a.variants = [v for v in a.variants.split(",") if v]
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           "cpu" if a.device == "auto" else a.device)
     gpu = device.type == "cuda"

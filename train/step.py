@@ -44,12 +44,13 @@ class TrainStep:
 
     model: the head, or its DDP wrapper; head: the head itself (its parameters are clipped); global_batch:
     the global batch size (the point draws cover it all; batch["global_start"] says where this process's
-    samples begin). compile: torch.compile the head's forward and the criterion.
+    samples begin). compile: torch.compile the head's forward and the criterion. channels_last: the head's
+    stride-4 part (learned x2 stages, mask projection) in channels-last memory.
     """
 
     def __init__(self, model: torch.nn.Module, head: torch.nn.Module, criterion: BatchCriterion,
                  optimizer: torch.optim.Optimizer, *, device, grad_clip: float, global_batch: int, seed: int,
-                 compile: bool = False):
+                 compile: bool = False, channels_last: bool = False):
         self.device = torch.device(device)
         self.head, self.criterion, self.optimizer = head, criterion, optimizer
         self.params = [p for p in head.parameters() if p.requires_grad]
@@ -59,6 +60,7 @@ class TrainStep:
         self.names = ["loss", *term_names(self.num_predictions), "grad_norm"]
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                          else nullcontext())
+        head.pixel_decoder.channels_last = channels_last
         self.model = torch.compile(model) if compile else model
         self.loss_fn = torch.compile(criterion) if compile else criterion
 

@@ -43,9 +43,13 @@ class DeformEncoderLayer(nn.Module):
 
 
 def upsample_stage(dim: int) -> nn.Sequential:
-    """x2: 2x2 stride-2 transposed conv -> GroupNorm -> ReLU -> 3x3 conv -> GroupNorm -> ReLU."""
-    return nn.Sequential(nn.ConvTranspose2d(dim, dim, 2, stride=2, bias=False), group_norm(dim), nn.ReLU(),
-                         nn.Conv2d(dim, dim, 3, padding=1, bias=False), group_norm(dim), nn.ReLU())
+    """x2: 2x2 stride-2 transposed conv -> GroupNorm -> ReLU -> 3x3 conv -> GroupNorm -> ReLU.
+
+    The ReLUs work in place: the GroupNorm outputs they overwrite are needed by nothing else (GroupNorm's
+    backward reads its input), which saves a stride-4 map per ReLU in memory and one pass over it.
+    """
+    return nn.Sequential(nn.ConvTranspose2d(dim, dim, 2, stride=2, bias=False), group_norm(dim), nn.ReLU(inplace=True),
+                         nn.Conv2d(dim, dim, 3, padding=1, bias=False), group_norm(dim), nn.ReLU(inplace=True))
 
 
 class MSDeformAttnPixelDecoder(nn.Module):
@@ -84,6 +88,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.mask_upsample = nn.ModuleList(upsample_stage(conv_dim) for _ in range(factor.bit_length() - 1))
         self.mask_projection = nn.Conv2d(conv_dim, mask_dim, 1)
         self.conv_dim = conv_dim
+        # Run the stride-4 part (x2 stages, mask projection) in channels-last memory: a layout, not a setting of
+        # what is computed (train.step.TrainStep sets it from --channels-last; checkpoints do not record it).
+        self.channels_last = False
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -129,6 +136,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             lat = self.lateral_convs[i](features[i])
             out = self.output_convs[i](lat + F.interpolate(out, size=lat.shape[-2:], mode="bilinear",
                                                            align_corners=False))
+        if self.channels_last and self.mask_upsample:
+            out = out.contiguous(memory_format=torch.channels_last)
         for stage in self.mask_upsample:
             out = stage(out)
-        return self.mask_projection(out), memory
+        # The mask einsum reads mask features as (B, C, H*W): hand them over contiguous.
+        return self.mask_projection(out).contiguous(), memory
