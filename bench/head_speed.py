@@ -222,6 +222,53 @@ def inference(head, batch: dict, device: torch.device) -> dict:
     return out
 
 
+def stage_profile(a, device: torch.device) -> dict:
+    """Where the learned x2 stage's cost goes: its share of the head's forward FLOPs, its forward and backward
+    alone (best of 3, NCHW and channels-last), and torch.profiler's top operators of one whole new step."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = build_head_config(small=a.small)
+    levels = unet_levels(a.resolution)
+    torch.manual_seed(0)
+    head = Mask2FormerHead(levels, cfg).to(device).train()
+    g = torch.Generator().manual_seed(0)
+    feats = {lv.name: torch.randn(a.batch, lv.channels, lv.height, lv.width, generator=g).to(device)
+             for lv in levels}
+    with FlopCounterMode(display=False) as total:
+        head(feats)
+    stage = head.pixel_decoder.mask_upsample[0]
+    x = torch.randn(a.batch, cfg.width, a.resolution // 8, a.resolution // 8, generator=g).to(device)
+    with FlopCounterMode(display=False) as alone:
+        stage(x)
+    out = {"head_forward_GFLOP": round(total.get_total_flops() / 1e9, 1),
+           "stage_forward_GFLOP": round(alone.get_total_flops() / 1e9, 1),
+           "stage_flop_share": round(alone.get_total_flops() / total.get_total_flops(), 3)}
+    for layout in ("nchw", "channels_last"):
+        xin = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+        best = [math.inf, math.inf]
+        for _ in range(3):
+            clock = Clock(device)
+            clock.mark()
+            y = stage(xin.requires_grad_(True))
+            clock.mark()
+            y.float().square().mean().backward()
+            clock.mark()
+            best = [min(b, t) for b, t in zip(best, clock.phases())]
+        out[f"stage_{layout}_forward_s"], out[f"stage_{layout}_backward_s"] = (round(t, 4) for t in best)
+    step = NewStep(head, cfg, device, a.batch)
+    batch = {"features": {k: v.half().cpu() for k, v in feats.items()}, "labels": labels(a.batch, a.resolution),
+             "global_start": 0}
+    step.run(batch, 0, Clock(device))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step.run(batch, 1, Clock(device))
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    top = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:12]
+    out["step_top_ops"] = [{"op": e.key, "calls": e.count, "self_s": round(getattr(e, key) / 1e6, 4)} for e in top]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda | cuda:N")
@@ -235,6 +282,8 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="the small head instead of the paper's")
     ap.add_argument("--variants", default="", help="extra new-step rows, comma-separated TrainStep options: "
                                                    "channels_last, compile, or both joined by '+'")
+    ap.add_argument("--profile", action="store_true", help="add the x2 stage's profile (FLOP share, forward and "
+                                                           "backward alone, top operators of a step) to the JSON")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     a = ap.parse_args()
     a.variants = [v for v in a.variants.split(",") if v]
@@ -254,6 +303,12 @@ def main() -> None:
                "warm": a.warm, "threads": None if gpu else a.threads, "head": "small" if a.small else "paper",
                "timing": "CUDA events" if gpu else "wall clock", "best_of": a.iters,
                "note": "old and new alternate in one process; each side's best iteration (and best per phase)"}
+    if a.profile:
+        summary["x2_stage"] = stage_profile(a, device)
+        prof = summary["x2_stage"]
+        print({k: v for k, v in prof.items() if k != "step_top_ops"})
+        for op in prof["step_top_ops"]:
+            print(f"  {op['op']:<40} {op['calls']:>6} calls {op['self_s']:>9.3f} s")
     path = write("head_speed" if gpu else "head_speed_cpu", rows, summary, a.out)
     table(f"head training step, batch {a.batch} at {a.resolution}², {device} (best of {a.iters}, alternating)", rows, [
         ("layout", "layout_key", ""), ("step", "step_kind", ""), ("forward s", "forward_s", ".3f"),

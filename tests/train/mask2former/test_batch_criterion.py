@@ -184,3 +184,24 @@ def test_host_assignment_for_more_classes_than_the_closed_form():
     assert matched.numpy().tolist() == present.tolist()
     with pytest.raises(ValueError, match="closed form"):
         assign(torch.from_numpy(cost), torch.from_numpy(present), host=False)
+
+
+# -------------------------------------------------------------------------------------------- targets
+def test_dense_targets_hold_what_the_per_image_targets_hold():
+    from hairdiff.train.mask2former.targets import check_label_values
+
+    lab = labels(6, seed=3)
+    dense, listed = dense_targets(lab), semantic_targets(lab)
+    for b, t in enumerate(listed):
+        assert dense.present[b].nonzero().flatten().tolist() == t["labels"].tolist()
+        torch.testing.assert_close(dense.masks[b][t["labels"]], t["masks"], rtol=0, atol=0)
+        assert torch.equal(dense.valid[b].bool(), t["valid"])
+        assert float(dense.num_masks[b]) == max(len(t["labels"]), 1)
+    assert not dense.present[3].any()  # the wholly ignored image
+    check_label_values(lab, 2)
+    bad = lab.clone()
+    bad[0, 0, 0], bad[1, 0, 0] = 7, 200
+    with pytest.raises(ValueError, match=r"label values \[7, 200\]"):
+        check_label_values(bad, 2)
+    with pytest.raises(ValueError, match=r"\[-1\]"):
+        check_label_values(torch.tensor([[[0, -1]]]), 2)
