@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from hairdiff.train.mask2former.point_sampling import point_sample, point_targets, point_weights
+from hairdiff.train.mask2former.point_sampling import bilinear_corners, point_sample, point_targets, point_weights
 from hairdiff.train.mask2former.targets import DenseTargets, valid_map
 
 MAX_CLOSED_FORM = 2  # targets per image the device-side assignment solves exactly
@@ -53,6 +53,19 @@ def pairwise_costs(logits: torch.Tensor, labels: torch.Tensor, w: torch.Tensor) 
     return bce, dice
 
 
+def pairwise_costs_reference(logits: torch.Tensor, labels: torch.Tensor,
+                             w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """pairwise_costs as the per-image reference computes them (Mask2Former's form: BCE against all-ones and
+    all-zeros maps): logits (Q, P), labels (T, P), w (P,) -> BCE (Q, T), dice (Q, T)."""
+    norm = w.sum().clamp_min(1e-6)
+    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none") * w
+    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none") * w
+    bce = (pos @ labels.T + neg @ (1 - labels).T) / norm
+    probs = logits.sigmoid() * w
+    dice = 1 - (2 * probs @ labels.T + 1) / (probs.sum(-1)[:, None] + (labels * w).sum(-1)[None, :] + 1)
+    return bce, dice
+
+
 def _finite(cost: torch.Tensor) -> torch.Tensor:
     # A non-finite cost would crash the solver (and poison a closed-form sum): make such pairs the last resort.
     big = torch.finfo(cost.dtype).max
@@ -60,29 +73,55 @@ def _finite(cost: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- batched
-# On the CPU, (images x queries x points) temporaries of tens of MB are fresh memory every time (the allocator
-# maps and unmaps them, and first touches fault page by page): matching a few images at a time keeps them small
-# enough to be reused. On a GPU the caching allocator reuses any size; the whole batch is one chunk.
-CPU_CHUNK_BYTES = 8 << 20
-
-
 @torch.no_grad()
 def batch_costs(pred_logits: torch.Tensor, pred_masks: torch.Tensor, targets: DenseTargets, coords: torch.Tensor,
                 cost_class: float, cost_mask: float, cost_dice: float) -> torch.Tensor:
     """Matching costs of one prediction for a batch: pred_logits (B, Q, K+1), pred_masks (B, Q, h, w), coords
-    (B, P, 2) -> (B, Q, K) float32, the cost of query q for the target of class k (meaningful where present)."""
-    b, q = pred_masks.shape[:2]
+    (B, P, 2) -> (B, Q, K) float32, the cost of query q for the target of class k (meaningful where present).
+
+    On a GPU the whole batch is one set of batched products, the queries sampled as channels of one
+    grid_sample. On the CPU, _image_costs_cpu: one image and a cache-sized block of points at a time.
+    """
     num_classes = targets.masks.shape[1]
-    step = b if pred_masks.device.type != "cpu" else max(1, CPU_CHUNK_BYTES // (4 * q * coords.shape[1]))
     w = point_weights(targets.valid[:, None], coords)  # (B, P)
     labels = point_sample(targets.masks, coords) * w[:, None]  # (B, K, P)
-    costs = []
-    for i in range(0, b, step):
-        plogits = point_sample(pred_masks[i:i + step].float(), coords[i:i + step])  # (b', Q, P): queries as channels
-        costs.append(pairwise_costs(plogits, labels[i:i + step], w[i:i + step]))
-    bce, dice = (torch.cat(c) for c in zip(*costs)) if len(costs) > 1 else costs[0]
+    if pred_masks.device.type == "cpu":
+        corners, weights = bilinear_corners(coords, *pred_masks.shape[-2:])
+        # (B, h*w, Q): free when the masks are pixel-major, as the head makes them (transformer_decoder.query_masks)
+        table = pred_masks.detach().float().permute(0, 2, 3, 1).flatten(1, 2).contiguous()
+        costs = [_image_costs_cpu(table[i], corners[i], weights[i], labels[i], w[i]) for i in range(len(table))]
+        bce, dice = (torch.stack(c) for c in zip(*costs))
+    else:
+        bce, dice = pairwise_costs(point_sample(pred_masks.float(), coords), labels, w)  # queries as channels
     cls = -pred_logits.float().softmax(-1)[..., :num_classes]
     return _finite(cost_mask * bce + cost_class * cls + cost_dice * dice)
+
+
+CPU_POINT_BLOCK = 1024  # points per block: (block x queries) float32 temporaries stay in the core's cache
+
+
+def _image_costs_cpu(table: torch.Tensor, corners: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor,
+                     w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """pairwise_costs of one image on the CPU, the same sums accumulated block by block of points.
+
+    table (h*w, Q) mask logits, pixel-major; corners / weights (P, 4): bilinear_corners of the points; labels
+    (T, P) (0 where w is 0), w (P,). A point's samples are an embedding bag over the table (its four corner
+    rows, weighted: grid_sample's values up to rounding, at a third of its time here, since one point's
+    weights serve all queries); each block's logits, softplus and sigmoid are reduced into (T+1, Q) sums while
+    they are in cache, instead of three passes over (P, Q) arrays in memory.
+    """
+    t, q = labels.shape[0], table.shape[1]
+    yw = torch.cat([labels, w[None]])  # (T+1, P)
+    x_y, neg_w, s = table.new_zeros(t, q), table.new_zeros(1, q), table.new_zeros(t + 1, q)
+    for i in range(0, yw.shape[1], CPU_POINT_BLOCK):
+        j = slice(i, i + CPU_POINT_BLOCK)
+        x = F.embedding_bag(corners[j], table, per_sample_weights=weights[j], mode="sum")  # (block, Q)
+        x_y.addmm_(yw[:t, j], x)
+        neg_w.addmm_(yw[t:, j], F.softplus(x))
+        s.addmm_(yw[:, j], x.sigmoid())
+    bce = (neg_w - x_y).T / w.sum().clamp_min(1e-6)
+    dice = 1 - (2 * s[:t] + 1).T / (s[t:].T + labels.sum(-1)[None, :] + 1)
+    return bce, dice
 
 
 def _closed_form(cost: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -179,7 +218,7 @@ class HungarianMatcher(nn.Module):
             valid = valid_map(tgt, tmask)[None, None]
             labels, w = point_targets(tmask, valid.expand(n, -1, -1, -1), pts.expand(n, -1, -1))
             plogits = point_sample(pred, pts.expand(pred.shape[0], -1, -1)).squeeze(1)
-            bce, dice = pairwise_costs(plogits, labels, w[0])
+            bce, dice = pairwise_costs_reference(plogits, labels, w[0])
             cost_class = -logits_all[b].softmax(-1)[:, tgt["labels"]]
             cost = _finite(self.cost_mask * bce + self.cost_class * cost_class + self.cost_dice * dice)
             i, j = linear_sum_assignment(cost.cpu().numpy())

@@ -140,5 +140,4 @@ class MSDeformAttnPixelDecoder(nn.Module):
             out = out.contiguous(memory_format=torch.channels_last)
         for stage in self.mask_upsample:
             out = stage(out)
-        # The mask einsum reads mask features as (B, C, H*W): hand them over contiguous.
-        return self.mask_projection(out).contiguous(), memory
+        return self.mask_projection(out), memory

@@ -16,9 +16,27 @@ import torch.nn.functional as F
 
 def point_sample(maps: torch.Tensor, coords: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
     """maps (N, C, H, W), coords (N, P, 2) in [0, 1] -> (N, C, P), bilinear."""
-    out = F.grid_sample(maps, 2.0 * coords.unsqueeze(2) - 1.0, mode="bilinear", padding_mode=padding_mode,
+    out = F.grid_sample(maps, (2.0 * coords.unsqueeze(2)).sub_(1.0), mode="bilinear", padding_mode=padding_mode,
                         align_corners=False)
     return out.squeeze(3)
+
+
+def bilinear_corners(coords: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """coords (N, P, 2) in [0, 1] -> the flat pixel indices (N, P, 4) and bilinear weights (N, P, 4) of each
+    point's four corners on a height x width map, as grid_sample (align_corners=False, zeros padding) weighs
+    them: a corner outside the map has weight 0 (its index is clamped inside, to stay a valid row)."""
+    grid = 2.0 * coords - 1.0  # what point_sample hands grid_sample, unnormalised the way it does
+    x = ((grid[..., 0] + 1) * width - 1) / 2
+    y = ((grid[..., 1] + 1) * height - 1) / 2
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    idx, wts = [], []
+    for dy, dx, weight in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
+        xx, yy = x0 + dx, y0 + dy
+        inside = (xx >= 0) & (xx <= width - 1) & (yy >= 0) & (yy <= height - 1)
+        idx.append(yy.clamp(0, height - 1) * width + xx.clamp(0, width - 1))
+        wts.append(weight * inside)
+    return torch.stack(idx, -1).long(), torch.stack(wts, -1)
 
 
 def point_weights(valid: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -103,13 +121,9 @@ class PointDraws:
 def draw_points(generator: torch.Generator | None, layers: int, batch: int, slots: int, num_points: int,
                 oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.75,
                 device=None) -> PointDraws:
-    """One torch.rand for the whole global batch. A process takes its part with PointDraws.samples, so the
-    numbers a sample gets do not depend on how the batch is split over processes."""
+    """The draws of the whole global batch (three torch.rand calls). A process takes its part with
+    PointDraws.samples, so the numbers a sample gets do not depend on how the batch is split over processes."""
     sampled = int(num_points * oversample_ratio)
     fill = num_points - int(importance_sample_ratio * num_points)
-    sizes = [num_points, slots * sampled, slots * fill]
-    flat = torch.rand(batch, layers, sum(sizes), 2, device=device, generator=generator)
-    m, o, f = flat.split(sizes, dim=2)
-    return PointDraws(matcher=m.transpose(0, 1),
-                      oversampled=o.reshape(batch, layers, slots, sampled, 2).transpose(0, 1),
-                      fill=f.reshape(batch, layers, slots, fill, 2).transpose(0, 1))
+    rand = lambda *size: torch.rand(layers, batch, *size, 2, device=device, generator=generator)  # noqa: E731
+    return PointDraws(matcher=rand(num_points), oversampled=rand(slots, sampled), fill=rand(slots, fill))
