@@ -65,6 +65,8 @@ class TrainConfig:
                                      "and every checkpoint and validation reads first")
     compile: bool = option(False, help="torch.compile the head's forward and the loss (minutes of compilation "
                                        "first; pays off on long GPU runs)")
+    channels_last: bool = option(False, help="run the head's stride-4 stages (learned x2 upsampling, mask "
+                                             "projection) in channels-last memory (a layout: same results)")
 
     def __post_init__(self):
         self.cache = [str(c) for c in self.cache]

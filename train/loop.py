@@ -144,7 +144,7 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
               "seed": cfg.seed, "grad_clip": cfg.grad_clip, "head_config": head_config_to_dict(hcfg),
               "ckpt_every": cfg.ckpt_every, "device": str(device), "world_size": dist.world_size,
               "stores": list(cfg.cache), "crop": cfg.crop, "val": cfg.val, "val_every": cfg.val_every,
-              "log_every": cfg.log_every, "compile": cfg.compile}
+              "log_every": cfg.log_every, "compile": cfg.compile, "channels_last": cfg.channels_last}
     meta = {"fingerprint": data.fingerprint, "fingerprint_inputs": data.fingerprint_inputs,
             "levels": [dataclasses.asdict(lv) for lv in data.levels],
             "stores": [{k: d[k] for k in ("dataset", "split", "ids_digest", "fingerprint", "url")}
@@ -199,7 +199,8 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
         model = torch.nn.parallel.DistributedDataParallel(
             head, device_ids=[torch.device(device).index] if torch.device(device).type == "cuda" else None)
     step = TrainStep(model, head, criterion, optimizer, device=device, grad_clip=cfg.grad_clip,
-                     global_batch=batch_size, seed=seed, compile=cfg.compile)
+                     global_batch=batch_size, seed=seed, compile=cfg.compile,
+                     channels_last=cfg.channels_last)
     stats = StepLog(step.names, cfg.log_every, device)
     head.train()
     last_ckpt, images, t_run, t_val = ckpt, 0, time.perf_counter(), 0.0
