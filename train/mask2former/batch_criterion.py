@@ -125,8 +125,8 @@ class BatchCriterion(nn.Module):
             over, fill = draws.oversampled, draws.fill  # (L, B, K, S, 2), (L, B, K, F, 2)
             s = over.shape[3]
             over_ok = point_weights(valid, by_image(over)).view(b, n_pred, k, s).transpose(0, 1)
-            uncertainty = -point_sample(sel, over.reshape(-1, s, 2)).squeeze(1).abs()
-            uncertainty = torch.where(over_ok.reshape(-1, s) > 0, uncertainty, torch.full_like(uncertainty, -torch.inf))
+            uncertainty = point_sample(sel, over.reshape(-1, s, 2)).squeeze(1).abs_().neg_()
+            uncertainty.masked_fill_(over_ok.reshape(-1, s) <= 0, -torch.inf)  # never "uncertain" on ignore pixels
             kept = int(self.importance_sample_ratio * self.num_points)
             idx = torch.topk(uncertainty, k=kept, dim=1, sorted=False).indices  # which points, not their order
             coords = torch.gather(over.reshape(-1, s, 2), 1, idx[..., None].expand(-1, -1, 2))
