@@ -60,6 +60,13 @@ class TrainConfig:
                                         "iterations and at the end, logged and plotted; the best head (val mIoU) "
                                         "is kept in RUN/best/, which `pipeline eval` then prefers")
     val_every: int = option(1000, help="iterations between validations (with --val)")
+    log_every: int = option(20, help="iterations between reads of the step's statistics from the device (loss, "
+                                     "gradient norm, divergence check); log.jsonl still gets a row per iteration "
+                                     "and every checkpoint and validation reads first")
+    compile: bool = option(False, help="torch.compile the head's forward and the loss (minutes of compilation "
+                                       "first; pays off on long GPU runs)")
+    channels_last: bool = option(False, help="run the head's stride-4 stages (learned x2 upsampling, mask "
+                                             "projection) in channels-last memory (a layout: same results)")
 
     def __post_init__(self):
         self.cache = [str(c) for c in self.cache]
@@ -71,7 +78,8 @@ class TrainConfig:
         """UsageError naming the first bad option; touches no file, store or model."""
         if not self.cache:
             raise UsageError("--cache is missing: pass a feature store (the last line `pipeline extract` prints)")
-        at_least(self, 1, "iters", "batch_size", "ckpt_every", "nproc", "prefetch", "val_every", "stop_at", "crop")
+        at_least(self, 1, "iters", "batch_size", "ckpt_every", "nproc", "prefetch", "val_every", "stop_at", "crop",
+                 "log_every")
         at_least(self, 0, "weight_decay", "grad_clip", "workers")
         if self.lr <= 0:
             raise UsageError(f"--lr {self.lr}: use a positive learning rate (Mask2Former: 1e-4)")

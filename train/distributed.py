@@ -32,17 +32,26 @@ class DistContext:
         return self.world_size > 1
 
     def mean(self, t: torch.Tensor) -> torch.Tensor:
-        """Mean over ranks (in place for the group, returned for convenience)."""
+        """Mean over ranks (in place for the group, returned for convenience). Does not wait for the device
+        itself (nccl queues the reduction on the device); the training loop calls it once per log read."""
         if self.active:
             tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
             t /= self.world_size
         return t
 
-    def any(self, flag: bool, device) -> bool:
-        """True on every rank when `flag` is true on any rank (so all ranks stop together)."""
+    def any(self, flag, device=None):
+        """True on every rank when `flag` is true on any rank (so all ranks stop together).
+
+        A bool flag gives a bool (one reduction and one wait: for host-side decisions, never per step); a
+        tensor flag gives a tensor, reduced in place on the device (nothing waits).
+        """
+        if isinstance(flag, torch.Tensor):
+            if self.active:
+                tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
+            return flag
         if not self.active:
             return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        t = torch.full((1,), 1.0 if flag else 0.0, device=device)
         tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
         return bool(t.item() > 0)
 

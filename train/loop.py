@@ -1,12 +1,21 @@
 """The training loop: cached features -> Mask2Former head, AdamW + poly LR, checkpoints, exact resume.
 
-Exactness: everything random in an iteration is derived from (seed, iteration, global sample index):
-the sample order (train/data.py) and the matcher's / criterion's point sampling, which runs per sample
-under its own seed. So a resumed run, and a run split over K processes, see the same numbers as one
-uninterrupted process (up to the order of floating-point sums across processes). On CPU the kernels are
-deterministic (torch.use_deterministic_algorithms), which makes resume bit-for-bit.
+The iteration itself is train/step.py (TrainStep): nothing in it waits for the device. Its statistics
+stay on the device (StepLog) and are read once per `--log-every` iterations and before every checkpoint
+and validation: log.jsonl still gets one row per iteration (written at the read; images_per_s is the
+interval's mean, per-iteration host times say nothing of an asynchronous device), and a non-finite loss
+or gradient norm found at a read stops the run naming its first iteration, before any checkpoint could
+hold the weights it produced.
 
-Loss normalisation: the loss is the mean over the global batch of per-sample Mask2Former losses. (The
+Exactness: everything random in an iteration is derived from (seed, iteration, global sample index):
+the sample order (train/data.py) and the criterion's point sampling (one draw per iteration for the
+global batch, each process keeping its samples' rows). So a resumed run, and a run split over K
+processes, see the same numbers as one uninterrupted process (up to the order of floating-point sums
+across processes). On CPU the kernels are deterministic (torch.use_deterministic_algorithms), which makes
+resume bit-for-bit.
+
+Loss normalisation: the loss is the mean over the global batch of per-sample Mask2Former losses (each
+image's mask terms normalised by its own number of masks; mask2former/batch_criterion.py). (The
 original normalises mask terms by the number of masks in the whole batch; per-sample averaging makes the
 result independent of how the batch is split across processes, at the cost of weighting an image with
 one mask like an image with two.)
@@ -44,44 +53,17 @@ from hairdiff.train.checkpoint import (check_optimizer_format, head_config_from_
 from hairdiff.train.config import RESUME_KEYS, TrainConfig
 from hairdiff.train.data import BatchStream, CachedFeatures, Position
 from hairdiff.train.distributed import DistContext
-from hairdiff.train.mask2former.criterion import build_criterion
+# The per-sample loss of the step before the batched one, by its old names (bench/train_speed.py's online step).
+from hairdiff.train.mask2former.criterion import batch_loss, sample_seed  # noqa: F401
 from hairdiff.train.optim import build_optimizer
 from hairdiff.train.schedule import set_lr
+from hairdiff.train.step import StepLog, TrainStep, first_divergence
 from hairdiff.train.validation import BEST_DIR, METRIC, Validation, read_best, save_best
 
-TOTAL_KEYS = ("loss", "loss_total", "total")  # where SetCriterion puts the weighted sum
 RUN_FILES = ("run.json", "head.safetensors", "log.jsonl", "config.json", "curves.png", "checkpoints", BEST_DIR)
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def sample_seed(seed: int, iteration: int, global_index: int) -> int:
-    """Seed of one sample's random point draws, independent of batch split and of resumption."""
-    return int(np.random.SeedSequence([seed, iteration, global_index]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def _slice(outputs: dict, i: int) -> dict:
-    out = {"pred_logits": outputs["pred_logits"][i:i + 1].float(), "pred_masks": outputs["pred_masks"][i:i + 1].float()}
-    if "aux_outputs" in outputs:
-        out["aux_outputs"] = [{k: v[i:i + 1].float() for k, v in a.items()} for a in outputs["aux_outputs"]]
-    return out
-
-
-def batch_loss(criterion, outputs: dict, targets: list[dict], seeds: list[int], device) -> tuple[torch.Tensor, dict]:
-    """Mean over the batch of per-sample criterion losses; each sample draws its points from its own seed."""
-    total, terms = None, {}
-    for i, (t, s) in enumerate(zip(targets, seeds)):
-        gen = torch.Generator(device=device).manual_seed(s)
-        losses = criterion(_slice(outputs, i), [t], generator=gen)
-        key = next((k for k in TOTAL_KEYS if k in losses), None)
-        if key is None:
-            raise KeyError(f"SetCriterion returned {sorted(losses)} without a weighted total "
-                           f"(expected one of {TOTAL_KEYS})")
-        total = losses[key] if total is None else total + losses[key]
-        for k, v in losses.items():
-            if k != key:
-                terms[k] = terms.get(k, 0.0) + v.detach().float()
-    n = len(targets)
-    return total / n, {k: v / n for k, v in terms.items()}
 
 
 def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
@@ -161,7 +143,8 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
     config = {"iters": cfg.iters, "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
               "seed": cfg.seed, "grad_clip": cfg.grad_clip, "head_config": head_config_to_dict(hcfg),
               "ckpt_every": cfg.ckpt_every, "device": str(device), "world_size": dist.world_size,
-              "stores": list(cfg.cache), "crop": cfg.crop, "val": cfg.val, "val_every": cfg.val_every}
+              "stores": list(cfg.cache), "crop": cfg.crop, "val": cfg.val, "val_every": cfg.val_every,
+              "log_every": cfg.log_every, "compile": cfg.compile, "channels_last": cfg.channels_last}
     meta = {"fingerprint": data.fingerprint, "fingerprint_inputs": data.fingerprint_inputs,
             "levels": [dataclasses.asdict(lv) for lv in data.levels],
             "stores": [{k: d[k] for k in ("dataset", "split", "ids_digest", "fingerprint", "url")}
@@ -188,16 +171,15 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
 
 
 def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progress, crop_step, validation) -> dict:
+    from hairdiff.train.mask2former.batch_criterion import build_batch_criterion
     from hairdiff.train.mask2former.head import Mask2FormerHead
-    from hairdiff.train.mask2former.targets import semantic_targets
+    from hairdiff.train.mask2former.targets import check_label_values
 
-    iters, batch_size, lr, seed, grad_clip = cfg.iters, cfg.batch_size, cfg.lr, cfg.seed, cfg.grad_clip
+    iters, batch_size, lr, seed = cfg.iters, cfg.batch_size, cfg.lr, cfg.seed
 
     torch.manual_seed(seed)
     head = Mask2FormerHead(data.levels, hcfg).to(device)
-    criterion = build_criterion(hcfg)
-    if isinstance(criterion, torch.nn.Module):
-        criterion.to(device)  # its no-object class weight is a buffer
+    criterion = build_batch_criterion(hcfg).to(device)
     optimizer = build_optimizer(head, lr, cfg.weight_decay)
     start, pos, resumed_from = 0, Position(), None
     ckpt = latest_checkpoint(out) if cfg.resume else None
@@ -216,15 +198,44 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
     if dist.active:
         model = torch.nn.parallel.DistributedDataParallel(
             head, device_ids=[torch.device(device).index] if torch.device(device).type == "cuda" else None)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda"
-                else nullcontext())
-    params = [p for p in head.parameters() if p.requires_grad]
+    step = TrainStep(model, head, criterion, optimizer, device=device, grad_clip=cfg.grad_clip,
+                     global_batch=batch_size, seed=seed, compile=cfg.compile,
+                     channels_last=cfg.channels_last)
+    stats = StepLog(step.names, cfg.log_every, device)
     head.train()
     last_ckpt, images, t_run, t_val = ckpt, 0, time.perf_counter(), 0.0
     log_file = open(log_path, "a") if dist.is_main else None
     stream = BatchStream(data, batch_size, seed, pos, dist.rank, dist.world_size, cfg.workers, cfg.prefetch)
     last, best = {}, read_best(out) if cfg.resume else None  # a resumed run keeps the best it had
     end = iters if cfg.stop_at is None else max(start, min(cfg.stop_at, iters))
+    host_rows, t_read = [], time.perf_counter()  # what the host knows of the iterations since the last read
+
+    def read() -> list[dict]:
+        """The log rows of the iterations since the last read; TrainingDiverged at the first bad one."""
+        nonlocal host_rows, t_read
+        device_rows, now = stats.read(dist), time.perf_counter()
+        ips = len(device_rows) * batch_size / max(now - t_read, 1e-9)
+        rows = [{"iter": h["iter"], "epoch": h["epoch"], "loss": d["loss"],
+                 **{k: d[k] for k in step.names[1:-1]}, "lr": h["lr"], "grad_norm": d["grad_norm"],
+                 "images_per_s": ips, "data_wait_s": h["data_wait_s"], "time": h["time"]}
+                for h, d in zip(host_rows, device_rows)]
+        host_rows, t_read = [], now
+        bad = first_divergence(device_rows)
+        if bad is not None:
+            write(rows[:bad[0]])
+            row = rows[bad[0]]
+            values = {k: row[k] for k in ("loss", "grad_norm") if not math.isfinite(row[k])}
+            raise TrainingDiverged(
+                f"non-finite {bad[1]} at iteration {row['iter']} ({values}); kept the last good checkpoint "
+                f"{last_ckpt or '(none yet)'}. Check the features (`pipeline cache verify STORE`) or lower --lr, "
+                f"then --resume.")
+        return rows
+
+    def write(rows: list[dict]) -> None:
+        if dist.is_main and rows:
+            log_file.write("".join(json.dumps(r) + "\n" for r in rows))
+            log_file.flush()
+
     try:
         with (progress if dist.is_main else silent)("train", iters, start) as advance:
             for it in range(start, end):
@@ -233,55 +244,34 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
                 waited = time.perf_counter() - t0  # > 0 when the readers fell behind the model
                 if crop_step:
                     batch = crop_batch(batch, data.levels, cfg.crop, crop_step, seed, it)
+                check_label_values(batch["labels"], hcfg.num_classes, "training labels")  # on the host, no wait
                 lr_now = set_lr(optimizer, lr, it, iters)
-                feats = {k: v.to(device, non_blocking=True).float() for k, v in batch["features"].items()}
-                targets = semantic_targets(batch["labels"].to(device), num_classes=hcfg.num_classes)
-                first = batch["global_start"]
-                seeds = [sample_seed(seed, it, first + j) for j in range(len(targets))]
-                with autocast:
-                    outputs = model(feats)
-                loss, terms = batch_loss(criterion, outputs, targets, seeds, device)
-                stats = torch.stack([loss.detach().float(), *terms.values()])
-                if dist.any(not bool(torch.isfinite(stats).all()), device):
-                    bad = {k: float(v) for k, v in zip(["loss", *terms], stats.tolist()) if not math.isfinite(v)}
-                    raise TrainingDiverged(
-                        f"non-finite loss at iteration {it + 1} ({bad}); kept the last good checkpoint "
-                        f"{last_ckpt or '(none yet)'}. Check the features (`pipeline cache verify STORE`) or "
-                        f"lower --lr, then --resume.")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
-                if dist.any(not bool(torch.isfinite(gnorm)), device):
-                    raise TrainingDiverged(
-                        f"non-finite gradient norm at iteration {it + 1}; kept the last good checkpoint "
-                        f"{last_ckpt or '(none yet)'}. Lower --lr or check the features, then --resume.")
-                optimizer.step()
-                stats = dist.mean(stats)  # what the global batch's loss was (for the log only)
-                dt = time.perf_counter() - t0
+                stats.record(step(batch, it))
                 images += batch_size
-                ips = batch_size / dt
+                host_rows.append({"iter": it + 1, "epoch": pos.epoch, "lr": lr_now, "data_wait_s": waited,
+                                  "time": time.time()})
+                validate = validation is not None and ((it + 1) % cfg.val_every == 0 or it + 1 == iters)
+                checkpoint = (it + 1) % cfg.ckpt_every == 0 or it + 1 == end
+                if not (validate or checkpoint or (it + 1) % cfg.log_every == 0):
+                    continue
+                rows = read()  # the only wait for the device (a divergence stops here, before any save)
+                if validate and dist.is_main:
+                    t0 = time.perf_counter()
+                    scored = _validate(head, validation)
+                    t_val += time.perf_counter() - t0
+                    rows[-1].update({f"val_{k}": v for k, v in scored.items()})
+                    if math.isfinite(scored[METRIC]) and (best is None or scored[METRIC] > best["score"]):
+                        best = save_best(out, head, iteration=it + 1, metrics=scored, meta=meta)
+                write(rows)
                 if dist.is_main:
-                    vals = stats.tolist()
-                    row = {"iter": it + 1, "epoch": pos.epoch, "loss": vals[0],
-                           **{k: v for k, v in zip(terms, vals[1:])},
-                           "lr": lr_now, "grad_norm": float(gnorm), "images_per_s": ips, "data_wait_s": waited,
-                           "time": time.time()}
-                    if validation is not None and ((it + 1) % cfg.val_every == 0 or it + 1 == iters):
-                        t0 = time.perf_counter()
-                        scored = _validate(head, validation)
-                        t_val += time.perf_counter() - t0
-                        row.update({f"val_{k}": v for k, v in scored.items()})
-                        if math.isfinite(scored[METRIC]) and (best is None or scored[METRIC] > best["score"]):
-                            best = save_best(out, head, iteration=it + 1, metrics=scored, meta=meta)
-                    log_file.write(json.dumps(row) + "\n")
-                    log_file.flush()
-                    last = row
-                    advance(1, f"loss {vals[0]:.4f}  {ips:.1f} img/s")
-                if (it + 1) % cfg.ckpt_every == 0 or it + 1 == end:
+                    last = rows[-1]
+                    advance(len(rows), f"loss {last['loss']:.4f}  {last['images_per_s']:.1f} img/s")
+                if checkpoint:
                     if dist.is_main:
                         last_ckpt = save_checkpoint(out, iteration=it + 1, model=head, optimizer=optimizer,
                                                     position=pos.to_dict(), config=config, meta=meta)
                     dist.barrier()
+                t_read = time.perf_counter()  # validation and checkpoints are not training time
     finally:
         stream.close()
         if log_file:

@@ -17,10 +17,16 @@ Where it deviates, and why:
   valid map and a sampled point whose bilinear footprint touches an invalid pixel gets weight 0.
   (Mask2Former's semantic mapper leaves them in every mask's background.)
 - Loss normalisation is per sample, averaged over the batch, so a batch split over DDP processes gives the
-  same loss; point sampling draws from a per-sample seed, so resume and DDP are exact.
+  same loss; the points of a step are one draw for the global batch seeded by (seed, iteration), each
+  process keeping its samples' rows, so resume and DDP are exact.
+- The criterion and matcher run on the whole batch and every supervised prediction at once, with dense
+  targets (a slot per class), and the assignment is solved on the device: a semantic image has at most
+  one target per class, and for two targets the optimum has a closed form (matcher.py). The per-image
+  SetCriterion / HungarianMatcher (scipy) stay as the reference the batched ones are tested against.
 - Fewer than three distinct strides are accepted (the decoder then attends over what there is).
 
 Modules: head (HeadConfig, presets, Mask2FormerHead, semantic_probs), adapter, pixel_decoder,
-msdeform_attn, transformer_decoder, matcher, criterion (SetCriterion, build_criterion), point_sampling,
-targets, position, layers.
+msdeform_attn, transformer_decoder, batch_criterion (BatchCriterion: what training runs), matcher (batched
+costs and assignment; HungarianMatcher), criterion (the per-image reference: SetCriterion, per_sample_loss),
+point_sampling (PointDraws: one draw per step), targets (DenseTargets), position, layers.
 """

@@ -24,6 +24,18 @@ def reference_points(shapes: list[tuple[int, int]], device=None) -> torch.Tensor
     return torch.cat(refs, 0)[None, :, None, :]
 
 
+def offset_scale(shapes: list[tuple[int, int]], device=None) -> torch.Tensor:
+    """(L, 2) float32: (W, H) of each level, to turn pixel offsets into [0, 1] coordinates.
+
+    Filled value by value on the device: a tensor made from a Python list would be a copy from pageable host
+    memory, which waits for the device to finish its queued work (once per layer per step).
+    """
+    out = torch.empty(len(shapes), 2, dtype=torch.float32, device=device)
+    for i, (h, w) in enumerate(shapes):
+        out[i, 0], out[i, 1] = w, h
+    return out
+
+
 def deformable_sample(value: torch.Tensor, shapes: list[tuple[int, int]], locations: torch.Tensor,
                       weights: torch.Tensor) -> torch.Tensor:
     """Weighted sum of bilinear samples.
@@ -81,8 +93,9 @@ class MSDeformAttn(nn.Module):
             nn.init.zeros_(lin.bias)
 
     def forward(self, query: torch.Tensor, value_in: torch.Tensor, shapes: list[tuple[int, int]],
-                refs: torch.Tensor) -> torch.Tensor:
-        """query (B, Q, C) (position already added), value_in (B, S, C), refs (B|1, Q, L|1, 2) -> (B, Q, C)."""
+                refs: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """query (B, Q, C) (position already added), value_in (B, S, C), refs (B|1, Q, L|1, 2) -> (B, Q, C).
+        scale: offset_scale(shapes), when the caller made it once for all its layers."""
         b, q, _ = query.shape
         if value_in.shape[1] != sum(h * w for h, w in shapes):
             raise ValueError(f"deformable attention: {value_in.shape[1]} tokens but level shapes {shapes}")
@@ -92,6 +105,6 @@ class MSDeformAttn(nn.Module):
         weights = self.attention_weights(query).view(b, q, m, n_levels * n_points).float().softmax(-1)
         weights = weights.view(b, q, m, n_levels, n_points)
         # Offsets are in pixels of each level; divide by (W, H) to move in normalised coordinates.
-        norm = torch.tensor([[w, h] for h, w in shapes], dtype=torch.float32, device=query.device)
+        norm = offset_scale(shapes, query.device) if scale is None else scale
         locations = refs.float()[:, :, None, :, None, :] + offsets / norm[None, None, None, :, None, :]
         return self.output_proj(deformable_sample(value, shapes, locations, weights))

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hairdiff.train.mask2former.layers import c2_xavier_fill, group_norm
-from hairdiff.train.mask2former.msdeform_attn import MSDeformAttn, reference_points
+from hairdiff.train.mask2former.msdeform_attn import MSDeformAttn, offset_scale, reference_points
 from hairdiff.train.mask2former.position import sine_position_embedding
 
 ATTENDED_LEVELS = 3  # Mask2Former attends over strides 8, 16, 32
@@ -37,15 +37,19 @@ class DeformEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, pos, shapes, refs):
-        x = self.norm1(x + self.dropout(self.self_attn(x + pos, x, shapes, refs)))
+    def forward(self, x, pos, shapes, refs, scale=None):
+        x = self.norm1(x + self.dropout(self.self_attn(x + pos, x, shapes, refs, scale)))
         return self.norm2(x + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x))))))
 
 
 def upsample_stage(dim: int) -> nn.Sequential:
-    """x2: 2x2 stride-2 transposed conv -> GroupNorm -> ReLU -> 3x3 conv -> GroupNorm -> ReLU."""
-    return nn.Sequential(nn.ConvTranspose2d(dim, dim, 2, stride=2, bias=False), group_norm(dim), nn.ReLU(),
-                         nn.Conv2d(dim, dim, 3, padding=1, bias=False), group_norm(dim), nn.ReLU())
+    """x2: 2x2 stride-2 transposed conv -> GroupNorm -> ReLU -> 3x3 conv -> GroupNorm -> ReLU.
+
+    The ReLUs work in place: the GroupNorm outputs they overwrite are needed by nothing else (GroupNorm's
+    backward reads its input), which saves a stride-4 map per ReLU in memory and one pass over it.
+    """
+    return nn.Sequential(nn.ConvTranspose2d(dim, dim, 2, stride=2, bias=False), group_norm(dim), nn.ReLU(inplace=True),
+                         nn.Conv2d(dim, dim, 3, padding=1, bias=False), group_norm(dim), nn.ReLU(inplace=True))
 
 
 class MSDeformAttnPixelDecoder(nn.Module):
@@ -84,6 +88,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.mask_upsample = nn.ModuleList(upsample_stage(conv_dim) for _ in range(factor.bit_length() - 1))
         self.mask_projection = nn.Conv2d(conv_dim, mask_dim, 1)
         self.conv_dim = conv_dim
+        # Run the stride-4 part (x2 stages, mask projection) in channels-last memory: a layout, not a setting of
+        # what is computed (train.step.TrainStep sets it from --channels-last; checkpoints do not record it).
+        self.channels_last = False
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -118,9 +125,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             poss.append(pos + self.level_embed[i].view(1, 1, -1).float())
         tokens = torch.cat(srcs, 1)
         pos = torch.cat(poss, 1).to(tokens.dtype)
-        refs = reference_points(shapes, device=tokens.device)
+        refs, scale = reference_points(shapes, device=tokens.device), offset_scale(shapes, device=tokens.device)
         for layer in self.layers:
-            tokens = layer(tokens, pos, shapes, refs)
+            tokens = layer(tokens, pos, shapes, refs, scale)
         b = tokens.shape[0]
         memory = [t.transpose(1, 2).reshape(b, -1, h, w)
                   for t, (h, w) in zip(tokens.split([h * w for h, w in shapes], 1), shapes)]
@@ -129,6 +136,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
             lat = self.lateral_convs[i](features[i])
             out = self.output_convs[i](lat + F.interpolate(out, size=lat.shape[-2:], mode="bilinear",
                                                            align_corners=False))
+        if self.channels_last and self.mask_upsample:
+            out = out.contiguous(memory_format=torch.channels_last)
         for stage in self.mask_upsample:
             out = stage(out)
         return self.mask_projection(out), memory

@@ -16,6 +16,16 @@ from hairdiff.train.mask2former.layers import c2_xavier_fill
 from hairdiff.train.mask2former.position import sine_position_embedding
 
 
+def query_masks(embed: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
+    """embed (B, Q, C) . mask_features (B, C, H, W) -> mask logits (B, Q, H, W), held pixel-major (channels-last
+    strides: each pixel's Q logits side by side). The same dot products as einsum("bqc,bchw->bqhw"), laid out
+    for what reads them: the matcher samples every query at shared points (a pixel's row of Q values), and
+    the loss gathers a few queries' maps."""
+    b, _, h, w = mask_features.shape
+    pixels = mask_features.flatten(2).transpose(1, 2)  # (B, H*W, C), a view
+    return torch.bmm(pixels, embed.transpose(1, 2)).view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
 class MLP(nn.Module):
     """Linear layers with ReLU between them (none after the last)."""
 
@@ -82,7 +92,7 @@ class MaskedAttentionDecoder(nn.Module):
         """Class logits, mask logits, and the attention mask for the next layer (True = may not attend)."""
         x = self.decoder_norm(queries)
         logits = self.class_embed(x)
-        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(x), mask_features)
+        masks = query_masks(self.mask_embed(x), mask_features)
         with torch.no_grad():
             small = F.interpolate(masks, size=mask_hw, mode="bilinear", align_corners=False)
             attn = small.float().sigmoid().flatten(2) < 0.5  # (B, Q, h*w)

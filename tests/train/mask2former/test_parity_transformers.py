@@ -21,6 +21,7 @@ import torch
 tf_m2f = pytest.importorskip("transformers.models.mask2former.modeling_mask2former")
 from transformers import Mask2FormerConfig  # noqa: E402
 
+from hairdiff.train.mask2former.batch_criterion import term_names  # noqa: E402
 from hairdiff.train.mask2former.criterion import SetCriterion  # noqa: E402
 from hairdiff.train.mask2former.matcher import HungarianMatcher  # noqa: E402
 from hairdiff.train.mask2former.pixel_decoder import MSDeformAttnPixelDecoder  # noqa: E402
@@ -228,3 +229,100 @@ def test_loss_matches(models, inputs):
     got_grads = torch.autograd.grad(got["loss"], logits + masks)
     for a, b in zip(got_grads, ref_grads):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------- the loss that actually trains
+def test_the_training_step_loss_matches_theirs(monkeypatch):
+    """train.step.TrainStep's loss (dense targets, batched criterion, the step's own point draw) against
+    transformers' Mask2FormerLoss on the same predictions and points, gradients through our head included.
+
+    Theirs normalises mask terms by the masks of its whole batch and the class term over its batch; ours is
+    the mean over images of per-image losses, so theirs runs once per image (where the two coincide). Their
+    points come from torch.rand; here torch.rand hands them the step's draws in the order theirs asks:
+    per prediction (final first, then aux 0, 1, ...) the matcher's points, then the oversampled and uniform
+    points of each matched mask in its matching's order. No ignore pixels (theirs has no ignore handling).
+    """
+    from tests.fixtures.stores import LEVELS, TINY, features_for
+    from hairdiff.train.mask2former.head import HeadConfig, Mask2FormerHead
+    from hairdiff.train.mask2former.batch_criterion import build_batch_criterion
+    from hairdiff.train.mask2former.point_sampling import step_seed
+    from hairdiff.train.optim import build_optimizer
+    from hairdiff.train.step import TrainStep
+    import numpy as np
+
+    cfg = HeadConfig(**{**TINY, "num_points": POINTS})
+    torch.manual_seed(0)
+    head = Mask2FormerHead(LEVELS, cfg)
+    criterion = build_batch_criterion(cfg)
+    step = TrainStep(head, head, criterion, build_optimizer(head, 1e-3, 0.05), device="cpu", grad_clip=0.01,
+                     global_batch=6, seed=11)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    lab = np.zeros((3, 32, 32), np.uint8)
+    lab[0][((yy - 14) / 7) ** 2 + ((xx - 17) / 9) ** 2 < 1] = 1  # hair and background
+    lab[2] = 1                                                  # only hair; image 1: only background
+    feats = [features_for(x, rng) for x in lab]
+    batch = {"features": {lv.name: torch.from_numpy(np.stack([f[lv.name] for f in feats])).half() for lv in LEVELS},
+             "labels": torch.from_numpy(lab), "global_start": 3}  # the second half of a global batch of 6
+    iteration, n_pred = 4, cfg.dec_layers + 1
+
+    outputs, targets = step.forward(batch)
+    loss, terms = step.loss(outputs, targets, iteration, batch["global_start"])
+    params = [p for p in head.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+
+    draws = criterion.draw(torch.Generator().manual_seed(step_seed(11, iteration)), n_pred, 6).samples(3, 6)
+    theirs = tf_m2f.Mask2FormerLoss(their_config(), {"loss_cross_entropy": 2.0, "loss_mask": 5.0, "loss_dice": 5.0})
+    their_match = theirs.matcher.forward
+    listed = semantic_targets(torch.from_numpy(lab))
+    totals, their_terms = [], []
+    real_rand = torch.rand
+    for b, t in enumerate(listed):
+        order = [n_pred - 1, *range(n_pred - 1)]  # theirs: the final prediction, then aux 0, 1, ...
+        state = {"layer": 0, "classes": None}
+
+        def match(*args, **kw):
+            out = their_match(*args, **kw)
+            state["classes"] = t["labels"][torch.as_tensor(out[0][1])]  # classes of the matched masks, query order
+            return out
+
+        def rand(*size, **kw):
+            size = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else size
+            d = draws.layer(order[state["layer"]], b)
+            if size == (1, POINTS, 2):
+                return d["matcher"][None].clone()
+            if size[1] == d["oversampled"].shape[1]:
+                out = d["oversampled"][state["classes"]].clone()
+                if d["fill"].shape[1] == 0:
+                    state["layer"] += 1
+                return out
+            assert size[1] == d["fill"].shape[1], size
+            state["layer"] += 1
+            return d["fill"][state["classes"]].clone()
+
+        monkeypatch.setattr(theirs.matcher, "forward", match)
+        monkeypatch.setattr(torch, "rand", rand)
+        ref = theirs(outputs["pred_masks"][b:b + 1].float(), outputs["pred_logits"][b:b + 1].float(),
+                     [t["masks"]], [t["labels"]],
+                     auxiliary_predictions=[{"masks_queries_logits": a["pred_masks"][b:b + 1].float(),
+                                             "class_queries_logits": a["pred_logits"][b:b + 1].float()}
+                                            for a in outputs["aux_outputs"]])
+        monkeypatch.setattr(torch, "rand", real_rand)
+        assert state["layer"] == n_pred  # every prediction consumed its draws
+        weights = {"loss_cross_entropy": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
+        totals.append(sum(v * next(w for n, w in weights.items() if k.startswith(n)) for k, v in ref.items()))
+        names = [n.replace("loss_ce", "loss_cross_entropy") for n in term_names(n_pred)]
+        their_terms.append(torch.stack([ref[n] for n in names]))
+    ref_loss = torch.stack(totals).mean()
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=0)
+    torch.testing.assert_close(terms, torch.stack(their_terms).mean(0).detach(), rtol=1e-5, atol=1e-7)
+    ref_grads = torch.autograd.grad(ref_loss, params, allow_unused=True)
+    # Summation orders differ (batched vs per image): compare at the scale of the whole gradient (a bias that
+    # a GroupNorm follows has gradient 0 up to rounding, on both sides).
+    scale = max(float(r.abs().max()) for r in ref_grads if r is not None)
+    assert scale > 0
+    for name, g, r in zip([n for n, p in head.named_parameters() if p.requires_grad], grads, ref_grads):
+        if g is None or r is None:
+            assert g is None and r is None, name
+            continue
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5 * scale, msg=name)
