@@ -1,8 +1,7 @@
 """Stage two from the cache against the same head with the frozen backbone run online, side by side in one run,
 and the FLOP-bound limit of that ratio.
 
-Both sides run the training step of train/loop.py (`train_step` below: the one place to repoint when the step
-becomes its own function) with the same head, criterion, optimizer, batch and device, iteration by iteration
+Both sides run the training step of `pipeline train` (train/step.py's TrainStep, `train_step` below) with the same head, criterion, optimizer, batch and device, iteration by iteration
 in turn (so a busy machine slows both alike):
 - from the cache: batches from `pipeline train`'s reader (BatchStream over a store written by `pipeline
   extract`, `--readers` threads), waiting for the reader included;
@@ -38,45 +37,32 @@ SKIP = 3  # first iterations (allocation, kernel selection) are not timed
 
 
 def train_step(t: "Trainer", feats: dict, labels: torch.Tensor, it: int, first: int) -> None:
-    """One iteration of train/loop.py's step, as the loop runs it (its host checks and log reads included):
-    features to the device, targets, forward under autocast, per-sample losses, backward, clipping, AdamW."""
-    from hairdiff.train.loop import batch_loss, sample_seed
-    from hairdiff.train.mask2former.targets import semantic_targets
-
-    feats = {k: v.to(t.device, non_blocking=True).float() for k, v in feats.items()}
-    targets = semantic_targets(labels.to(t.device), num_classes=t.hcfg.num_classes)
-    seeds = [sample_seed(t.seed, it, first + j) for j in range(len(targets))]
-    with t.autocast:
-        outputs = t.head(feats)
-    loss, terms = batch_loss(t.criterion, outputs, targets, seeds, t.device)
-    stats = torch.stack([loss.detach().float(), *terms.values()])
-    if not bool(torch.isfinite(stats).all()):
-        raise RuntimeError(f"non-finite loss at iteration {it}")
-    t.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    gnorm = torch.nn.utils.clip_grad_norm_(t.params, t.grad_clip if t.grad_clip > 0 else float("inf"))
-    if not bool(torch.isfinite(gnorm)):
-        raise RuntimeError(f"non-finite gradient norm at iteration {it}")
-    t.optimizer.step()
-    stats.tolist(), float(gnorm)  # the loop's log row
+    """One iteration of train/loop.py's step (train/step.py's TrainStep, the loop's per-interval log read
+    left out: the loop reads statistics once per --log-every)."""
+    t.log.record(t.step({"features": feats, "labels": labels, "global_start": first}, it))
+    if t.log.count == t.log_every:
+        t.log.read()
 
 
 class Trainer:
-    """A head, criterion and optimizer as train/loop.py builds them."""
+    """A head, batched criterion, optimizer and step as train/loop.py builds them."""
 
     def __init__(self, levels, cfg: TrainConfig, device: str):
-        from hairdiff.train.mask2former.criterion import build_criterion
+        from hairdiff.train.mask2former.batch_criterion import build_batch_criterion
         from hairdiff.train.mask2former.head import Mask2FormerHead
         from hairdiff.train.optim import build_optimizer
+        from hairdiff.train.step import StepLog, TrainStep
 
-        self.device, self.seed, self.grad_clip = device, cfg.seed, cfg.grad_clip
+        self.device = device
         self.hcfg = cfg.head_config(device)
         torch.manual_seed(cfg.seed)
         self.head = Mask2FormerHead(levels, self.hcfg).to(device).train()
-        self.criterion = build_criterion(self.hcfg).to(device)
-        self.optimizer = build_optimizer(self.head, cfg.lr, cfg.weight_decay)
-        self.params = [p for p in self.head.parameters() if p.requires_grad]
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
+        criterion = build_batch_criterion(self.hcfg).to(device)
+        optimizer = build_optimizer(self.head, cfg.lr, cfg.weight_decay)
+        self.step = TrainStep(self.head, self.head, criterion, optimizer, device=device, grad_clip=cfg.grad_clip,
+                              global_batch=cfg.batch_size, seed=cfg.seed, channels_last=cfg.channels_last)
+        self.log_every = cfg.log_every
+        self.log = StepLog(self.step.names, cfg.log_every, device)
 
 
 def sync(device: str) -> None:
@@ -177,7 +163,7 @@ def main() -> None:
                "flop_bound_limit": limit, "fraction_of_limit": ratio / limit,
                "loader_wait_fraction": float(np.sum(times["wait"]) / np.sum(times["cached"])),
                "steps_waiting_fraction": float(np.mean([w > 1e-3 for w in times["wait"]])), "head": head_name,
-               "step": "train_step (bench/train_speed.py): train/loop.py's step"}
+               "step": "train_step (bench/train_speed.py): train/step.py's TrainStep, as train/loop.py runs it"}
     rows = [{"run": "from the cache (pipeline train's reader)", "images_per_s": c_ips,
              "loader_wait_fraction": summary["loader_wait_fraction"], "gflop_per_image": head / 1e9},
             {"run": "backbone online in the step", "images_per_s": o_ips, "gflop_per_image": (backbone + head) / 1e9}]

@@ -175,7 +175,7 @@ class FeatureStore:
             store.group, store.writable = _open_group(url, writable=True), True
         return store
 
-    def layout(self) -> list[str]:
+    def array_paths(self) -> list[str]:
         """Every array this store's attributes say it has."""
         paths = [f"features/{lv.key}" for lv in self.levels]
         if self.precision == "int8":
@@ -187,7 +187,7 @@ class FeatureStore:
         """(file, what is wrong) for each array whose zarr.json is missing, does not decode, or disagrees with
         the store's sample count: one metadata read per array."""
         problems = []
-        for path in self.layout():
+        for path in self.array_paths():
             try:
                 arr = self.group[path]
             except KeyError as e:  # zarr: the node is absent, or a required metadata field is

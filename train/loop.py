@@ -53,8 +53,6 @@ from hairdiff.train.checkpoint import (check_optimizer_format, head_config_from_
 from hairdiff.train.config import RESUME_KEYS, TrainConfig
 from hairdiff.train.data import BatchStream, CachedFeatures, Position
 from hairdiff.train.distributed import DistContext
-# The per-sample loss of the step before the batched one, by its old names (bench/train_speed.py's online step).
-from hairdiff.train.mask2former.criterion import batch_loss, sample_seed  # noqa: F401
 from hairdiff.train.optim import build_optimizer
 from hairdiff.train.schedule import set_lr
 from hairdiff.train.step import StepLog, TrainStep, first_divergence
