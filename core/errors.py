@@ -135,3 +135,9 @@ class StoreMetadataError(CacheError):
 class RunFileError(CheckpointError):
     """A file a run folder points to (run.json, config.json, head.safetensors, best/, a checkpoint) is missing
     or damaged; the message names it and how to get a usable head back."""
+
+
+class OutputMismatchError(HairdiffError):
+    """An output folder was made with other settings or inputs than the command that picks it up now
+    (core/manifest.py); the message names what differs and how to start afresh."""
+    exit_code = 2
