@@ -1,4 +1,4 @@
-"""`pipeline cache ls | info | verify | push | pull`.
+"""`pipeline cache ls | info | verify | views | push | pull`.
 
 Output is plain lines, never a rich table: tables cut long cells with "…", and paths and URLs are what a
 user copies from here.
@@ -79,6 +79,39 @@ def info_command(store: str, json_: Annotated[bool, typer.Option("--json", help=
         print(f"level {lv['name']}: {lv['channels']}x{lv['height']}x{lv['width']} stride {lv['stride']}")
     for k, v in info["fingerprint_inputs"].items():
         print(f"fp.{k}: {json.dumps(v, default=str)}")
+
+
+@app.command("views")
+def views_command(
+        store: str,
+        out: Annotated[str, typer.Option(help="folder for the pictures (one PNG per image) and views.json")] = "views",
+        images: Annotated[int, typer.Option(help="how many images (the first ones whose views are all extracted)")] = 4,
+) -> None:
+    """Picture a store's views: for each image, every view in the original's frame with the label the store
+    holds tinted on it (hair green, ignore grey) and the hair's share of the frame; see that `--views`
+    does what it says (at scale:0.5 the hair covers a quarter of the original's share)."""
+    from hairdiff.cache import FeatureStore
+    from hairdiff.cli.progress import rich_progress
+    from hairdiff.core.errors import UsageError
+    from hairdiff.core.paths import check_output_dir
+    from hairdiff.evaluate.view_sheet import view_sheet
+
+    if images < 1:
+        raise UsageError(f"--images {images}: use 1 or more")
+    out_dir = Path(out)
+    check_output_dir(out_dir, "--out")
+    s = FeatureStore.open(store)
+    report = view_sheet(s, out_dir, images, progress=rich_progress)
+    if not report["images"]:
+        print(f"{s.url}: no image has all its views extracted yet; nothing drawn")
+        return
+    if s.layout.recipe is None:
+        print(f"{s.url} holds no views (extracted without --views): the originals alone are drawn")
+    for row in report["samples"]:
+        ratio = row["ratio_to_original"]
+        print(f"{row['id']}: hair {row['hair_fraction']:.2%} of the frame"
+              + (f", {ratio:.2f}x the original's" if ratio is not None and row["view"] != "original" else ""))
+    print(f"{report['source']}; pictures and views.json in {out_dir}")
 
 
 @app.command("verify")

@@ -255,3 +255,23 @@ def test_color_steps_match_their_definitions():
                             ("saturation", 0.5, colorsys.hsv_to_rgb(0, 0.5, 1))):
         img, _ = render(Draw(color=((op, value),)), red, np.zeros((4, 4), np.uint8))
         assert np.abs(img[0, 0].astype(float) - np.array(want) * 255).max() <= 3, (op, img[0, 0])
+
+
+def test_cache_views_pictures_what_the_store_holds(data, tmp_path):
+    """`pipeline cache views`: the user's way to see a store's views. The shares come from the stored labels:
+    scale:0.5 covers a quarter of the original's hair; the re-rendered view agrees with the stored label."""
+    import json
+
+    store = extract(data, tmp_path / "c", "--views", "flip+scale:0.5", "--limit", "2")
+    p = run_pipeline("cache", "views", store.url, "--out", tmp_path / "pics", "--images", "2")
+    report = json.loads((tmp_path / "pics" / "views.json").read_text())
+    assert report["images"] == 2 and report["views"] == ["original", "flip", "scale0.5"]
+    for row in report["samples"]:
+        label = store.read_label(store.ids.index(row["id"]))
+        assert row["hair_fraction"] == pytest.approx((label == 1).mean())
+        assert row["rerendered_label_matches"] is True
+        want = {"original": 1.0, "flip": 1.0, "scale0.5": 0.25}[row["view"]]
+        assert row["ratio_to_original"] == pytest.approx(want, abs=0.03), row
+    pictures = [Image.open(f) for f in report["pictures"]]
+    assert len(pictures) == 2 and all(pic.width >= 3 * 256 for pic in pictures)  # three panels side by side
+    assert "0.25x the original's" in p.stdout
