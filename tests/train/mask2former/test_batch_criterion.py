@@ -15,6 +15,7 @@ from hairdiff.train.mask2former.criterion import build_criterion, per_sample_los
 from hairdiff.train.mask2former.head import HeadConfig
 from hairdiff.train.mask2former.matcher import _finite, assign
 from hairdiff.train.mask2former.targets import dense_targets, semantic_targets
+from tests.fixtures.stores import ellipse_in
 
 R, H, Q, L = 64, 16, 10, 4  # labels R x R, mask logits H x H (stride 4), queries, supervised predictions
 CFG = HeadConfig(num_points=500)
@@ -24,12 +25,9 @@ def labels(batch: int, seed: int = 0) -> torch.Tensor:
     """Hair ellipses with letterbox-like ignore rows or columns; image 1 has no hair, image 2 is all hair,
     image 3 is wholly ignored, image 4 is hair next to ignore pixels only."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:R, :R]
     out = np.zeros((batch, R, R), np.uint8)
     for b in range(batch):
-        cy, cx = rng.uniform(0.2 * R, 0.8 * R, 2)
-        ry, rx = rng.uniform(0.1 * R, 0.35 * R, 2)
-        out[b][((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1] = 1
+        out[b][ellipse_in(R, rng, (0.2, 0.8), (0.1, 0.35))] = 1
         cut = int(rng.integers(0, R // 3))
         if b % 2:
             out[b, R - cut:] = 255

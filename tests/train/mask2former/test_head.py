@@ -13,6 +13,7 @@ from hairdiff.train.mask2former.head import LEGACY, HeadConfig, Mask2FormerHead,
 from hairdiff.train.mask2former.matcher import HungarianMatcher
 from hairdiff.train.mask2former.point_sampling import point_targets
 from hairdiff.train.mask2former.targets import semantic_targets
+from tests.fixtures.stores import ellipse_in
 
 try:
     from hairdiff.cache.levels import LevelSpec
@@ -55,12 +56,9 @@ def random_feats(levels, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def hair_labels(batch: int, r: int = R, ignore_rows: int = 0, seed: int = 0) -> torch.Tensor:
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:r, :r]
     out = np.zeros((batch, r, r), np.uint8)
     for b in range(batch):
-        cy, cx = rng.uniform(0.3 * r, 0.6 * r, 2)
-        ry, rx = rng.uniform(0.15 * r, 0.3 * r, 2)
-        out[b][((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1] = 1
+        out[b][ellipse_in(r, rng)] = 1
         if ignore_rows:
             out[b, r - ignore_rows:] = 255  # letterbox padding at the bottom
     return torch.from_numpy(out)
