@@ -17,12 +17,13 @@ def reproduce(cfg: ReproduceConfig) -> None:
     OUT/run/. Running the same command again resumes where it stopped. With --model tiny --limit N it is a
     CPU smoke run of every step.
     """
+    from hairdiff.evaluate.report import coverage_text
     from hairdiff.evaluate.reproduce import reproduce as run
 
     rep = run(cfg, progress=rich_progress, log=lambda message: err.print(message, markup=False, highlight=False))
     m, p = rep["metrics"], rep["metrics"]["per_image_mean"]
     err.print(f"{rep['dataset']}: mIoU {m['mIoU']:.2f}, accuracy {m['accuracy']:.2f}, precision "
-              f"{m['precision']:.2f}, F1 {m['f1']:.2f} pooled over {m['images']} test images; per-image means: "
+              f"{m['precision']:.2f}, F1 {m['f1']:.2f} pooled over {coverage_text(m)} of the test split; per-image means: "
               f"mIoU {p['mIoU']:.2f}, accuracy {p['accuracy']:.2f}, precision {p['precision']:.2f}, F1 "
               f"{p['f1']:.2f} ({rep['seconds']} s)", markup=False, highlight=False)
     print(Path(cfg.out) / "report.md")

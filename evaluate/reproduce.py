@@ -144,7 +144,7 @@ def reproduce(cfg: ReproduceConfig, progress: ProgressFactory = silent, log=prin
     report = {"dataset": cfg.dataset, "recipe": r.as_dict(), "provenance": rows, "splits": plan["note"],
               "stores": stores, "run": str(run),
               "train": {k: summary.get(k) for k in ("iterations", "final_loss", "images_per_s")},
-              "metrics": {**{k: metrics.get(k) for k in (*keys, "boundary_f", "images")},
+              "metrics": {**{k: metrics.get(k) for k in (*keys, "boundary_f", "images", "images_total", "coverage")},
                           "per_image_mean": {k: metrics["per_image_mean"].get(k) for k in keys}},
               "seconds": round(time.perf_counter() - t0, 1), "overlays": str(out / "eval" / "overlays"),
               "random_weights": r.model == "tiny", "limit": cfg.limit}

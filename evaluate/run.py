@@ -89,6 +89,7 @@ def score_head(head, store: FeatureStore, *, batch_size: int, device, progress: 
     idx = idx[store.layout.is_original(idx)]  # the original images: a store's augmented views are for training
     if len(idx) == 0:
         raise CacheError(f"{store.url} holds no extracted samples yet: run `pipeline extract` first")
+    total = int(store.layout.num_images)  # the images of the store's split, extracted or not
     conf = np.zeros((2, 2), np.int64)
     bcounts = np.zeros(4, np.int64)
     per_image = []
@@ -111,6 +112,8 @@ def score_head(head, store: FeatureStore, *, batch_size: int, device, progress: 
     metrics["confusion_matrix"] = conf.tolist()
     metrics["per_image_mean"] = per_image_means(per_image)  # the per-image reading
     metrics["readings"] = READINGS
+    # How much of the split these numbers cover: a partial store scores only its extracted images.
+    metrics.update(images=len(idx), images_total=total, coverage=len(idx) / total)
     return metrics, per_image
 
 
@@ -141,7 +144,7 @@ def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=No
     trained_on = sorted({s["dataset"] for s in meta["stores"]})
     identity = backbone_identity(meta["fingerprint_inputs"])
     extra = {"run": str(run_dir), "store": store.url, "dataset": store.dataset, "split": store.split,
-             "fingerprint": store.fingerprint, "images": len(per_image), "trained_on": trained_on,
+             "fingerprint": store.fingerprint, "trained_on": trained_on,
              "head": {k: v for k, v in source.items() if k != "meta"},
              "cross_dataset": store.dataset not in trained_on,
              "evaluated_on_training_store": seen is not None, "training_store": seen,

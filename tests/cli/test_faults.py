@@ -680,3 +680,41 @@ def test_9_predict_uses_the_head_eval_uses_and_says_which(setup):
     code, out, err = invoke("eval", "--run", run, "--cache", store, "--out", setup.tmp / "eval", "--device", "cpu")
     assert code == 0, err
     assert json.loads((setup.tmp / "eval" / "metrics.json").read_text())["head"]["weights"] == used["weights"]
+
+
+def test_6_a_partial_store_is_scored_as_part_of_its_split_everywhere(setup):
+    """eval of a store with 2 of its 5 images extracted: stdout, metrics.json and metrics.md (beside the paper's
+    rows) say "2 of 5 images (3 not extracted yet)"; train --val logs the same coverage per validation."""
+    from tests.fixtures.stores import INPUTS, make_eval_store, synthetic_samples
+
+    store = make_eval_store(setup.tmp, "figaro", synthetic_samples(5), str(setup.tmp), done=[0, 3])
+    run = make_run(setup.tmp)
+    code, out, err = invoke("eval", "--run", run, "--cache", store, "--out", setup.tmp / "eval", "--device", "cpu",
+                            "--overlays", "0")
+    assert code == 0, err
+    said = "2 of 5 images (3 not extracted yet)"
+    assert f"partial: scored {said} of figaro/test (40.0%)" in out and said in err, (out, err)
+    m = json.loads((setup.tmp / "eval" / "metrics.json").read_text())
+    assert (m["images"], m["images_total"], m["coverage"]) == (2, 5, 0.4)
+    md = (setup.tmp / "eval" / "metrics.md").read_text()
+    ours = [ln for ln in md.splitlines() if ln.startswith("| **hairdiff (this run)**")]
+    assert len(ours) == 2 and all(ln.endswith(f"| {said} |") for ln in ours), md
+    assert f"**Partial: {said}" in md and md.index("**Partial") < md.index("(paper)")
+    # A whole store says so too, and nothing partial.
+    (setup.tmp / "w").mkdir()
+    whole = make_eval_store(setup.tmp / "w", "figaro", synthetic_samples(5), str(setup.tmp))
+    code, out, err = invoke("eval", "--run", run, "--cache", whole, "--out", setup.tmp / "eval2", "--device", "cpu",
+                            "--overlays", "0")
+    assert code == 0 and "partial:" not in out and "all 5 images" in err, (out, err)
+
+    # train --val on a partial store: the announcement and every validation row of log.jsonl carry the coverage.
+    train_inputs = {"model": {"kind": "toy", "name": "toy-encoder"}, "levels": [lv for lv in INPUTS["taps"]],
+                    "preprocessing": INPUTS["preprocessing"]}
+    val = make_eval_store(setup.tmp / "w", "toy", synthetic_samples(5), str(setup.tmp), done=[1], inputs=train_inputs,
+                          split="val")
+    code, _, err = invoke(*setup.train(setup.store(), setup.tmp / "run2", "--iters", "2", "--val", val,
+                                       "--val-every", "1"))
+    assert code == 0, err
+    assert f"validating on 1 of 5 images (4 not extracted yet) of --val {val}" in err, err
+    rows = [json.loads(ln) for ln in (setup.tmp / "run2" / "log.jsonl").read_text().splitlines()]
+    assert [(r["val_images"], r["val_images_total"], r["val_coverage"]) for r in rows] == [(1, 5, 0.2)] * 2
