@@ -22,11 +22,13 @@ def evaluate(cfg: EvalConfig) -> None:
 
         pipeline eval --run runs/figaro --cache ~/.cache/hairdiff/figaro/test/0123abcd.zarr --out eval/figaro
     """
+    from hairdiff.cache.distinct import check_distinct
     from hairdiff.core.paths import check_output_dir
     from hairdiff.evaluate.report import RANDOM_WEIGHTS, coverage_text, partial
     from hairdiff.evaluate.run import evaluate_run
 
     check_output_dir(cfg.out, "--out")
+    check_distinct(outputs={"--out": cfg.out})
     m = evaluate_run(cfg, progress=rich_progress, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     if m["head"]["source"] == "best":
         err.print(f"scored the best validated head: {m['head']['weights']} (iteration {m['head']['iteration']}, "
@@ -59,10 +61,12 @@ def predict(cfg: PredictConfig) -> None:
 
         pipeline predict photo1.jpg photos/ --run runs/figaro --out predictions/ --batch-size 4
     """
+    from hairdiff.cache.distinct import check_distinct
     from hairdiff.core.paths import check_output_dir
     from hairdiff.evaluate.predict import predict_images
 
     check_output_dir(cfg.out, "--out")
+    check_distinct(outputs={"--out": cfg.out})
     rows = predict_images(cfg, warn=lambda message: print(message, file=sys.stderr),
                           say=lambda message: err.print(f"predicting with {message}"))
     for r in rows:

@@ -57,7 +57,10 @@ def write_report(out_dir: Path, metrics: dict, dataset: str, extra: dict) -> Non
                   "`pipeline extract` command that made the store again to finish it, then score again.", ""]
     if extra.get("evaluated_on_training_store"):
         seen = extra.get("training_store") or {}
-        lines += [f"**Warning: evaluated on training data.** This store is one the head was trained on "
+        held = "is one the head was trained on" if extra.get("training_images") in (None, metrics.get("images_total")) \
+            else f"shares {extra['training_images']} of its {metrics.get('images_total')} images with one the head " \
+                 "was trained on"
+        lines += [f"**Warning: evaluated on training data.** This store {held} "
                   f"({seen.get('dataset')}/{seen.get('split')}, {seen.get('url')}): the scores measure fit, not "
                   f"how the head does on images it has not seen.", ""]
     if extra.get("cross_dataset"):

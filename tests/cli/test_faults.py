@@ -443,6 +443,82 @@ def models_env_is_a_file(s: Setup):
     return s.tiny_extract("folder", root)
 
 
+# ------------------------------------------------------------------------------ 7: paths that must differ
+def out_inside_store_train(s: Setup):
+    store = s.store()
+    return s.train(store, store / "run", "--iters", "1")
+
+
+def out_inside_store_eval(s: Setup):
+    run = make_run(s.tmp)
+    store = s.store()
+    return ["eval", "--run", run, "--cache", store, "--out", store / "features" / "eval", "--device", "cpu"]
+
+
+def out_inside_future_store_predict(s: Setup):
+    """A *.zarr folder that does not exist yet is where a store goes: not an output folder either."""
+    from PIL import Image
+
+    run = make_run(s.tmp)
+    Image.new("RGB", (8, 8)).save(s.tmp / "photo.png")
+    return ["predict", s.tmp / "photo.png", "--run", run, "--out", s.tmp / "cache" / "x.zarr" / "pred", "--device",
+            "cpu"]
+
+
+def val_is_the_training_store(s: Setup):
+    store = s.store()
+    (s.tmp / "alias.zarr").symlink_to(store)  # the same store by another name
+    return s.train(store, s.tmp / "run", "--iters", "1", "--val", s.tmp / "alias.zarr")
+
+
+def _folder_stores(s: Setup, *extra) -> tuple[Path, Path]:
+    """(the store of a folder dataset's images a-d, a store of images b and x of the same folder by --ids)."""
+    root = make_folder(s.tmp / "data", stems=("a", "b", "c", "d"))
+    full, _ = _extract_ok(s, *s.tiny_extract("folder", root, *extra))
+    (s.tmp / "ids.txt").write_text("c\na\n")
+    part, _ = _extract_ok(s, *s.tiny_extract("folder", root, "--ids", s.tmp / "ids.txt"))
+    return full, part
+
+
+def val_shares_training_images(s: Setup):
+    full, part = _folder_stores(s)
+    return s.train(full, s.tmp / "run", "--iters", "1", "--val", part)
+
+
+def val_shares_images_of_a_views_store(s: Setup):
+    """Trained on a store with views: a store of the same files without views (from a copy of the dataset,
+    elsewhere) holds the same images."""
+    import shutil
+
+    root = make_folder(s.tmp / "data", stems=("a", "b"))
+    views, _ = _extract_ok(s, *s.tiny_extract("folder", root, "--views", "flip"))
+    plain, _ = _extract_ok(s, *s.tiny_extract("folder", shutil.copytree(root, s.tmp / "copy")))
+    return s.train(views, s.tmp / "run", "--iters", "1", "--val", plain)
+
+
+def resume_on_another_store(s: Setup):
+    run = s.trained("--stop-at", "1")
+    other = make_train_store(s.tmp, "other", n=4, seed=5)  # same features (fingerprint), other images
+    return s.train(other, run, "--iters", "2", "--resume")
+
+
+def resume_finished_run_on_another_store(s: Setup):
+    """A finished run is not "nothing to do" for other stores: its results are not theirs."""
+    run = s.trained()
+    other = make_train_store(s.tmp, "other", n=4, seed=5)
+    return s.train(other, run, "--iters", "2", "--resume")
+
+
+def resume_finished_run_with_other_settings(s: Setup):
+    run = s.trained()
+    return s.train(s.tmp / "toy.zarr", run, "--iters", "2", "--resume", "--lr", "0.5")
+
+
+def push_into_itself(s: Setup):
+    store = s.store()
+    return ["cache", "push", store, store / "copies"]
+
+
 def damaged(name, setup, code, words, marks=()):
     """setup(Setup) -> the command line; words: what the error line must name ({tmp}: the test's folder)."""
     return pytest.param(setup, code, words, id=name, marks=marks)
@@ -505,6 +581,25 @@ DAMAGED = [
             ["cannot build the tiny model in {tmp}/ro/models (Read-only file system)", "HAIRDIFF_MODELS"]),
     damaged("13-push-dest-under-a-file", push_dest_under_a_file, 2, ["DEST {tmp}/taken/copy.zarr", "is a file"]),
     damaged("13-extract-report-under-a-file", report_under_a_file, 2, ["--report's folder {tmp}/taken"]),
+    damaged("7-train-out-inside-store", out_inside_store_train, 2,
+            ["--out {tmp}/toy.zarr/run lies inside the feature store {tmp}/toy.zarr"]),
+    damaged("7-eval-out-inside-store", out_inside_store_eval, 2,
+            ["--out {tmp}/toy.zarr/features/eval lies inside the feature store {tmp}/toy.zarr"]),
+    damaged("7-predict-out-inside-future-store", out_inside_future_store_predict, 2,
+            ["--out {tmp}/cache/x.zarr/pred lies inside the feature store {tmp}/cache/x.zarr"]),
+    damaged("7-train-val-is-training-store", val_is_the_training_store, 2,
+            ["--val {tmp}/alias.zarr is the training store {tmp}/toy.zarr"]),
+    damaged("7-train-val-shares-training-images", val_shares_training_images, 2,
+            ["shares 2 of its 2 images with the training store {tmp}/cache/folder/all/", "('a', 'c')"]),
+    damaged("7-train-val-same-images-as-views-store", val_shares_images_of_a_views_store, 2,
+            ["shares 2 of its 2 images with the training store {tmp}/cache/folder/all/"]),
+    damaged("7-resume-on-another-store", resume_on_another_store, 2,
+            ["--resume: {tmp}/run was trained on {tmp}/toy.zarr (toy/train)", "--cache gives {tmp}/other.zarr"]),
+    damaged("7-resume-finished-run-on-another-store", resume_finished_run_on_another_store, 2,
+            ["--resume: {tmp}/run was trained on {tmp}/toy.zarr", "({tmp}/run/run.json)", "{tmp}/other.zarr"]),
+    damaged("11-resume-finished-run-with-other-settings", resume_finished_run_with_other_settings, 2,
+            ["{tmp}/run/run.json was made with other settings (lr: checkpoint 0.0001 vs now 0.5)"]),
+    damaged("7-push-into-itself", push_into_itself, 2, ["DEST {tmp}/toy.zarr/copies", "the store {tmp}/toy.zarr"]),
 ]
 
 
@@ -718,3 +813,30 @@ def test_6_a_partial_store_is_scored_as_part_of_its_split_everywhere(setup):
     assert f"validating on 1 of 5 images (4 not extracted yet) of --val {val}" in err, err
     rows = [json.loads(ln) for ln in (setup.tmp / "run2" / "log.jsonl").read_text().splitlines()]
     assert [(r["val_images"], r["val_images_total"], r["val_coverage"]) for r in rows] == [(1, 5, 0.2)] * 2
+
+
+def test_7_eval_of_a_store_holding_training_images_warns_also_through_views_and_ids(setup):
+    """Trained on a store with views of images a-d: scoring the same images without views warns as scoring the
+    training store does; trained on an --ids subset (a, c), scoring all four says 2 of them were trained on."""
+    root = make_folder(setup.tmp / "data", stems=("a", "b", "c", "d"))
+    views, _ = _extract_ok(setup, *setup.tiny_extract("folder", root, "--views", "flip"))
+    full, _ = _extract_ok(setup, *setup.tiny_extract("folder", root))
+    (setup.tmp / "ids.txt").write_text("c\na\n")
+    part, _ = _extract_ok(setup, *setup.tiny_extract("folder", root, "--ids", setup.tmp / "ids.txt"))
+
+    def scored(train_store, name):
+        run = setup.tmp / f"run-{name}"
+        code, _, err = invoke(*setup.train(train_store, run, "--iters", "1"))
+        assert code == 0, err
+        out = setup.tmp / f"eval-{name}"
+        code, _, err = invoke("eval", "--run", run, "--cache", full, "--out", out, "--device", "cpu", "--overlays", "0")
+        assert code == 0, err
+        return err, json.loads((out / "metrics.json").read_text()), (out / "metrics.md").read_text()
+
+    err, m, md = scored(views, "views")
+    assert f"warning: {full} is a store this run trained on (folder/all, {views})" in err, err
+    assert m["evaluated_on_training_store"] and m["training_images"] == 4 and "evaluated on training data" in md
+    err, m, md = scored(part, "ids")
+    assert f"warning: {full} holds 2 of its 4 images in a store this run trained on (folder/all, {part})" in err, err
+    assert m["evaluated_on_training_store"] and m["training_images"] == 2
+    assert "This store shares 2 of its 4 images with one the head was trained on" in md
