@@ -840,3 +840,148 @@ def test_7_eval_of_a_store_holding_training_images_warns_also_through_views_and_
     assert f"warning: {full} holds 2 of its 4 images in a store this run trained on (folder/all, {part})" in err, err
     assert m["evaluated_on_training_store"] and m["training_images"] == 2
     assert "This store shares 2 of its 4 images with one the head was trained on" in md
+
+
+# ------------------------------------------------------------- 11 and 14: reproduce and demo, checked first
+def reproduce(s: Setup, *extra, out=None) -> list:
+    return ["reproduce", "--dataset", "figaro", "--root", s.tmp / "fig", "--model", "tiny", "--iters", "1",
+            "--cache-root", s.tmp / "cache", "--device", "cpu", "--out", out or s.tmp / "r", *extra]
+
+
+def _ids(s: Setup, name: str, *ids) -> Path:
+    path = s.tmp / name
+    path.write_text("".join(f"{i}\n" for i in ids))
+    return path
+
+
+def _figaro(s: Setup, *splits) -> None:
+    for split in splits or ("Training",):
+        make_figaro(s.tmp / "fig", split, frames=range(1, 7) if split == "Training" else range(7, 9))
+
+
+REPRODUCE_REFUSALS = [  # (name, setup -> extra args, words of the error line); nothing may be extracted
+    ("unknown-test-id", lambda s: ["--ids-train", _ids(s, "tr.txt", "Frame00001"),
+                                   "--ids-test", _ids(s, "te.txt", "Frame00002", "Frame00099")],
+     ["--ids-test {tmp}/te.txt: 1 id(s) are not images of figaro/Training under {tmp}/fig: Frame00099",
+      "'Frame00001'"]),
+    ("training-id-in-paper-test-split", lambda s: _figaro(s, "Training", "Testing") or [
+        "--ids-train", _ids(s, "tr.txt", "Frame00001"), "--ids-test", _ids(s, "te.txt", "Frame00007", "Frame00002")],
+     ["--ids-test {tmp}/te.txt: 1 id(s) are not images of figaro/Testing", "Frame00002"]),
+    ("unknown-train-id", lambda s: ["--ids-train", _ids(s, "tr.txt", "nope"), "--ids-test", _ids(s, "te.txt", "Frame00002")],
+     ["--ids-train {tmp}/tr.txt: 1 id(s) are not images of figaro/Training", "nope"]),
+    ("ids-overlap", lambda s: ["--ids-train", _ids(s, "tr.txt", "Frame00001", "Frame00002"),
+                               "--ids-test", _ids(s, "te.txt", "Frame00002", "Frame00003")],
+     ["--ids-train {tmp}/tr.txt and --ids-test {tmp}/te.txt share 1 id(s) ('Frame00002')"]),
+    ("ids-file-empty", lambda s: ["--ids-train", _ids(s, "tr.txt", "Frame00001"), "--ids-test", _ids(s, "te.txt")],
+     ["--ids-test {tmp}/te.txt: the file holds no ids"]),
+    ("ids-file-missing", lambda s: ["--ids-train", s.tmp / "gone.txt", "--ids-test", _ids(s, "te.txt", "Frame00002")],
+     ["--ids-train {tmp}/gone.txt: ids file not found"]),
+    ("ids-file-not-text", lambda s: ["--ids-train", _ids(s, "tr.txt", "Frame00001"),
+                                     "--ids-test", (s.tmp / "te.bin").write_bytes(b"\xff\xfe\x00\xd8") and s.tmp / "te.bin"],
+     ["--ids-test {tmp}/te.bin: cannot read it"]),
+    ("limit-too-small-for-a-stand-in", lambda s: ["--limit", "2"], ["{tmp}/fig has no Testing split and too few"]),
+    ("out-is-a-file", lambda s: (s.tmp / "taken").write_text("x") and ["--out", s.tmp / "taken"],
+     ["--out {tmp}/taken: not a folder"]),
+    ("out-inside-a-store", lambda s: ["--out", s.tmp / "cache" / "figaro" / "Training" / "x.zarr" / "r"],
+     ["--out {tmp}/cache/figaro/Training/x.zarr/r lies inside the feature store"]),
+    ("root-missing", lambda s: ["--root", s.tmp / "nowhere"], ["--root {tmp}/nowhere: no such folder"]),
+    ("root-without-figaro-splits", lambda s: (s.tmp / "empty").mkdir() or ["--root", s.tmp / "empty"],
+     ["--root {tmp}/empty holds neither the Training nor the Testing split"]),
+]
+
+
+@pytest.mark.parametrize("name,extra,words", REPRODUCE_REFUSALS, ids=[r[0] for r in REPRODUCE_REFUSALS])
+def test_14_reproduce_checks_everything_before_extracting_anything(name, extra, words, setup):
+    _figaro(setup)
+    args = reproduce(setup) + extra(setup)  # later options win: --root and --out may be given again
+    before = _contents(setup.tmp)
+    code, _, err = invoke(*args)
+    errors = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0] and "Traceback" not in err, err
+    assert code == 2, (code, err)
+    for w in words:
+        assert w.format(tmp=setup.tmp) in errors[0], (w.format(tmp=setup.tmp), errors[0])
+    assert "loading model" not in err and not (setup.tmp / "cache").exists(), err  # nothing extracted
+    assert _contents(setup.tmp) == before and not (setup.tmp / "r").exists()  # nothing written, OUT not made
+
+
+def test_11_a_reproduce_folder_is_bound_to_its_settings(setup):
+    """A finished reproduction, rerun with other settings: refused, naming each difference, before anything is
+    extracted or trained, its report untouched; with the same settings it reports the same (nothing redone)."""
+    _figaro(setup)
+    ids_train, ids_test = _ids(setup, "tr.txt", "Frame00001", "Frame00002"), _ids(setup, "te.txt", "Frame00004")
+    args = reproduce(setup, "--ids-train", ids_train, "--ids-test", ids_test)
+    code, _, err = invoke(*args)
+    assert code == 0, err
+    r = setup.tmp / "r"
+    before = _contents(setup.tmp)
+    manifest = json.loads((r / "manifest.json").read_text())["reproduce"]
+    assert manifest["recipe"]["iters"] == 1 and manifest["splits"]["train"]["count"] == 2
+
+    def refused(*extra, edit=None, words=()):
+        if edit:
+            edit()
+        code, _, err = invoke(*args, *extra)
+        errors = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and "loading model" not in err, err
+        assert errors[0].startswith(f"error: {r} was made by `reproduce` with other settings ("), errors[0]
+        for w in words:
+            assert w in errors[0], (w, errors[0])
+        assert {k for k, v in before.items() if _contents(setup.tmp).get(k) != v} <= {Path("tr.txt")}
+
+    refused("--iters", "2", words=["recipe.iters: 1 -> 2"])
+    refused("--limit", "5", words=["limit: null -> 5"])
+    refused(edit=lambda: ids_train.write_text("Frame00001\nFrame00003\n"), words=["splits.train.ids: "])
+    ids_train.write_text("Frame00001\nFrame00002\n")
+    code, _, err = invoke(*args)  # the settings it was made with: resumes, nothing to redo
+    assert code == 0 and "computed 0" in err and "nothing to do" in err, err
+
+
+def test_11_a_demo_folder_is_bound_to_its_settings(setup):
+    args = ["demo", "--out", setup.tmp / "demo", "--train-images", "2", "--test-images", "1", "--size", "64",
+            "--iters", "1"]
+    code, _, err = invoke(*args)
+    assert code == 0, err
+    before = _contents(setup.tmp)
+    code, _, err = invoke(*args[:3], "--train-images", "3", *args[5:])
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"error: {setup.tmp / 'demo'} was made by `demo` with other settings (train_images: 2 -> 3): run it with the "
+        "settings it was made with, or pass another --out (or delete it) to start afresh"), err
+    assert _contents(setup.tmp) == before
+
+
+def test_14_ctrl_c_in_reproduce_says_what_was_kept_and_how_to_continue(setup):
+    """A real SIGINT while reproduce trains: exit 130 and one line naming both stores, and that the same command
+    continues; the stores it names are whole."""
+    import signal
+    import subprocess as sp
+
+    from hairdiff.cache import FeatureStore
+    from tests.fixtures.cli import cli_env, popen_pipeline
+
+    _figaro(setup)
+    args = reproduce(setup, "--iters", "100000")
+    p = popen_pipeline(*args, env=cli_env(), stderr=sp.PIPE, stdout=sp.PIPE, text=True)
+    seen = []
+    try:
+        for line in p.stderr:  # the test store is extracted: training starts next
+            seen.append(line)
+            if line.startswith("test store:"):
+                break
+        else:
+            pytest.fail("".join(seen))
+        import time
+
+        time.sleep(3)  # into the training loop
+        p.send_signal(signal.SIGINT)
+        _, rest = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    stores = {ln.split(": ")[0].split()[0]: ln.rsplit(": ", 1)[1].strip() for ln in seen if " store: computed" in ln}
+    last = rest.strip().splitlines()[-1]
+    assert p.returncode == 130, (p.returncode, rest[-2000:])
+    assert last.startswith(f"error: interrupted: kept the train store {stores['train']}, the test store "
+                           f"{stores['test']}, "), last
+    assert "run the same command again to continue" in last and "Traceback" not in rest, rest[-2000:]
+    assert all(FeatureStore.open(u).done_mask().all() for u in stores.values())
