@@ -71,19 +71,27 @@ def _within(inner: str, outer: str) -> bool:
     return inner == outer or inner.startswith(outer.rstrip("/") + "/")
 
 
-def check_distinct(*, outputs: dict[str, object] | None = None, training: list = (),
-                   held_out: dict[str, object] | None = None, copy: tuple[str, str] | None = None) -> None:
+def check_distinct(*, outputs: dict[str, object] | None = None, inputs: dict[str, list] | None = None,
+                   training: list = (), held_out: dict[str, object] | None = None,
+                   copy: tuple[str, str] | None = None) -> None:
     """PathClashError naming both sides of the first clash, before anything is written:
-    outputs: {option: folder the command writes} -- none may lie inside a feature store;
+    outputs: {option: folder the command writes} -- none may lie inside a feature store, nor be one of
+    inputs: {option: folders the command reads files from} (what it writes would be read as input next time);
     copy: (a store, where a copy of it goes) -- neither may hold the other;
-    training: the stores trained on; held_out: {option: a store scored as held-out data} -- none may be a
-    training store or share its images (a leak: the scores would measure fit, not generalisation)."""
+    training: the stores trained on -- no two may share images (they would be trained on twice);
+    held_out: {option: a store scored as held-out data} -- none may be a training store or share its images
+    (a leak: the scores would measure fit, not generalisation)."""
     for option, folder in (outputs or {}).items():
         store = enclosing_store(folder)
         if store is not None:
             at = "is" if same_location(store, folder) else "lies inside"
             raise PathClashError(f"{option} {folder} {at} the feature store {store}: a store holds only what "
                                  f"`pipeline extract` writes; pass a folder outside it")
+        for name, folders in (inputs or {}).items():
+            for read in folders:
+                if same_location(read, folder):
+                    raise PathClashError(f"{option} {folder} is the folder {read} of {name}: what is written there "
+                                         "would be read as input by the next run; pass another folder")
     if copy is not None:
         src, dest = (location(p) for p in copy)
         if _within(dest, src) or _within(src, dest):
@@ -91,6 +99,15 @@ def check_distinct(*, outputs: dict[str, object] | None = None, training: list =
             raise PathClashError(f"DEST {copy[1]} {where} the store {copy[0]}: a store cannot be copied into "
                                  "itself; pass a DEST outside it")
     trained = [images(s) for s in training]
+    for k, a in enumerate(trained):
+        for b in trained[:k]:
+            shared = [] if not same_location(a["url"], b["url"]) else a["ids"]
+            shared = shared or shared_images(a, b)
+            if shared:
+                what = "is" if same_location(a["url"], b["url"]) else f"shares {len(shared)} images with"
+                raise PathClashError(f"--cache {a['url']} {what} --cache {b['url']} ({_some(shared)}): those images "
+                                     "would be trained on twice; pass each store once (a store with views holds "
+                                     "its images already)")
     for option, store in (held_out or {}).items():
         mine = images(store)
         for t in trained:

@@ -66,7 +66,7 @@ def predict(cfg: PredictConfig) -> None:
     from hairdiff.evaluate.predict import predict_images
 
     check_output_dir(cfg.out, "--out")
-    check_distinct(outputs={"--out": cfg.out})
+    check_distinct(outputs={"--out": cfg.out}, inputs={"IMAGES": [i for i in cfg.images if Path(i).is_dir()]})
     rows = predict_images(cfg, warn=lambda message: print(message, file=sys.stderr),
                           say=lambda message: err.print(f"predicting with {message}"))
     for r in rows:

@@ -514,6 +514,24 @@ def resume_finished_run_with_other_settings(s: Setup):
     return s.train(s.tmp / "toy.zarr", run, "--iters", "2", "--resume", "--lr", "0.5")
 
 
+def predict_out_is_an_images_folder(s: Setup):
+    images, run = s.tiny_run()
+    return ["predict", images, "--run", run, "--out", images, "--device", "cpu"]
+
+
+def training_store_given_twice(s: Setup):
+    store = s.store()
+    return s.train(store, s.tmp / "run", "--iters", "1", "--cache", s.tmp / "." / "toy.zarr")
+
+
+def training_stores_share_images(s: Setup):
+    """A store with views beside the store of its images: the images would be trained on twice."""
+    root = make_folder(s.tmp / "data", stems=("a", "b"))
+    views, _ = _extract_ok(s, *s.tiny_extract("folder", root, "--views", "flip"))
+    plain, _ = _extract_ok(s, *s.tiny_extract("folder", root))
+    return s.train(views, s.tmp / "run", "--iters", "1", "--cache", plain)
+
+
 def push_into_itself(s: Setup):
     store = s.store()
     return ["cache", "push", store, store / "copies"]
@@ -599,6 +617,12 @@ DAMAGED = [
             ["--resume: {tmp}/run was trained on {tmp}/toy.zarr", "({tmp}/run/run.json)", "{tmp}/other.zarr"]),
     damaged("11-resume-finished-run-with-other-settings", resume_finished_run_with_other_settings, 2,
             ["{tmp}/run/run.json was made with other settings (lr: checkpoint 0.0001 vs now 0.5)"]),
+    damaged("7-predict-out-is-an-images-folder", predict_out_is_an_images_folder, 2,
+            ["--out {tmp}/data/images is the folder {tmp}/data/images of IMAGES"]),
+    damaged("7-train-store-given-twice", training_store_given_twice, 2,
+            ["--cache {tmp}/toy.zarr is --cache {tmp}/toy.zarr", "trained on twice"]),
+    damaged("7-train-stores-share-images", training_stores_share_images, 2,
+            ["shares 2 images with --cache {tmp}/cache/folder/all/", "trained on twice"]),
     damaged("7-push-into-itself", push_into_itself, 2, ["DEST {tmp}/toy.zarr/copies", "the store {tmp}/toy.zarr"]),
 ]
 
