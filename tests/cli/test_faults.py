@@ -908,7 +908,10 @@ REPRODUCE_REFUSALS = [  # (name, setup -> extra args, words of the error line); 
      ["--out {tmp}/taken: not a folder"]),
     ("out-inside-a-store", lambda s: ["--out", s.tmp / "cache" / "figaro" / "Training" / "x.zarr" / "r"],
      ["--out {tmp}/cache/figaro/Training/x.zarr/r lies inside the feature store"]),
+    ("out-is-the-dataset-root", lambda s: ["--out", s.tmp / "fig"], ["--out {tmp}/fig is the folder {tmp}/fig of --root"]),
     ("root-missing", lambda s: ["--root", s.tmp / "nowhere"], ["--root {tmp}/nowhere: no such folder"]),
+    ("cache-root-is-a-file", lambda s: (s.tmp / "taken").write_text("x") and ["--cache-root", s.tmp / "taken"],
+     ["{tmp}/taken"]),
     ("root-without-figaro-splits", lambda s: (s.tmp / "empty").mkdir() or ["--root", s.tmp / "empty"],
      ["--root {tmp}/empty holds neither the Training nor the Testing split"]),
 ]
