@@ -140,19 +140,27 @@ def _split_plan(cfg: ReproduceConfig) -> dict:
 
 def bound_settings(cfg: ReproduceConfig, plan: dict) -> dict:
     """What OUT is bound to (core/manifest.py): the dataset and root, the splits and the ids each part takes
-    (their digest: an ids file edited in place is another split), the limit and the whole recipe (iters too).
-    Not the device or the cache root: they change where and how fast, not what is computed."""
+    (their digest: an ids file edited in place is another split), the data of each part (the data key its
+    store is named by: a changed image is other data), the limit and the whole recipe (iters too). Not the
+    device or the cache root: they change where and how fast, not what is computed."""
     import hashlib
     import os
+
+    from hairdiff.extract.readers import get_reader
+    from hairdiff.extract.sources import data_key
 
     def digest(ids):
         return None if ids is None else hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
     ids = plan.get("ids") or {}
+    reader = get_reader(cfg.dataset)
+    splits = {}
+    for part in ("train", "test"):
+        refs = reader.list_samples(Path(cfg.root), plan[part][0], ids.get(part))  # digests memoised for extract
+        splits[part] = {"split": plan[part][0], "ids": digest(ids.get(part)),
+                        "count": None if ids.get(part) is None else len(ids[part]), "data": data_key(refs)[:16]}
     return {"dataset": cfg.dataset, "root": os.path.realpath(cfg.root), "limit": cfg.limit,
-            "recipe": cfg.recipe.as_dict(),
-            "splits": {part: {"split": plan[part][0], "ids": digest(ids.get(part)),
-                              "count": None if ids.get(part) is None else len(ids[part])} for part in ("train", "test")}}
+            "recipe": cfg.recipe.as_dict(), "splits": splits}
 
 
 def plan(cfg: ReproduceConfig) -> dict:
