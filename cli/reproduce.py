@@ -17,10 +17,9 @@ def reproduce(cfg: ReproduceConfig) -> None:
     OUT/run/. Running the same command again resumes where it stopped. With --model tiny --limit N it is a
     CPU smoke run of every step.
     """
+    from hairdiff.core.errors import Interrupted
     from hairdiff.evaluate.report import coverage_text
     from hairdiff.evaluate.reproduce import reproduce as run
-
-    from hairdiff.core.errors import Interrupted
 
     kept: dict = {}
     try:
@@ -30,8 +29,8 @@ def reproduce(cfg: ReproduceConfig) -> None:
         raise Interrupted(_what_was_kept(kept)) from None
     m, p = rep["metrics"], rep["metrics"]["per_image_mean"]
     err.print(f"{rep['dataset']}: mIoU {m['mIoU']:.2f}, accuracy {m['accuracy']:.2f}, precision "
-              f"{m['precision']:.2f}, F1 {m['f1']:.2f} pooled over {coverage_text(m)} of the test split; per-image means: "
-              f"mIoU {p['mIoU']:.2f}, accuracy {p['accuracy']:.2f}, precision {p['precision']:.2f}, F1 "
+              f"{m['precision']:.2f}, F1 {m['f1']:.2f} pooled over {coverage_text(m)} of the test split; per-image "
+              f"means: mIoU {p['mIoU']:.2f}, accuracy {p['accuracy']:.2f}, precision {p['precision']:.2f}, F1 "
               f"{p['f1']:.2f} ({rep['seconds']} s)", markup=False, highlight=False)
     print(Path(cfg.out) / "report.md")
 
@@ -50,7 +49,8 @@ def _what_was_kept(kept: dict) -> str:
         ckpt = latest_checkpoint(kept["train"].out)
         said.append(f"the run's checkpoint {ckpt} (iteration {read_checkpoint_state(ckpt)['iteration']} of "
                     f"{kept['train'].iters})" if ckpt is not None else
-                    f"no checkpoint of the run {kept['train'].out} yet (one every {kept['train'].ckpt_every} iterations)")
+                    f"no checkpoint of the run {kept['train'].out} yet (one every {kept['train'].ckpt_every} "
+                    "iterations)")
     if not said:
         return "interrupted before anything was extracted: nothing kept; run the same command again to start"
     return (f"interrupted: kept {', '.join(said)}; run the same command again to continue from there (every step "

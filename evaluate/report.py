@@ -38,7 +38,9 @@ def coverage_text(metrics: dict) -> str:
     total = metrics.get("images_total", n)
     if n is None or total is None:
         return "? images"
-    return f"all {total} images" if n == total else f"{n} of {total} images ({total - n} not extracted yet)"
+    if n == total:
+        return f"all {total} image" + ("s" if total != 1 else "")
+    return f"{n} of {total} images ({total - n} not extracted yet)"
 
 
 def partial(metrics: dict) -> bool:

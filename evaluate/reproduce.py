@@ -58,8 +58,8 @@ class ReproduceConfig:
 
 def _choose_splits(cfg: ReproduceConfig) -> dict:
     """The split plan without writing anything: every part as (split, ids file or None), the ids each part
-    takes ("ids": {part: [id, ...]} or None for a whole split), the note, and for a stand-in the ids of the
-    files to write ("standin_ids"). Checks the ids files (readable, not empty, every id in the dataset)."""
+    takes ("ids": {part: [id, ...]}, None for whole splits; a stand-in's are those of the files to write),
+    the note. Checks the root, its splits and the ids files (readable, not empty, every id in its split)."""
     from hairdiff.extract.readers import get_reader
 
     train, test = SPLITS[cfg.dataset]

@@ -883,6 +883,11 @@ def _figaro(s: Setup, *splits) -> None:
         make_figaro(s.tmp / "fig", split, frames=range(1, 7) if split == "Training" else range(7, 9))
 
 
+def _binary(path: Path) -> Path:
+    path.write_bytes(b"\xff\xfe\x00\xd8")  # not UTF-8 text
+    return path
+
+
 REPRODUCE_REFUSALS = [  # (name, setup -> extra args, words of the error line); nothing may be extracted
     ("unknown-test-id", lambda s: ["--ids-train", _ids(s, "tr.txt", "Frame00001"),
                                    "--ids-test", _ids(s, "te.txt", "Frame00002", "Frame00099")],
@@ -891,7 +896,8 @@ REPRODUCE_REFUSALS = [  # (name, setup -> extra args, words of the error line); 
     ("training-id-in-paper-test-split", lambda s: _figaro(s, "Training", "Testing") or [
         "--ids-train", _ids(s, "tr.txt", "Frame00001"), "--ids-test", _ids(s, "te.txt", "Frame00007", "Frame00002")],
      ["--ids-test {tmp}/te.txt: 1 id(s) are not images of figaro/Testing", "Frame00002"]),
-    ("unknown-train-id", lambda s: ["--ids-train", _ids(s, "tr.txt", "nope"), "--ids-test", _ids(s, "te.txt", "Frame00002")],
+    ("unknown-train-id", lambda s: ["--ids-train", _ids(s, "tr.txt", "nope"),
+                                    "--ids-test", _ids(s, "te.txt", "Frame00002")],
      ["--ids-train {tmp}/tr.txt: 1 id(s) are not images of figaro/Training", "nope"]),
     ("ids-overlap", lambda s: ["--ids-train", _ids(s, "tr.txt", "Frame00001", "Frame00002"),
                                "--ids-test", _ids(s, "te.txt", "Frame00002", "Frame00003")],
@@ -901,14 +907,15 @@ REPRODUCE_REFUSALS = [  # (name, setup -> extra args, words of the error line); 
     ("ids-file-missing", lambda s: ["--ids-train", s.tmp / "gone.txt", "--ids-test", _ids(s, "te.txt", "Frame00002")],
      ["--ids-train {tmp}/gone.txt: ids file not found"]),
     ("ids-file-not-text", lambda s: ["--ids-train", _ids(s, "tr.txt", "Frame00001"),
-                                     "--ids-test", (s.tmp / "te.bin").write_bytes(b"\xff\xfe\x00\xd8") and s.tmp / "te.bin"],
+                                     "--ids-test", _binary(s.tmp / "te.bin")],
      ["--ids-test {tmp}/te.bin: cannot read it"]),
     ("limit-too-small-for-a-stand-in", lambda s: ["--limit", "2"], ["{tmp}/fig has no Testing split and too few"]),
     ("out-is-a-file", lambda s: (s.tmp / "taken").write_text("x") and ["--out", s.tmp / "taken"],
      ["--out {tmp}/taken: not a folder"]),
     ("out-inside-a-store", lambda s: ["--out", s.tmp / "cache" / "figaro" / "Training" / "x.zarr" / "r"],
      ["--out {tmp}/cache/figaro/Training/x.zarr/r lies inside the feature store"]),
-    ("out-is-the-dataset-root", lambda s: ["--out", s.tmp / "fig"], ["--out {tmp}/fig is the folder {tmp}/fig of --root"]),
+    ("out-is-the-dataset-root", lambda s: ["--out", s.tmp / "fig"],
+     ["--out {tmp}/fig is the folder {tmp}/fig of --root"]),
     ("root-missing", lambda s: ["--root", s.tmp / "nowhere"], ["--root {tmp}/nowhere: no such folder"]),
     ("cache-root-is-a-file", lambda s: (s.tmp / "taken").write_text("x") and ["--cache-root", s.tmp / "taken"],
      ["{tmp}/taken"]),
