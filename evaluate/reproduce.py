@@ -173,7 +173,8 @@ def plan(cfg: ReproduceConfig) -> dict:
     from hairdiff.core.paths import check_output_dir
 
     check_output_dir(cfg.out, "--out")
-    check_distinct(outputs={"--out": cfg.out}, inputs={"--root": [cfg.root]})
+    check_distinct(outputs={"--out": cfg.out, **({"--cache-root": cfg.cache_root} if cfg.cache_root else {})},
+                   inputs={"--root": [cfg.root]})
     chosen = _choose_splits(cfg)
     ids = chosen.get("ids")
     if ids and chosen["train"][0] == chosen["test"][0]:  # one split: an id in both is an image in both

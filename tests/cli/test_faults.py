@@ -532,6 +532,11 @@ def training_stores_share_images(s: Setup):
     return s.train(views, s.tmp / "run", "--iters", "1", "--cache", plain)
 
 
+def cache_root_inside_a_store(s: Setup):
+    root = make_folder(s.tmp / "data", stems=("a",))
+    return s.tiny_extract("folder", root, cache_root=s.store() / "more")
+
+
 def push_into_itself(s: Setup):
     store = s.store()
     return ["cache", "push", store, store / "copies"]
@@ -623,6 +628,8 @@ DAMAGED = [
             ["--cache {tmp}/toy.zarr is --cache {tmp}/toy.zarr", "trained on twice"]),
     damaged("7-train-stores-share-images", training_stores_share_images, 2,
             ["shares 2 images with --cache {tmp}/cache/folder/all/", "trained on twice"]),
+    damaged("7-extract-cache-root-inside-a-store", cache_root_inside_a_store, 2,
+            ["--cache-root {tmp}/toy.zarr/more lies inside the feature store {tmp}/toy.zarr"]),
     damaged("7-push-into-itself", push_into_itself, 2, ["DEST {tmp}/toy.zarr/copies", "the store {tmp}/toy.zarr"]),
 ]
 
@@ -916,6 +923,8 @@ REPRODUCE_REFUSALS = [  # (name, setup -> extra args, words of the error line); 
      ["--out {tmp}/cache/figaro/Training/x.zarr/r lies inside the feature store"]),
     ("out-is-the-dataset-root", lambda s: ["--out", s.tmp / "fig"],
      ["--out {tmp}/fig is the folder {tmp}/fig of --root"]),
+    ("cache-root-inside-a-store", lambda s: ["--cache-root", s.tmp / "old.zarr" / "c"],
+     ["--cache-root {tmp}/old.zarr/c lies inside the feature store {tmp}/old.zarr"]),
     ("root-missing", lambda s: ["--root", s.tmp / "nowhere"], ["--root {tmp}/nowhere: no such folder"]),
     ("cache-root-is-a-file", lambda s: (s.tmp / "taken").write_text("x") and ["--cache-root", s.tmp / "taken"],
      ["{tmp}/taken"]),
