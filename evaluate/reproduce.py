@@ -138,38 +138,50 @@ def _split_plan(cfg: ReproduceConfig) -> dict:
     return _write_splits(_choose_splits(cfg))
 
 
+FIX_SETTINGS = "run it with the options it was made with, or pass another --out (or delete it) to start afresh"
+FIX_DATA = ("the training images changed since OUT/run was trained on them: pass another --out (or delete this one) "
+            "to train on them")
+TRAINED_ON = "reproduce-trained-on"  # the manifest's record of the training data OUT/run was trained on
+
+
 def bound_settings(cfg: ReproduceConfig, plan: dict) -> dict:
     """What OUT is bound to (core/manifest.py): the dataset and root, the splits and the ids each part takes
-    (their digest: an ids file edited in place is another split), the data of each part (the data key its
-    store is named by: a changed image is other data), the limit and the whole recipe (iters too). Not the
-    device or the cache root: they change where and how fast, not what is computed."""
+    (their digest: an ids file edited in place is another split), the limit and the whole recipe (iters too).
+    Not the device or the cache root: they change where and how fast, not what is computed."""
     import hashlib
     import os
-
-    from hairdiff.extract.readers import get_reader
-    from hairdiff.extract.sources import data_key
 
     def digest(ids):
         return None if ids is None else hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
     ids = plan.get("ids") or {}
-    reader = get_reader(cfg.dataset)
-    splits = {}
-    for part in ("train", "test"):
-        refs = reader.list_samples(Path(cfg.root), plan[part][0], ids.get(part))  # digests memoised for extract
-        splits[part] = {"split": plan[part][0], "ids": digest(ids.get(part)),
-                        "count": None if ids.get(part) is None else len(ids[part]), "data": data_key(refs)[:16]}
     return {"dataset": cfg.dataset, "root": os.path.realpath(cfg.root), "limit": cfg.limit,
-            "recipe": cfg.recipe.as_dict(), "splits": splits}
+            "recipe": cfg.recipe.as_dict(),
+            "splits": {part: {"split": plan[part][0], "ids": digest(ids.get(part)),
+                              "count": None if ids.get(part) is None else len(ids[part])}
+                       for part in ("train", "test")}}
+
+
+def training_data(cfg: ReproduceConfig, plan: dict) -> dict:
+    """The data OUT/run trains on: the data key of the training part (what its store is named by), from the
+    content of its files, so an image changed in place is other data. Recorded when training starts, not
+    before: a first run stopped by a bad file may be rerun with the file fixed."""
+    from hairdiff.extract.readers import get_reader
+    from hairdiff.extract.sources import data_key
+
+    split, ids = plan["train"][0], (plan.get("ids") or {}).get("train")
+    refs = get_reader(cfg.dataset).list_samples(Path(cfg.root), split, ids)  # digests memoised for extract
+    return {"training_data": data_key(refs)[:16]}
 
 
 def plan(cfg: ReproduceConfig) -> dict:
     """Everything `reproduce` checks before it extracts anything, then the split plan (as _split_plan):
     --out usable and outside every store, the root and its splits, the ids files (readable, not empty, every
     id an image of its split), test images never trained on, the cache root writable, and OUT bound to these
-    settings (a folder made with others is refused, naming each difference). Only then are files written."""
+    settings and, once it trained, to its training data (a folder made otherwise is refused, naming each
+    difference). Only then are files written."""
     from hairdiff.cache.distinct import check_distinct, ids_overlap
-    from hairdiff.core.manifest import bind
+    from hairdiff.core.manifest import bind, read
     from hairdiff.core.paths import check_output_dir
 
     check_output_dir(cfg.out, "--out")
@@ -181,8 +193,10 @@ def plan(cfg: ReproduceConfig) -> dict:
         ids_overlap((f"--ids-train {cfg.ids_train}" if cfg.ids_train else "the training ids", ids["train"]),
                     (f"--ids-test {cfg.ids_test}" if cfg.ids_test else "the test ids", ids["test"]))
     extract_config(cfg, chosen, "train").check_cache_root()
-    bind(Path(cfg.out), "reproduce", bound_settings(cfg, chosen),
-         fix="run it with the options it was made with, or pass another --out (or delete it) to start afresh")
+    out = Path(cfg.out)
+    bind(out, "reproduce", bound_settings(cfg, chosen), fix=FIX_SETTINGS)
+    if TRAINED_ON in read(out):
+        bind(out, TRAINED_ON, training_data(cfg, chosen), fix=FIX_DATA)
     return _write_splits(chosen)
 
 
@@ -213,6 +227,7 @@ def reproduce(cfg: ReproduceConfig, progress: ProgressFactory = silent, log=prin
     """The whole reproduction; kept (optional): filled as it goes with what an interruption keeps
     ({"stores": {part: url}, "extracting": (part, ExtractStats), "train": TrainConfig}), for the caller's
     Ctrl-C message."""
+    from hairdiff.core.manifest import bind
     from hairdiff.evaluate.config import EvalConfig
     from hairdiff.evaluate.run import evaluate_run
     from hairdiff.extract.runner import ExtractStats, run_local
@@ -237,6 +252,7 @@ def reproduce(cfg: ReproduceConfig, progress: ProgressFactory = silent, log=prin
         kept.pop("extracting")
         log(f"{part} store: computed {stats.computed}, reused {stats.reused}: {stats.store}")
     run = out / "run"
+    bind(out, TRAINED_ON, training_data(cfg, split_plan), fix=FIX_DATA)  # before the run depends on it
     tcfg = kept["train"] = train_config(cfg, stores["train"], run)
     from hairdiff.core.devices import resolve_device
 

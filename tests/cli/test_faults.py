@@ -961,13 +961,13 @@ def test_11_a_reproduce_folder_is_bound_to_its_settings(setup):
     manifest = json.loads((r / "manifest.json").read_text())["reproduce"]
     assert manifest["recipe"]["iters"] == 1 and manifest["splits"]["train"]["count"] == 2
 
-    def refused(*extra, edit=None, words=()):
+    def refused(*extra, edit=None, words=(), by="reproduce"):
         if edit:
             edit()
         code, _, err = invoke(*args, *extra)
         errors = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
         assert code == 2 and len(errors) == 1 and "loading model" not in err, err
-        assert errors[0].startswith(f"error: {r} was made by `reproduce` with other settings ("), errors[0]
+        assert errors[0].startswith(f"error: {r} was made by `{by}` with other settings ("), errors[0]
         for w in words:
             assert w in errors[0], (w, errors[0])
         changed = {k for k, v in before.items() if _contents(setup.tmp).get(k) != v}
@@ -982,7 +982,8 @@ def test_11_a_reproduce_folder_is_bound_to_its_settings(setup):
     kept = image.read_bytes()
     refused(edit=lambda: make_figaro(setup.tmp / "other", "Training", frames=(2,), size=(30, 41)) and image.write_bytes(
         (setup.tmp / "other" / "Original" / "Training" / "Frame00002-org.jpg").read_bytes()),
-        words=["splits.train.data: "])  # a training image changed: other data, refused before extraction
+        words=["training_data: ", "the training images changed since OUT/run was trained on them"],
+        by="reproduce-trained-on")  # a training image changed: other data, refused before extraction
     image.write_bytes(kept)
     code, _, err = invoke(*args)  # the settings it was made with: resumes, nothing to redo
     assert code == 0 and "computed 0" in err and "nothing to do" in err, err
@@ -1036,3 +1037,19 @@ def test_14_ctrl_c_in_reproduce_says_what_was_kept_and_how_to_continue(setup):
                            f"{stores['test']}, "), last
     assert "run the same command again to continue" in last and "Traceback" not in rest, rest[-2000:]
     assert all(FeatureStore.open(u).done_mask().all() for u in stores.values())
+
+
+def test_11_a_reproduce_stopped_by_a_bad_image_reruns_once_it_is_fixed(setup):
+    """The training data binds OUT when training starts, not before: a first run stopped by a damaged image is
+    not refused as "other data" once the image is fixed."""
+    _figaro(setup)
+    args = reproduce(setup, "--ids-train", _ids(setup, "tr.txt", "Frame00001", "Frame00002"),
+                     "--ids-test", _ids(setup, "te.txt", "Frame00004"))
+    image = setup.tmp / "fig" / "Original" / "Training" / "Frame00002-org.jpg"
+    good = image.read_bytes()
+    image.write_bytes(good[:40])  # truncated
+    code, _, err = invoke(*args)
+    assert code == 1 and "Frame00002-org.jpg" in err.strip().splitlines()[-1], err
+    image.write_bytes(good)
+    code, _, err = invoke(*args)
+    assert code == 0, err
