@@ -110,6 +110,10 @@ class ViewLayout:
         found, starts = np.unique(images[order], return_index=True)
         return found, np.split(samples[order], starts[1:])
 
+    def image_ids(self, sample_ids) -> list[str]:
+        """The images' own ids among a store's sample ids (the originals'; `<id>@<view>` ids are their views)."""
+        return [str(i) for i in list(sample_ids)[:self.num_images]]
+
     def ids(self, image_ids) -> list[str]:
         """Every sample's id: the images' own ids, then `<id>@<view>` for each view, view-major."""
         base = [str(i) for i in image_ids]

@@ -6,6 +6,7 @@ root, and the store takes its usual place there, `<root>/<dataset>/<split>/<fing
 """
 from __future__ import annotations
 
+from hairdiff.cache.distinct import check_distinct
 from hairdiff.cache.location import store_url
 from hairdiff.core.errors import StoreMismatchError
 from hairdiff.core.urls import filesystem
@@ -58,4 +59,5 @@ def transfer(src: str, dest: str) -> tuple[str, dict]:
 
     source = FeatureStore.open(src)
     target = destination(source, dest)
+    check_distinct(copy=(source.url, target))
     return target, copy_store(source, target)

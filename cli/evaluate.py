@@ -22,16 +22,18 @@ def evaluate(cfg: EvalConfig) -> None:
 
         pipeline eval --run runs/figaro --cache ~/.cache/hairdiff/figaro/test/0123abcd.zarr --out eval/figaro
     """
+    from hairdiff.cache.distinct import check_distinct
     from hairdiff.core.paths import check_output_dir
-    from hairdiff.evaluate.report import RANDOM_WEIGHTS
+    from hairdiff.evaluate.report import RANDOM_WEIGHTS, coverage_text, partial
     from hairdiff.evaluate.run import evaluate_run
 
     check_output_dir(cfg.out, "--out")
+    check_distinct(outputs={"--out": cfg.out})
     m = evaluate_run(cfg, progress=rich_progress, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     if m["head"]["source"] == "best":
         err.print(f"scored the best validated head: {m['head']['weights']} (iteration {m['head']['iteration']}, "
                   f"val {m['head']['metric']} {m['head']['score']:.2f}); --no-best scores the final head")
-    t = Table(title=f"{m['dataset']} / {m['split']}: {m['images']} images"
+    t = Table(title=f"{m['dataset']} / {m['split']}: {coverage_text(m)}"
               + (" (cross-dataset)" if m["cross_dataset"] else "")
               + (" (training data)" if m["evaluated_on_training_store"] else "")
               + (f" ({RANDOM_WEIGHTS})" if m["random_weight_backbone"] else ""))
@@ -42,6 +44,9 @@ def evaluate(cfg: EvalConfig) -> None:
     per_image = m.get("per_image_mean") or {}  # evaluate/metrics.py: the two readings
     t.add_row("per-image mean", *[f"{per_image[k]:.2f}" if per_image.get(k) is not None else "-" for k in TABLE_KEYS])
     err.print(t)
+    if partial(m):  # said where the result goes too, not only in the table: these are not the split's scores
+        print(f"partial: scored {coverage_text(m)} of {m['dataset']}/{m['split']} ({m['coverage']:.1%}); run the "
+              f"extraction of {m['store']} to the end for the split's scores")
     print(Path(cfg.out) / "metrics.json")
 
 
@@ -56,10 +61,12 @@ def predict(cfg: PredictConfig) -> None:
 
         pipeline predict photo1.jpg photos/ --run runs/figaro --out predictions/ --batch-size 4
     """
+    from hairdiff.cache.distinct import check_distinct
     from hairdiff.core.paths import check_output_dir
     from hairdiff.evaluate.predict import predict_images
 
     check_output_dir(cfg.out, "--out")
+    check_distinct(outputs={"--out": cfg.out}, inputs={"IMAGES": [i for i in cfg.images if Path(i).is_dir()]})
     rows = predict_images(cfg, warn=lambda message: print(message, file=sys.stderr),
                           say=lambda message: err.print(f"predicting with {message}"))
     for r in rows:

@@ -23,6 +23,7 @@ def extract(cfg: ExtractConfig) -> None:
     Prints progress on stderr and the store's path or URL as the last line of stdout. Running the same
     command again reuses the store and computes only the missing samples.
     """
+    from hairdiff.cache.distinct import check_distinct
     from hairdiff.core.errors import BadInputStop, Interrupted, UsageError
     from hairdiff.core.paths import check_output_dir
     from hairdiff.extract.runner import ExtractStats, run_local, write_report
@@ -31,6 +32,9 @@ def extract(cfg: ExtractConfig) -> None:
         if Path(cfg.report).is_dir():
             raise UsageError(f"--report {cfg.report}: a folder; pass the path of a .json file to write")
         check_output_dir(Path(cfg.report).parent, "--report's folder")
+        check_distinct(outputs={"--report's folder": Path(cfg.report).parent})
+    if cfg.cache_root:  # stores go under it: never inside another store
+        check_distinct(outputs={"--cache-root": cfg.cache_root})
     stats = ExtractStats()
     report_path = None
     try:

@@ -51,7 +51,7 @@ def _train_here(cfg: TrainConfig, progress: bool) -> None:
         err.print("CPU: training the small head (pass --no-small for the paper's Mask2Former size)")
     try:
         summary = train_loop(cfg, device=dev, dist=ctx, progress=rich_progress if progress else silent,
-                             validation=_validation(cfg, dev))
+                             validation=_validation(cfg, dev, say=_say if ctx.is_main else None))
     except KeyboardInterrupt:
         if not ctx.is_main:
             raise
@@ -65,8 +65,10 @@ def _train_here(cfg: TrainConfig, progress: bool) -> None:
         print(cfg.out)
 
 
-def _validation(cfg: TrainConfig, device):
-    """--val STORE as the loop's scorer, composed here from evaluate's own scoring (train never imports it)."""
+def _validation(cfg: TrainConfig, device, say=None):
+    """--val STORE as the loop's scorer, composed here from evaluate's own scoring (train never imports it).
+    Every validation row of log.jsonl carries how much of the store's split it scored (val_images,
+    val_images_total, val_coverage); say(line): told once which images are scored."""
     if cfg.val is None:
         return None
     from hairdiff.cache import FeatureStore
@@ -80,7 +82,15 @@ def _validation(cfg: TrainConfig, device):
 
     def score(head) -> dict:
         metrics, _ = score_head(head, store, batch_size=batch, device=device)
-        return {k: metrics[k] for k in TABLE_KEYS}
+        return {k: metrics[k] for k in (*TABLE_KEYS, "images", "images_total", "coverage")}
+
+    if say is not None:
+        from hairdiff.evaluate.report import coverage_text
+
+        done = int(store.done_mask()[store.layout.originals()].sum())
+        total = store.layout.num_images
+        say(f"validating on {coverage_text({'images': done, 'images_total': total})} of --val {store.url}"
+            + ("" if done == total else ": the validation scores cover only these"))
 
     return Validation(store.url, store.features_fingerprint, score)
 

@@ -141,3 +141,8 @@ class OutputMismatchError(HairdiffError):
     """An output folder was made with other settings or inputs than the command that picks it up now
     (core/manifest.py); the message names what differs and how to start afresh."""
     exit_code = 2
+
+
+class PathClashError(HairdiffError):
+    """Paths or inputs that must differ do not: an output inside a feature store, a held-out store that shares
+    the training images, train and test ids that overlap (cache/distinct.py); names both sides."""

@@ -6,6 +6,7 @@ code paths as the real commands, only smaller, so a fresh install can be checked
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -38,8 +39,18 @@ def run_demo(cfg: DemoConfig, progress: ProgressFactory = silent, log=print) -> 
     from hairdiff.train.config import TrainConfig
     from hairdiff.train.loop import train
 
+    from hairdiff.cache.distinct import check_distinct
+    from hairdiff.core.manifest import bind
+    from hairdiff.core.paths import check_output_dir
+
     t0 = time.perf_counter()
     out = Path(cfg.out)
+    check_output_dir(out, "--out")
+    check_distinct(outputs={"--out": out})
+    # OUT's data, stores and run are made by these settings: a rerun with others would train on a mix of old and
+    # new images (the data folder keeps files the new settings do not write) and report it as theirs.
+    bind(out, "demo", {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"},
+         fix="run it with the settings it was made with, or pass another --out (or delete it) to start afresh")
     data = out / "data"
     make_hairlike_dataset(data / "train", n=cfg.train_images, size=cfg.size, seed=cfg.seed)
     make_hairlike_dataset(data / "test", n=cfg.test_images, size=cfg.size, seed=cfg.seed + 1)

@@ -32,15 +32,37 @@ def _fmt(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 
+def coverage_text(metrics: dict) -> str:
+    """'4 of 748 images (744 not extracted yet)', or 'all 748 images' when the scores cover the whole split."""
+    n = metrics.get("images")
+    total = metrics.get("images_total", n)
+    if n is None or total is None:
+        return "? images"
+    if n == total:
+        return f"all {total} image" + ("s" if total != 1 else "")
+    return f"{n} of {total} images ({total - n} not extracted yet)"
+
+
+def partial(metrics: dict) -> bool:
+    return metrics.get("images_total") is not None and metrics.get("images") != metrics.get("images_total")
+
+
 def write_report(out_dir: Path, metrics: dict, dataset: str, extra: dict) -> None:
     """DIR/metrics.json (metrics + provenance in `extra`) and DIR/metrics.md (our row beside the paper's)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "metrics.json", to_json({**metrics, **extra}))
-    lines = [f"# Evaluation on {dataset} ({extra.get('split', '')}, {extra.get('images', '?')} images)", ""]
+    lines = [f"# Evaluation on {dataset} ({extra.get('split', '')}, {coverage_text(metrics)})", ""]
+    if partial(metrics):
+        lines += [f"**Partial: {coverage_text(metrics)} of the store's split.** These scores cover "
+                  f"{metrics['coverage']:.1%} of it, and the paper's rows below cover whole test splits: run the "
+                  "`pipeline extract` command that made the store again to finish it, then score again.", ""]
     if extra.get("evaluated_on_training_store"):
         seen = extra.get("training_store") or {}
-        lines += [f"**Warning: evaluated on training data.** This store is one the head was trained on "
+        held = "is one the head was trained on" if extra.get("training_images") in (None, metrics.get("images_total")) \
+            else f"shares {extra['training_images']} of its {metrics.get('images_total')} images with one the head " \
+                 "was trained on"
+        lines += [f"**Warning: evaluated on training data.** This store {held} "
                   f"({seen.get('dataset')}/{seen.get('split')}, {seen.get('url')}): the scores measure fit, not "
                   f"how the head does on images it has not seen.", ""]
     if extra.get("cross_dataset"):
@@ -60,13 +82,14 @@ def write_report(out_dir: Path, metrics: dict, dataset: str, extra: dict) -> Non
 def comparison_table(metrics: dict, dataset: str, backbone: str) -> list[str]:
     """Our two readings beside the paper's rows, with the note on rows that cannot be one reading."""
     per_image = metrics.get("per_image_mean") or {}
+    covered = coverage_text(metrics) if "images" in metrics else ""  # beside the paper's rows: how much was scored
     lines = ["| method | backbone | reading | mIoU | accuracy | precision | F1 | note |",
              "|---|---|---|---|---|---|---|---|",
              f"| **hairdiff (this run)** | {backbone} | {POOLED} | "
-             + " | ".join(_fmt(metrics.get(k)) for k in KEYS) + " | |"]
+             + " | ".join(_fmt(metrics.get(k)) for k in KEYS) + f" | {covered} |"]
     if per_image:
         lines.append(f"| **hairdiff (this run)** | {backbone} | {PER_IMAGE} | "
-                     + " | ".join(_fmt(per_image.get(k)) for k in KEYS) + " | |")
+                     + " | ".join(_fmt(per_image.get(k)) for k in KEYS) + f" | {covered} |")
     rows = paper_rows(dataset)
     for r in rows:
         lines.append(f"| {r['method']} (paper) | {r['backbone']} | \"mean values\" | "

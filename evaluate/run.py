@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ from hairdiff.core.devices import resolve_device
 from hairdiff.core.errors import CacheError, StoreMismatchError
 from hairdiff.core.files import atomic_write
 from hairdiff.core.progress import ProgressFactory, silent
-from hairdiff.core.urls import is_remote, local_path
 from hairdiff.evaluate.boundary import boundary_counts, boundary_f
 from hairdiff.evaluate.config import EvalConfig, check_run_dir
 from hairdiff.evaluate.metrics import PER_IMAGE_KEYS, confusion_matrix, per_image_means, scores
@@ -56,22 +54,31 @@ def _original_image(store: FeatureStore, i: int):
         return None
 
 
-def _same_location(a: str, b: str) -> bool:
-    if is_remote(a) or is_remote(b):
-        return str(a).rstrip("/") == str(b).rstrip("/")
-    return os.path.realpath(local_path(a)) == os.path.realpath(local_path(b))
+def training_store(store: FeatureStore, trained: list[dict]) -> tuple[dict, int] | None:
+    """(the record of the run's training store whose images `store` holds, how many of its images), or None.
+    The same location; the same dataset, split, sample list (ids digest; runs that did not record it match
+    on the rest) and features; the same files (data key: a store with views holds the images of one
+    without); or the same dataset root and split with image ids in common (cache/distinct.py)."""
+    from hairdiff.cache.distinct import images, location, same_location, shared_images
+    from hairdiff.core.errors import HairdiffError
 
-
-def training_store(store: FeatureStore, trained: list[dict]) -> dict | None:
-    """The record of the run's training store that `store` is, or None: the same location, or the same
-    dataset, split, sample list (ids digest; runs that did not record it match on the rest) and features."""
     for t in trained:
-        if t.get("url") and _same_location(t["url"], store.url):
-            return t
+        if t.get("url") and same_location(t["url"], store.url):
+            return t, store.num_images
         same = (t.get("dataset"), t.get("split"), t.get("fingerprint")) == (store.dataset, store.split,
                                                                             store.fingerprint)
         if same and t.get("ids_digest", store.ids_digest) == store.ids_digest:
-            return t
+            return t, store.num_images
+        if t.get("data_key") and t["data_key"] == store.data_key:
+            return t, store.num_images
+        if (t.get("dataset"), t.get("split")) == (store.dataset, store.split) and t.get("root") \
+                and location(t["root"]) == location(store.root) and t.get("url"):
+            try:  # an --ids subset of the training split: which ids, the training store itself says
+                shared = shared_images(images(store), images(FeatureStore.open(t["url"])))
+            except HairdiffError:
+                continue  # not reachable from here: nothing to compare with
+            if shared:
+                return t, len(shared)
     return None
 
 
@@ -89,6 +96,7 @@ def score_head(head, store: FeatureStore, *, batch_size: int, device, progress: 
     idx = idx[store.layout.is_original(idx)]  # the original images: a store's augmented views are for training
     if len(idx) == 0:
         raise CacheError(f"{store.url} holds no extracted samples yet: run `pipeline extract` first")
+    total = int(store.layout.num_images)  # the images of the store's split, extracted or not
     conf = np.zeros((2, 2), np.int64)
     bcounts = np.zeros(4, np.int64)
     per_image = []
@@ -111,6 +119,8 @@ def score_head(head, store: FeatureStore, *, batch_size: int, device, progress: 
     metrics["confusion_matrix"] = conf.tolist()
     metrics["per_image_mean"] = per_image_means(per_image)  # the per-image reading
     metrics["readings"] = READINGS
+    # How much of the split these numbers cover: a partial store scores only its extracted images.
+    metrics.update(images=len(idx), images_total=total, coverage=len(idx) / total)
     return metrics, per_image
 
 
@@ -133,18 +143,21 @@ def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=No
     if store.features_fingerprint != meta["fingerprint"]:
         raise StoreMismatchError(f"{cfg.cache} has feature fingerprint {store.features_fingerprint[:16]} but the run was "
                                  f"trained on {meta['fingerprint'][:16]}: extract this dataset with the run's settings")
-    seen = training_store(store, meta["stores"])
+    seen, trained_images = training_store(store, meta["stores"]) or (None, 0)
     if seen is not None and warn is not None:
-        warn(f"{store.url} is a store this run trained on ({seen.get('dataset')}/{seen.get('split')}, "
-             f"{seen.get('url')}): these scores are on training data, not held-out data")
+        held = ("is a store this run trained on" if trained_images == store.num_images else
+                f"holds {trained_images} of its {store.num_images} images in a store this run trained on")
+        warn(f"{store.url} {held} ({seen.get('dataset')}/{seen.get('split')}, {seen.get('url')}): these scores "
+             f"are on training data, not held-out data")
     metrics, per_image = score_head(head, store, batch_size=batch_size, device=device, progress=progress)
     trained_on = sorted({s["dataset"] for s in meta["stores"]})
     identity = backbone_identity(meta["fingerprint_inputs"])
     extra = {"run": str(run_dir), "store": store.url, "dataset": store.dataset, "split": store.split,
-             "fingerprint": store.fingerprint, "images": len(per_image), "trained_on": trained_on,
+             "fingerprint": store.fingerprint, "trained_on": trained_on,
              "head": {k: v for k, v in source.items() if k != "meta"},
              "cross_dataset": store.dataset not in trained_on,
              "evaluated_on_training_store": seen is not None, "training_store": seen,
+             "training_images": trained_images,
              "backbone": str(identity.get("name", "")),
              "random_weight_backbone": identity.get("kind") == "tiny"}  # extract's built-in `--model tiny`
     write_report(out_dir, metrics, store.dataset, extra)

@@ -90,7 +90,8 @@ class CachedFeatures:
     def describe(self) -> list[dict]:
         """Per store: what a trained head was trained on (goes into run.json and checkpoints)."""
         return [{"dataset": s.dataset, "split": s.split, "ids_digest": s.ids_digest, "fingerprint": s.fingerprint,
-                 "url": s.url, "num_done": int(np.asarray(s.done_mask()).sum())} for s in self.stores]
+                 "url": s.url, "data_key": s.data_key, "root": s.root,
+                 "num_done": int(np.asarray(s.done_mask()).sum())} for s in self.stores]
 
     def samples(self, positions: np.ndarray, epochs: np.ndarray | None = None) -> np.ndarray:
         """(store, sample index) rows of the positions' images, one view each (the original when epochs is None)."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -43,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hairdiff.cache import FeatureStore
+from hairdiff.cache.distinct import check_distinct, same_location
 from hairdiff.core.errors import RunDirError, StoreMismatchError, TrainingDiverged, UsageError
 from hairdiff.core.files import atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
@@ -122,6 +125,41 @@ def _check_resume(state: dict, config: dict, fingerprint: str, ckpt: Path) -> No
                           f"{state['meta']['fingerprint']}, the given stores have {fingerprint}")
 
 
+def _recorded_stores(out: Path) -> tuple[list[dict], Path] | None:
+    """The training stores a run folder records (run.json of a finished run, else its latest checkpoint) and
+    the file that records them; None for a run that has neither yet."""
+    if os.path.lexists(out / "run.json"):
+        return read_run_json(out).get("meta", {}).get("stores", []), out / "run.json"
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        return None
+    return read_checkpoint_state(ckpt).get("meta", {}).get("stores", []), ckpt / "state.json"
+
+
+def _same_store(old: dict, new: dict) -> bool:
+    """One store: the same data (data key) and sample list and features; stores that predate data keys are
+    also compared by location. A store moved or copied (`cache push`) keeps its identity."""
+    keys = ("dataset", "split", "fingerprint", "ids_digest")
+    if any(old.get(k) != new.get(k) for k in keys):
+        return False
+    if old.get("data_key") and new.get("data_key"):
+        return old["data_key"] == new["data_key"]
+    return bool(old.get("url")) and same_location(old["url"], new["url"])
+
+
+def _check_same_stores(out: Path, stores: list[dict]) -> None:
+    """--resume continues a run only on the stores (in their order: it sets the sample order) it began with."""
+    found = _recorded_stores(out)
+    if found is None:
+        return
+    old, record = found
+    if len(old) != len(stores) or not all(_same_store(o, n) for o, n in zip(old, stores)):
+        was = ", ".join(f"{o.get('url')} ({o.get('dataset')}/{o.get('split')})" for o in old)
+        now = ", ".join(f"{n['url']} ({n['dataset']}/{n['split']})" for n in stores)
+        raise RunDirError(f"--resume: {out} was trained on {was} ({record}), but --cache gives {now}: resume with "
+                          f"the --cache it began with, or pass --overwrite or another --out to train on these")
+
+
 # ---------------------------------------------------------------------------------------------- train
 def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = None,
           progress: ProgressFactory = silent, validation: Validation | None = None) -> dict:
@@ -136,6 +174,9 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
     data = CachedFeatures.from_urls(cfg.cache, cfg.seed)
     crop_step = check_crop(cfg.crop, data.levels, data.resolution) if cfg.crop else None
     _check_validation(cfg, validation, data.fingerprint)
+    # --out outside every store, --val none of the training images: before the run folder is made.
+    check_distinct(outputs={"--out": out}, training=data.stores,
+                   held_out={"--val": FeatureStore.open(validation.url)} if validation is not None else None)
     hcfg = cfg.head_config(device)
     # The run's record of its settings (checkpoints and config.json; --resume compares RESUME_KEYS of it).
     config = {"iters": cfg.iters, "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
@@ -145,16 +186,20 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
               "log_every": cfg.log_every, "compile": cfg.compile, "channels_last": cfg.channels_last}
     meta = {"fingerprint": data.fingerprint, "fingerprint_inputs": data.fingerprint_inputs,
             "levels": [dataclasses.asdict(lv) for lv in data.levels],
-            "stores": [{k: d[k] for k in ("dataset", "split", "ids_digest", "fingerprint", "url")}
+            "stores": [{k: d[k] for k in ("dataset", "split", "ids_digest", "fingerprint", "url", "data_key", "root")}
                        for d in data.describe()],
             "head_config": config["head_config"]}
 
     if dist.is_main:
         _prepare_run_dir(out, cfg.resume, cfg.overwrite)
+        if cfg.resume:  # the run folder is bound to its stores and settings: checked before any result is used
+            _check_same_stores(out, meta["stores"])
     dist.barrier()
     if cfg.resume and (out / "run.json").exists():
         done = read_run_json(out)  # checked: a damaged run.json is one line naming it
         if done.get("iterations") == cfg.iters:
+            if "config" in done and "meta" in done:  # its results are returned only for the same settings
+                _check_resume(done, config, data.fingerprint, out / "run.json")
             return done  # finished already: nothing to do
 
     is_cuda = torch.device(device).type == "cuda"

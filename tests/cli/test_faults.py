@@ -443,6 +443,105 @@ def models_env_is_a_file(s: Setup):
     return s.tiny_extract("folder", root)
 
 
+# ------------------------------------------------------------------------------ 7: paths that must differ
+def out_inside_store_train(s: Setup):
+    store = s.store()
+    return s.train(store, store / "run", "--iters", "1")
+
+
+def out_inside_store_eval(s: Setup):
+    run = make_run(s.tmp)
+    store = s.store()
+    return ["eval", "--run", run, "--cache", store, "--out", store / "features" / "eval", "--device", "cpu"]
+
+
+def out_inside_future_store_predict(s: Setup):
+    """A *.zarr folder that does not exist yet is where a store goes: not an output folder either."""
+    from PIL import Image
+
+    run = make_run(s.tmp)
+    Image.new("RGB", (8, 8)).save(s.tmp / "photo.png")
+    return ["predict", s.tmp / "photo.png", "--run", run, "--out", s.tmp / "cache" / "x.zarr" / "pred", "--device",
+            "cpu"]
+
+
+def val_is_the_training_store(s: Setup):
+    store = s.store()
+    (s.tmp / "alias.zarr").symlink_to(store)  # the same store by another name
+    return s.train(store, s.tmp / "run", "--iters", "1", "--val", s.tmp / "alias.zarr")
+
+
+def _folder_stores(s: Setup, *extra) -> tuple[Path, Path]:
+    """(the store of a folder dataset's images a-d, a store of images b and x of the same folder by --ids)."""
+    root = make_folder(s.tmp / "data", stems=("a", "b", "c", "d"))
+    full, _ = _extract_ok(s, *s.tiny_extract("folder", root, *extra))
+    (s.tmp / "ids.txt").write_text("c\na\n")
+    part, _ = _extract_ok(s, *s.tiny_extract("folder", root, "--ids", s.tmp / "ids.txt"))
+    return full, part
+
+
+def val_shares_training_images(s: Setup):
+    full, part = _folder_stores(s)
+    return s.train(full, s.tmp / "run", "--iters", "1", "--val", part)
+
+
+def val_shares_images_of_a_views_store(s: Setup):
+    """Trained on a store with views: a store of the same files without views (from a copy of the dataset,
+    elsewhere) holds the same images."""
+    import shutil
+
+    root = make_folder(s.tmp / "data", stems=("a", "b"))
+    views, _ = _extract_ok(s, *s.tiny_extract("folder", root, "--views", "flip"))
+    plain, _ = _extract_ok(s, *s.tiny_extract("folder", shutil.copytree(root, s.tmp / "copy")))
+    return s.train(views, s.tmp / "run", "--iters", "1", "--val", plain)
+
+
+def resume_on_another_store(s: Setup):
+    run = s.trained("--stop-at", "1")
+    other = make_train_store(s.tmp, "other", n=4, seed=5)  # same features (fingerprint), other images
+    return s.train(other, run, "--iters", "2", "--resume")
+
+
+def resume_finished_run_on_another_store(s: Setup):
+    """A finished run is not "nothing to do" for other stores: its results are not theirs."""
+    run = s.trained()
+    other = make_train_store(s.tmp, "other", n=4, seed=5)
+    return s.train(other, run, "--iters", "2", "--resume")
+
+
+def resume_finished_run_with_other_settings(s: Setup):
+    run = s.trained()
+    return s.train(s.tmp / "toy.zarr", run, "--iters", "2", "--resume", "--lr", "0.5")
+
+
+def predict_out_is_an_images_folder(s: Setup):
+    images, run = s.tiny_run()
+    return ["predict", images, "--run", run, "--out", images, "--device", "cpu"]
+
+
+def training_store_given_twice(s: Setup):
+    store = s.store()
+    return s.train(store, s.tmp / "run", "--iters", "1", "--cache", s.tmp / "." / "toy.zarr")
+
+
+def training_stores_share_images(s: Setup):
+    """A store with views beside the store of its images: the images would be trained on twice."""
+    root = make_folder(s.tmp / "data", stems=("a", "b"))
+    views, _ = _extract_ok(s, *s.tiny_extract("folder", root, "--views", "flip"))
+    plain, _ = _extract_ok(s, *s.tiny_extract("folder", root))
+    return s.train(views, s.tmp / "run", "--iters", "1", "--cache", plain)
+
+
+def cache_root_inside_a_store(s: Setup):
+    root = make_folder(s.tmp / "data", stems=("a",))
+    return s.tiny_extract("folder", root, cache_root=s.store() / "more")
+
+
+def push_into_itself(s: Setup):
+    store = s.store()
+    return ["cache", "push", store, store / "copies"]
+
+
 def damaged(name, setup, code, words, marks=()):
     """setup(Setup) -> the command line; words: what the error line must name ({tmp}: the test's folder)."""
     return pytest.param(setup, code, words, id=name, marks=marks)
@@ -505,6 +604,33 @@ DAMAGED = [
             ["cannot build the tiny model in {tmp}/ro/models (Read-only file system)", "HAIRDIFF_MODELS"]),
     damaged("13-push-dest-under-a-file", push_dest_under_a_file, 2, ["DEST {tmp}/taken/copy.zarr", "is a file"]),
     damaged("13-extract-report-under-a-file", report_under_a_file, 2, ["--report's folder {tmp}/taken"]),
+    damaged("7-train-out-inside-store", out_inside_store_train, 2,
+            ["--out {tmp}/toy.zarr/run lies inside the feature store {tmp}/toy.zarr"]),
+    damaged("7-eval-out-inside-store", out_inside_store_eval, 2,
+            ["--out {tmp}/toy.zarr/features/eval lies inside the feature store {tmp}/toy.zarr"]),
+    damaged("7-predict-out-inside-future-store", out_inside_future_store_predict, 2,
+            ["--out {tmp}/cache/x.zarr/pred lies inside the feature store {tmp}/cache/x.zarr"]),
+    damaged("7-train-val-is-training-store", val_is_the_training_store, 2,
+            ["--val {tmp}/alias.zarr is the training store {tmp}/toy.zarr"]),
+    damaged("7-train-val-shares-training-images", val_shares_training_images, 2,
+            ["shares 2 of its 2 images with the training store {tmp}/cache/folder/all/", "('a', 'c')"]),
+    damaged("7-train-val-same-images-as-views-store", val_shares_images_of_a_views_store, 2,
+            ["shares 2 of its 2 images with the training store {tmp}/cache/folder/all/"]),
+    damaged("7-resume-on-another-store", resume_on_another_store, 2,
+            ["--resume: {tmp}/run was trained on {tmp}/toy.zarr (toy/train)", "--cache gives {tmp}/other.zarr"]),
+    damaged("7-resume-finished-run-on-another-store", resume_finished_run_on_another_store, 2,
+            ["--resume: {tmp}/run was trained on {tmp}/toy.zarr", "({tmp}/run/run.json)", "{tmp}/other.zarr"]),
+    damaged("11-resume-finished-run-with-other-settings", resume_finished_run_with_other_settings, 2,
+            ["{tmp}/run/run.json was made with other settings (lr: checkpoint 0.0001 vs now 0.5)"]),
+    damaged("7-predict-out-is-an-images-folder", predict_out_is_an_images_folder, 2,
+            ["--out {tmp}/data/images is the folder {tmp}/data/images of IMAGES"]),
+    damaged("7-train-store-given-twice", training_store_given_twice, 2,
+            ["--cache {tmp}/toy.zarr is --cache {tmp}/toy.zarr", "trained on twice"]),
+    damaged("7-train-stores-share-images", training_stores_share_images, 2,
+            ["shares 2 images with --cache {tmp}/cache/folder/all/", "trained on twice"]),
+    damaged("7-extract-cache-root-inside-a-store", cache_root_inside_a_store, 2,
+            ["--cache-root {tmp}/toy.zarr/more lies inside the feature store {tmp}/toy.zarr"]),
+    damaged("7-push-into-itself", push_into_itself, 2, ["DEST {tmp}/toy.zarr/copies", "the store {tmp}/toy.zarr"]),
 ]
 
 
@@ -680,3 +806,250 @@ def test_9_predict_uses_the_head_eval_uses_and_says_which(setup):
     code, out, err = invoke("eval", "--run", run, "--cache", store, "--out", setup.tmp / "eval", "--device", "cpu")
     assert code == 0, err
     assert json.loads((setup.tmp / "eval" / "metrics.json").read_text())["head"]["weights"] == used["weights"]
+
+
+def test_6_a_partial_store_is_scored_as_part_of_its_split_everywhere(setup):
+    """eval of a store with 2 of its 5 images extracted: stdout, metrics.json and metrics.md (beside the paper's
+    rows) say "2 of 5 images (3 not extracted yet)"; train --val logs the same coverage per validation."""
+    from tests.fixtures.stores import INPUTS, make_eval_store, synthetic_samples
+
+    store = make_eval_store(setup.tmp, "figaro", synthetic_samples(5), str(setup.tmp), done=[0, 3])
+    run = make_run(setup.tmp)
+    code, out, err = invoke("eval", "--run", run, "--cache", store, "--out", setup.tmp / "eval", "--device", "cpu",
+                            "--overlays", "0")
+    assert code == 0, err
+    said = "2 of 5 images (3 not extracted yet)"
+    assert f"partial: scored {said} of figaro/test (40.0%)" in out and said in err, (out, err)
+    m = json.loads((setup.tmp / "eval" / "metrics.json").read_text())
+    assert (m["images"], m["images_total"], m["coverage"]) == (2, 5, 0.4)
+    md = (setup.tmp / "eval" / "metrics.md").read_text()
+    ours = [ln for ln in md.splitlines() if ln.startswith("| **hairdiff (this run)**")]
+    assert len(ours) == 2 and all(ln.endswith(f"| {said} |") for ln in ours), md
+    assert f"**Partial: {said}" in md and md.index("**Partial") < md.index("(paper)")
+    # A whole store says so too, and nothing partial.
+    (setup.tmp / "w").mkdir()
+    whole = make_eval_store(setup.tmp / "w", "figaro", synthetic_samples(5), str(setup.tmp))
+    code, out, err = invoke("eval", "--run", run, "--cache", whole, "--out", setup.tmp / "eval2", "--device", "cpu",
+                            "--overlays", "0")
+    assert code == 0 and "partial:" not in out and "all 5 images" in err, (out, err)
+
+    # train --val on a partial store: the announcement and every validation row of log.jsonl carry the coverage.
+    train_inputs = {"model": {"kind": "toy", "name": "toy-encoder"}, "levels": [lv for lv in INPUTS["taps"]],
+                    "preprocessing": INPUTS["preprocessing"]}
+    val = make_eval_store(setup.tmp / "w", "toy", synthetic_samples(5), str(setup.tmp), done=[1], inputs=train_inputs,
+                          split="val")
+    code, _, err = invoke(*setup.train(setup.store(), setup.tmp / "run2", "--iters", "2", "--val", val,
+                                       "--val-every", "1"))
+    assert code == 0, err
+    assert f"validating on 1 of 5 images (4 not extracted yet) of --val {val}" in err, err
+    rows = [json.loads(ln) for ln in (setup.tmp / "run2" / "log.jsonl").read_text().splitlines()]
+    assert [(r["val_images"], r["val_images_total"], r["val_coverage"]) for r in rows] == [(1, 5, 0.2)] * 2
+
+
+def test_7_eval_of_a_store_holding_training_images_warns_also_through_views_and_ids(setup):
+    """Trained on a store with views of images a-d: scoring the same images without views warns as scoring the
+    training store does; trained on an --ids subset (a, c), scoring all four says 2 of them were trained on."""
+    root = make_folder(setup.tmp / "data", stems=("a", "b", "c", "d"))
+    views, _ = _extract_ok(setup, *setup.tiny_extract("folder", root, "--views", "flip"))
+    full, _ = _extract_ok(setup, *setup.tiny_extract("folder", root))
+    (setup.tmp / "ids.txt").write_text("c\na\n")
+    part, _ = _extract_ok(setup, *setup.tiny_extract("folder", root, "--ids", setup.tmp / "ids.txt"))
+
+    def scored(train_store, name):
+        run = setup.tmp / f"run-{name}"
+        code, _, err = invoke(*setup.train(train_store, run, "--iters", "1"))
+        assert code == 0, err
+        out = setup.tmp / f"eval-{name}"
+        code, _, err = invoke("eval", "--run", run, "--cache", full, "--out", out, "--device", "cpu", "--overlays", "0")
+        assert code == 0, err
+        return err, json.loads((out / "metrics.json").read_text()), (out / "metrics.md").read_text()
+
+    err, m, md = scored(views, "views")
+    assert f"warning: {full} is a store this run trained on (folder/all, {views})" in err, err
+    assert m["evaluated_on_training_store"] and m["training_images"] == 4 and "evaluated on training data" in md
+    err, m, md = scored(part, "ids")
+    assert f"warning: {full} holds 2 of its 4 images in a store this run trained on (folder/all, {part})" in err, err
+    assert m["evaluated_on_training_store"] and m["training_images"] == 2
+    assert "This store shares 2 of its 4 images with one the head was trained on" in md
+
+
+# ------------------------------------------------------------- 11 and 14: reproduce and demo, checked first
+def reproduce(s: Setup, *extra, out=None) -> list:
+    return ["reproduce", "--dataset", "figaro", "--root", s.tmp / "fig", "--model", "tiny", "--iters", "1",
+            "--cache-root", s.tmp / "cache", "--device", "cpu", "--out", out or s.tmp / "r", *extra]
+
+
+def _ids(s: Setup, name: str, *ids) -> Path:
+    path = s.tmp / name
+    path.write_text("".join(f"{i}\n" for i in ids))
+    return path
+
+
+def _figaro(s: Setup, *splits) -> None:
+    for split in splits or ("Training",):
+        make_figaro(s.tmp / "fig", split, frames=range(1, 7) if split == "Training" else range(7, 9))
+
+
+def _binary(path: Path) -> Path:
+    path.write_bytes(b"\xff\xfe\x00\xd8")  # not UTF-8 text
+    return path
+
+
+REPRODUCE_REFUSALS = [  # (name, setup -> extra args, words of the error line); nothing may be extracted
+    ("unknown-test-id", lambda s: ["--ids-train", _ids(s, "tr.txt", "Frame00001"),
+                                   "--ids-test", _ids(s, "te.txt", "Frame00002", "Frame00099")],
+     ["--ids-test {tmp}/te.txt: 1 id(s) are not images of figaro/Training under {tmp}/fig: Frame00099",
+      "'Frame00001'"]),
+    ("training-id-in-paper-test-split", lambda s: _figaro(s, "Training", "Testing") or [
+        "--ids-train", _ids(s, "tr.txt", "Frame00001"), "--ids-test", _ids(s, "te.txt", "Frame00007", "Frame00002")],
+     ["--ids-test {tmp}/te.txt: 1 id(s) are not images of figaro/Testing", "Frame00002"]),
+    ("unknown-train-id", lambda s: ["--ids-train", _ids(s, "tr.txt", "nope"),
+                                    "--ids-test", _ids(s, "te.txt", "Frame00002")],
+     ["--ids-train {tmp}/tr.txt: 1 id(s) are not images of figaro/Training", "nope"]),
+    ("ids-overlap", lambda s: ["--ids-train", _ids(s, "tr.txt", "Frame00001", "Frame00002"),
+                               "--ids-test", _ids(s, "te.txt", "Frame00002", "Frame00003")],
+     ["--ids-train {tmp}/tr.txt and --ids-test {tmp}/te.txt share 1 id(s) ('Frame00002')"]),
+    ("ids-file-empty", lambda s: ["--ids-train", _ids(s, "tr.txt", "Frame00001"), "--ids-test", _ids(s, "te.txt")],
+     ["--ids-test {tmp}/te.txt: the file holds no ids"]),
+    ("ids-file-missing", lambda s: ["--ids-train", s.tmp / "gone.txt", "--ids-test", _ids(s, "te.txt", "Frame00002")],
+     ["--ids-train {tmp}/gone.txt: ids file not found"]),
+    ("ids-file-not-text", lambda s: ["--ids-train", _ids(s, "tr.txt", "Frame00001"),
+                                     "--ids-test", _binary(s.tmp / "te.bin")],
+     ["--ids-test {tmp}/te.bin: cannot read it"]),
+    ("limit-too-small-for-a-stand-in", lambda s: ["--limit", "2"], ["{tmp}/fig has no Testing split and too few"]),
+    ("out-is-a-file", lambda s: (s.tmp / "taken").write_text("x") and ["--out", s.tmp / "taken"],
+     ["--out {tmp}/taken: not a folder"]),
+    ("out-inside-a-store", lambda s: ["--out", s.tmp / "cache" / "figaro" / "Training" / "x.zarr" / "r"],
+     ["--out {tmp}/cache/figaro/Training/x.zarr/r lies inside the feature store"]),
+    ("out-is-the-dataset-root", lambda s: ["--out", s.tmp / "fig"],
+     ["--out {tmp}/fig is the folder {tmp}/fig of --root"]),
+    ("cache-root-inside-a-store", lambda s: ["--cache-root", s.tmp / "old.zarr" / "c"],
+     ["--cache-root {tmp}/old.zarr/c lies inside the feature store {tmp}/old.zarr"]),
+    ("root-missing", lambda s: ["--root", s.tmp / "nowhere"], ["--root {tmp}/nowhere: no such folder"]),
+    ("cache-root-is-a-file", lambda s: (s.tmp / "taken").write_text("x") and ["--cache-root", s.tmp / "taken"],
+     ["{tmp}/taken"]),
+    ("root-without-figaro-splits", lambda s: (s.tmp / "empty").mkdir() or ["--root", s.tmp / "empty"],
+     ["--root {tmp}/empty holds neither the Training nor the Testing split"]),
+]
+
+
+@pytest.mark.parametrize("name,extra,words", REPRODUCE_REFUSALS, ids=[r[0] for r in REPRODUCE_REFUSALS])
+def test_14_reproduce_checks_everything_before_extracting_anything(name, extra, words, setup):
+    _figaro(setup)
+    args = reproduce(setup) + extra(setup)  # later options win: --root and --out may be given again
+    before = _contents(setup.tmp)
+    code, _, err = invoke(*args)
+    errors = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0] and "Traceback" not in err, err
+    assert code == 2, (code, err)
+    for w in words:
+        assert w.format(tmp=setup.tmp) in errors[0], (w.format(tmp=setup.tmp), errors[0])
+    assert "loading model" not in err and not (setup.tmp / "cache").exists(), err  # nothing extracted
+    assert _contents(setup.tmp) == before and not (setup.tmp / "r").exists()  # nothing written, OUT not made
+
+
+def test_11_a_reproduce_folder_is_bound_to_its_settings(setup):
+    """A finished reproduction, rerun with other settings: refused, naming each difference, before anything is
+    extracted or trained, its report untouched; with the same settings it reports the same (nothing redone)."""
+    _figaro(setup)
+    ids_train, ids_test = _ids(setup, "tr.txt", "Frame00001", "Frame00002"), _ids(setup, "te.txt", "Frame00004")
+    args = reproduce(setup, "--ids-train", ids_train, "--ids-test", ids_test)
+    code, _, err = invoke(*args)
+    assert code == 0, err
+    r = setup.tmp / "r"
+    before = _contents(setup.tmp)
+    manifest = json.loads((r / "manifest.json").read_text())["reproduce"]
+    assert manifest["recipe"]["iters"] == 1 and manifest["splits"]["train"]["count"] == 2
+
+    def refused(*extra, edit=None, words=(), by="reproduce"):
+        if edit:
+            edit()
+        code, _, err = invoke(*args, *extra)
+        errors = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and "loading model" not in err, err
+        assert errors[0].startswith(f"error: {r} was made by `{by}` with other settings ("), errors[0]
+        for w in words:
+            assert w in errors[0], (w, errors[0])
+        changed = {k for k, v in before.items() if _contents(setup.tmp).get(k) != v}
+        changed.discard(Path("home-cache") / "file-digests.sqlite")  # the memo of file digests (extract/sources.py)
+        assert changed <= {Path("tr.txt"), Path("fig/Original/Training/Frame00002-org.jpg")}, changed
+
+    refused("--iters", "2", words=["recipe.iters: 1 -> 2"])
+    refused("--limit", "5", words=["limit: null -> 5"])
+    refused(edit=lambda: ids_train.write_text("Frame00001\nFrame00003\n"), words=["splits.train.ids: "])
+    ids_train.write_text("Frame00001\nFrame00002\n")
+    image = setup.tmp / "fig" / "Original" / "Training" / "Frame00002-org.jpg"
+    kept = image.read_bytes()
+    refused(edit=lambda: make_figaro(setup.tmp / "other", "Training", frames=(2,), size=(30, 41)) and image.write_bytes(
+        (setup.tmp / "other" / "Original" / "Training" / "Frame00002-org.jpg").read_bytes()),
+        words=["training_data: ", "the training images changed since OUT/run was trained on them"],
+        by="reproduce-trained-on")  # a training image changed: other data, refused before extraction
+    image.write_bytes(kept)
+    code, _, err = invoke(*args)  # the settings it was made with: resumes, nothing to redo
+    assert code == 0 and "computed 0" in err and "nothing to do" in err, err
+
+
+def test_11_a_demo_folder_is_bound_to_its_settings(setup):
+    args = ["demo", "--out", setup.tmp / "demo", "--train-images", "2", "--test-images", "1", "--size", "64",
+            "--iters", "1"]
+    code, _, err = invoke(*args)
+    assert code == 0, err
+    before = _contents(setup.tmp)
+    code, _, err = invoke(*args[:3], "--train-images", "3", *args[5:])
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"error: {setup.tmp / 'demo'} was made by `demo` with other settings (train_images: 2 -> 3): run it with the "
+        "settings it was made with, or pass another --out (or delete it) to start afresh"), err
+    assert _contents(setup.tmp) == before
+
+
+def test_14_ctrl_c_in_reproduce_says_what_was_kept_and_how_to_continue(setup):
+    """A real SIGINT while reproduce trains: exit 130 and one line naming both stores, and that the same command
+    continues; the stores it names are whole."""
+    import signal
+    import subprocess as sp
+
+    from hairdiff.cache import FeatureStore
+    from tests.fixtures.cli import cli_env, popen_pipeline
+
+    _figaro(setup)
+    args = reproduce(setup, "--iters", "100000")
+    p = popen_pipeline(*args, env=cli_env(), stderr=sp.PIPE, stdout=sp.PIPE, text=True)
+    seen = []
+    try:
+        for line in p.stderr:  # the test store is extracted: training starts next
+            seen.append(line)
+            if line.startswith("test store:"):
+                break
+        else:
+            pytest.fail("".join(seen))
+        import time
+
+        time.sleep(3)  # into the training loop
+        p.send_signal(signal.SIGINT)
+        _, rest = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    stores = {ln.split(": ")[0].split()[0]: ln.rsplit(": ", 1)[1].strip() for ln in seen if " store: computed" in ln}
+    last = rest.strip().splitlines()[-1]
+    assert p.returncode == 130, (p.returncode, rest[-2000:])
+    assert last.startswith(f"error: interrupted: kept the train store {stores['train']}, the test store "
+                           f"{stores['test']}, "), last
+    assert "run the same command again to continue" in last and "Traceback" not in rest, rest[-2000:]
+    assert all(FeatureStore.open(u).done_mask().all() for u in stores.values())
+
+
+def test_11_a_reproduce_stopped_by_a_bad_image_reruns_once_it_is_fixed(setup):
+    """The training data binds OUT when training starts, not before: a first run stopped by a damaged image is
+    not refused as "other data" once the image is fixed."""
+    _figaro(setup)
+    args = reproduce(setup, "--ids-train", _ids(setup, "tr.txt", "Frame00001", "Frame00002"),
+                     "--ids-test", _ids(setup, "te.txt", "Frame00004"))
+    image = setup.tmp / "fig" / "Original" / "Training" / "Frame00002-org.jpg"
+    good = image.read_bytes()
+    image.write_bytes(good[:40])  # truncated
+    code, _, err = invoke(*args)
+    assert code == 1 and "Frame00002-org.jpg" in err.strip().splitlines()[-1], err
+    image.write_bytes(good)
+    code, _, err = invoke(*args)
+    assert code == 0, err
