@@ -91,6 +91,7 @@ def views_command(
     holds tinted on it (hair green, ignore grey) and the hair's share of the frame; see that `--views`
     does what it says (at scale:0.5 the hair covers a quarter of the original's share)."""
     from hairdiff.cache import FeatureStore
+    from hairdiff.cache.distinct import check_distinct
     from hairdiff.cli.progress import rich_progress
     from hairdiff.core.errors import UsageError
     from hairdiff.core.paths import check_output_dir
@@ -100,6 +101,7 @@ def views_command(
         raise UsageError(f"--images {images}: use 1 or more")
     out_dir = Path(out)
     check_output_dir(out_dir, "--out")
+    check_distinct(outputs={"--out": out})
     s = FeatureStore.open(store)
     report = view_sheet(s, out_dir, images, progress=rich_progress)
     if not report["images"]:
