@@ -232,6 +232,7 @@ def test_the_folder_is_bound_to_its_shared_settings_and_the_grid_may_grow(data, 
     assert manifest["sweep-point"]["point"] == {"timestep": 50, "prompt": "A photo of a hair.", "taps": "unet"}
 
 
+@pytest.mark.slow
 def test_extraction_on_a_dask_cluster_fills_the_same_stores(data, tmp_path):
     from distributed import LocalCluster
 
