@@ -227,12 +227,21 @@ def _row(p: Point, pdir: Path) -> dict:
             "work": {"computed": {}, "reused_samples": {}, "iterations": 0, "started_at_iteration": None}}
 
 
-def _read_back(p: Point, pdir: Path, log) -> dict | None:
+def _bind_point(cfg: SweepConfig, p: Point, pdir: Path) -> None:
+    from hairdiff.core.manifest import bind
+
+    bind(pdir, "sweep-point", {**cfg.shared_settings(), "point": asdict(p)},
+         fix=f"delete {pdir} to compute this point again")
+
+
+def _read_back(cfg: SweepConfig, p: Point, pdir: Path, log) -> dict | None:
     """A finished point's row from pdir/point.json (written after its eval), marked as reused; None when the
-    point is not finished (or its record is damaged: then its eval is redone from its run, said in `log`)."""
+    point is not finished (or its record is damaged: then its eval is redone from its run, said in `log`).
+    A point folder made with other settings is refused (OutputMismatchError), never read back."""
     path = pdir / "point.json"
     if not path.exists() or not (pdir / "eval" / "metrics.json").exists():
         return None
+    _bind_point(cfg, p, pdir)
     try:
         row = json.loads(path.read_text())
         if not (isinstance(row, dict) and isinstance(row.get("metrics"), dict)):
@@ -292,7 +301,7 @@ def sweep(cfg: SweepConfig, progress: ProgressFactory = silent, log=print, comma
     rows, todo = {}, []
     for p in points:
         pdir = out / "points" / p.name
-        row = _read_back(p, pdir, log)
+        row = _read_back(cfg, p, pdir, log)
         if row is None:
             todo.append(p)
             row = _row(p, pdir)
@@ -302,21 +311,20 @@ def sweep(cfg: SweepConfig, progress: ProgressFactory = silent, log=print, comma
     if cfg.stop_after is not None:
         todo = todo[: cfg.stop_after]
     report = _report(cfg, plan, rows_pro, points, rows, t0)
-    state = {"point": None, "stage": "setup", "finished": 0}
+    state = {"point": None, "stage": "setup"}
     try:
         pre_extracted = _extract_on_cluster(cfg, rcfg, plan, todo, rows, state, progress, log) if (
             cfg.scheduler and todo) else {}
         for p in todo:
             state["point"] = p.name
             _run_point(cfg, rcfg, plan, p, rows[p.name], pre_extracted.get(p.name), state, progress, log)
-            state["finished"] += 1
             report = _report(cfg, plan, rows_pro, points, rows, t0)
             write_outputs(out, report)
     except KeyboardInterrupt:
         report = _report(cfg, plan, rows_pro, points, rows, t0)
         write_outputs(out, report)
         done = sum(r["status"] == "done" for r in rows.values())
-        where = f" during {state['stage']} of point {state['point']}" if state["point"] else ""
+        where = f" during {state['stage']}" + (f" of point {state['point']}" if state["point"] else "")
         raise Interrupted(f"interrupted{where}: {done} of {len(points)} points are finished and kept in {out} "
                           f"(sweep.json lists them); the stores keep every computed sample and each run its last "
                           f"checkpoint: run {command} again to continue") from None
@@ -348,11 +356,9 @@ def _run_point(cfg, rcfg, plan, p: Point, row: dict, extracted: dict | None, sta
     from hairdiff.extract.runner import ExtractStats, run_local
     from hairdiff.train.checkpoint import read_run_json
     from hairdiff.train.loop import train
-    from hairdiff.core.manifest import bind
 
     pdir = Path(row["folder"])
-    bind(pdir, "sweep-point", {**cfg.shared_settings(), "point": asdict(p)},
-         fix=f"delete {pdir} to compute this point again")
+    _bind_point(cfg, p, pdir)
     labelled = _labelled(progress, p.name)
     log(f"point {p.name}: timestep {p.timestep}, prompt {p.prompt!r}, taps {p.taps}")
     state["stage"] = "extraction"
