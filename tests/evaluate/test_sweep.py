@@ -230,6 +230,11 @@ def test_the_folder_is_bound_to_its_shared_settings_and_the_grid_may_grow(data, 
     pdir = Path(rep["points"][1]["folder"])
     manifest = json.loads((pdir / "manifest.json").read_text())
     assert manifest["sweep-point"]["point"] == {"timestep": 50, "prompt": "A photo of a hair.", "taps": "unet"}
+    # A finished point whose folder was made with other settings is refused, never read back as this one.
+    manifest["sweep-point"]["limit"] = 99
+    (pdir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(OutputMismatchError, match=f"{pdir.name}.*limit: 99 -> null.*delete"):
+        sweep(config(data, tmp_path, timesteps="0,50"), log=lambda m: None)
 
 
 @pytest.mark.slow
