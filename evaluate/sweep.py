@@ -221,6 +221,7 @@ def _file_digest(path: str) -> str:
 # ---------------------------------------------------------------------------------------------- the run
 def _row(p: Point, pdir: Path) -> dict:
     return {"name": p.name, **asdict(p), "status": "pending", "folder": str(pdir), "stores": {}, "store_bytes": {},
+            "crop": None,
             "run": str(pdir / "run"), "eval": str(pdir / "eval"), "metrics": None,
             "seconds": {"extract": 0.0, "train": 0.0, "eval": 0.0},
             "reused": {"extract": False, "train": False, "eval": False},
@@ -380,6 +381,12 @@ def _run_point(cfg, rcfg, plan, p: Point, row: dict, extracted: dict | None, sta
     state["stage"] = "training"
     run, iters = pdir / "run", cfg.recipe.iters
     tcfg = train_config(rcfg, row["stores"]["train"], run)
+    crop = fitted_crop(tcfg.crop, row["stores"]["train"])
+    if crop != tcfg.crop:
+        log(f"  crop {crop} instead of the recipe's {tcfg.crop}: this point's coarsest stored stride does not divide "
+            f"{tcfg.crop}")
+        tcfg = replace(tcfg, crop=crop)
+    row["crop"] = crop
     finished_before = (run / "run.json").exists() and read_run_json(run).get("iterations") == iters
     t = time.perf_counter()
     summary = train(tcfg, device=str(resolve_device(cfg.device)), progress=labelled)
@@ -406,6 +413,20 @@ def _run_point(cfg, rcfg, plan, p: Point, row: dict, extracted: dict | None, sta
     atomic_write_json(pdir / "point.json", {k: v for k, v in row.items() if k not in ("status",)}, indent=2)
     m = row["metrics"]
     log(f"  {p.name}: mIoU {m['mIoU']:.2f}, hair IoU {m['hair_iou']:.2f} ({m['images']} test images)")
+
+
+def fitted_crop(crop: int | None, store_url: str) -> int | None:
+    """The recipe's crop, rounded down to a multiple of the store's coarsest stride when it is not one (the
+    smoke recipe's 96 with the stride-64 `odise` taps: 64), so every tap set of a grid trains; None stays None."""
+    from hairdiff.cache import FeatureStore
+
+    if crop is None:
+        return None
+    store = FeatureStore.open(store_url)
+    step = max(int(lv.stride) for lv in store.levels)
+    if crop % step == 0 and step <= crop <= store.resolution:
+        return crop
+    return max(step, min(crop, store.resolution) // step * step) if step <= store.resolution else None
 
 
 # -------------------------------------------------------------------------------------------- the outputs
@@ -453,8 +474,8 @@ def markdown(report: dict) -> str:
     lines += ["Pooled over the test split (per-image mean mIoU beside it); seconds per stage of the run that "
               "computed the point; `reused` lists the stages found done.", "",
               "| best | timestep | prompt | taps | mIoU | hair IoU | F1 | accuracy | precision | per-image mIoU | "
-              "extract s | train s | eval s | reused | point |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "crop | extract s | train s | eval s | reused | point |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["points"]:
         m = r["metrics"] or {}
         reused = ",".join(k for k, v in r["reused"].items() if v) or "-"
@@ -462,7 +483,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| {'**best**' if r['name'] == report['best'] else ''} | {r['timestep']} | "
                      f"{_prompt_label(r['prompt'])} | {r['taps']} | {_f(m.get('mIoU'))} | {_f(m.get('hair_iou'))} | "
                      f"{_f(m.get('f1'))} | {_f(m.get('accuracy'))} | {_f(m.get('precision'))} | "
-                     f"{_f((m.get('per_image_mean') or {}).get('mIoU'))} | {s['extract']} | {s['train']} | "
+                     f"{_f((m.get('per_image_mean') or {}).get('mIoU'))} | {r.get('crop') or '-'} | "
+                     f"{s['extract']} | {s['train']} | "
                      f"{s['eval']} | {reused} | `{r['name']}`" + (" (pending)" if r["status"] != "done" else "")
                      + " |")
     lines += ["", "## Shared settings", "", "Where each setting comes from (evaluate/recipes.py); the rows marked "

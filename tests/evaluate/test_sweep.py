@@ -202,17 +202,24 @@ def test_an_interrupted_sweep_continues_where_it_stopped(data, tmp_path):
     assert (Path(b["eval"]) / "metrics.json").exists()
 
 
-def test_stop_after_then_the_same_command_finishes_the_rest(data, tmp_path):
-    cfg = config(data, tmp_path, timesteps="0,50,100", stop_after=1)
+def test_stop_after_then_the_same_command_finishes_the_rest_and_every_tap_set_trains(data, tmp_path):
+    cfg = config(data, tmp_path, timesteps="0,50", taps="unet,odise", stop_after=1)
     rep = sweep(cfg, log=lambda m: None)
-    assert [r["status"] for r in rep["points"]] == ["done", "pending", "pending"]
-    assert "1 of 3 points finished" in (tmp_path / "sw" / "sweep.md").read_text()
+    assert [r["status"] for r in rep["points"]] == ["done", "pending", "pending", "pending"]
+    assert "1 of 4 points finished" in (tmp_path / "sw" / "sweep.md").read_text()
     progress, phases = spy()
-    rep = sweep(config(data, tmp_path, timesteps="0,50,100"), progress=progress, log=lambda m: None)
-    assert [r["status"] for r in rep["points"]] == ["done"] * 3 and rep["points"][0]["reused"]["train"]
+    rep = sweep(config(data, tmp_path, timesteps="0,50", taps="unet,odise"), progress=progress, log=lambda m: None)
+    rows = rep["points"]
+    assert [r["status"] for r in rows] == ["done"] * 4 and rows[0]["reused"]["train"]
     trained = [p for p in phases if p["label"].endswith(": train")]
-    assert [(p["label"].split(":")[0], p["advanced"]) for p in trained] == [(rep["points"][1]["name"], 2),
-                                                                          (rep["points"][2]["name"], 2)]
+    assert [(p["label"].split(":")[0], p["advanced"]) for p in trained] == [(r["name"], 2) for r in rows[1:]]
+    # Each tap set's features reach its store; the smoke recipe's crop (96) is fitted to odise's stride 64.
+    for r in rows:
+        store = FeatureStore.open(r["stores"]["train"])
+        assert ("vae.encoder" in json.dumps(store.attrs["fingerprint_inputs"])) == (r["taps"] == "odise")
+        assert r["crop"] == (64 if r["taps"] == "odise" else 96) == max(lv.stride for lv in store.levels) * (
+            1 if r["taps"] == "odise" else 3)
+        assert json.loads((Path(r["run"]) / "config.json").read_text())["config"]["crop"] == r["crop"]
 
 
 def test_the_folder_is_bound_to_its_shared_settings_and_the_grid_may_grow(data, tmp_path):
