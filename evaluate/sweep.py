@@ -281,9 +281,11 @@ def _point_extract_configs(cfg: SweepConfig, rcfg: ReproduceConfig, plan: dict, 
 def sweep(cfg: SweepConfig, progress: ProgressFactory = silent, log=print, command: str = "the same command") -> dict:
     """Run (or resume) the grid; returns sweep.json's content. Ctrl-C is an Interrupted naming what was kept."""
     from hairdiff.core.manifest import MANIFEST, bind
+    from hairdiff.core.paths import check_output_dir
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
+    check_output_dir(out, "--out")
     rcfg = cfg.reproduce_config()
     settings = cfg.shared_settings()
     fix = "pass another --out, or the shared settings this folder was made with (the grid itself may change)"

@@ -83,6 +83,7 @@ CASES = [
     case("sweep-taps-unknown", sweep("--taps", "unet,sdxl"), ["--taps 'unet,sdxl'", "'sdxl'"]),
     case("sweep-taps-empty", sweep("--taps", ","), ["--taps is empty"]),
     case("sweep-limit-1", sweep("--limit", "1"), ["--limit 1"]),
+    case("sweep-out-a-file", sweep("--out", "{tmp}/data/notes.txt"), ["--out", "notes.txt", "not a folder"]),
     case("extract-precision-int4", extract("--precision", "int4"), ["--precision", "int4", "see `pipeline extract --help`"]),
 ]
 
