@@ -39,10 +39,12 @@ def _mount() -> None:
     from hairdiff.cli.evaluate import evaluate, predict
     from hairdiff.cli.extract import extract
     from hairdiff.cli.reproduce import reproduce
+    from hairdiff.cli.sweep import sweep
     from hairdiff.cli.train import train
     from hairdiff.demo.run import DemoConfig
     from hairdiff.evaluate.config import EvalConfig, PredictConfig
     from hairdiff.evaluate.reproduce import ReproduceConfig
+    from hairdiff.evaluate.sweep import SweepConfig
     from hairdiff.extract.config import ExtractConfig
     from hairdiff.train.config import TrainConfig
 
@@ -54,6 +56,7 @@ def _mount() -> None:
     app.command("eval")(config_command(EvalConfig, evaluate))
     app.command("predict")(config_command(PredictConfig, predict))
     app.command("reproduce")(config_command(ReproduceConfig, reproduce))
+    app.command("sweep")(config_command(SweepConfig, sweep))
     app.command("demo")(config_command(DemoConfig, demo))
     app.add_typer(cache_app, name="cache")
 
@@ -93,5 +96,8 @@ def run_guarded(fn: Callable[[], object]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """The `pipeline` console script."""
+    from hairdiff.cli.sweep import spread_values
+
+    argv = spread_values(list(sys.argv[1:] if argv is None else argv))  # `--prompts A B`: several values
     # prog_name: hints read `pipeline extract --help` however it was started (python -m, tests, the script)
     sys.exit(run_guarded(lambda: app(args=argv, prog_name="pipeline", standalone_mode=False)))

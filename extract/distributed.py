@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 
 import numpy as np
@@ -19,6 +20,8 @@ from hairdiff.extract.config import ExtractConfig
 from hairdiff.extract.runner import ExtractStats
 
 _WORKER_STATE: dict[str, tuple] = {}  # per worker process: config key -> (reader, refs, extractor)
+_STATE_LOCK = threading.Lock()
+_STATES_KEPT = 2  # loaded extractors a worker keeps: a sweep point's train and test stores (shards run in order)
 
 
 def _worker_cfg(cfg_dict: dict) -> ExtractConfig:
@@ -40,11 +43,15 @@ def _state(cfg_dict: dict):
     from hairdiff.extract.runner import build_extractor, list_refs, viewed
 
     key = json.dumps(cfg_dict, sort_keys=True)
-    if key not in _WORKER_STATE:
-        cfg = _worker_cfg(cfg_dict)
-        reader, refs = list_refs(cfg)
-        _WORKER_STATE[key] = (cfg, reader, refs, build_extractor(cfg), viewed(cfg, refs))
-    return _WORKER_STATE[key]
+    with _STATE_LOCK:  # threads of one worker (an in-process cluster) share the cache
+        if key not in _WORKER_STATE:
+            while len(_WORKER_STATE) >= _STATES_KEPT:  # a sweep's many configs must not pile up models in memory
+                _WORKER_STATE.pop(next(iter(_WORKER_STATE)))
+            cfg = _worker_cfg(cfg_dict)
+            reader, refs = list_refs(cfg)
+            _WORKER_STATE[key] = (cfg, reader, refs, build_extractor(cfg), viewed(cfg, refs))
+        _WORKER_STATE[key] = _WORKER_STATE.pop(key)  # most recently used last
+        return _WORKER_STATE[key]
 
 
 def _prepare(cfg_dict: dict, data_key: str) -> str:
@@ -77,43 +84,61 @@ def _client(scheduler: str):
 
 
 def run_distributed(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory = silent) -> None:
+    run_many([cfg], [stats], cfg.scheduler, progress=progress)
+
+
+def run_many(cfgs: list[ExtractConfig], stats: list[ExtractStats], scheduler: str,
+             progress: ProgressFactory = silent, log=None) -> None:
+    """Fill several stores (`pipeline sweep`'s points) on one cluster: every store's shards are submitted at
+    once, so the workers share all of them. stats[i].seconds: from the submission to store i's last shard."""
     from distributed import as_completed
 
     from hairdiff.cache import FeatureStore
-    from hairdiff.extract.runner import codec_note, planned_indices
-
-    from hairdiff.extract.runner import list_refs
+    from hairdiff.extract.runner import codec_note, list_refs, planned_indices
     from hairdiff.extract.sources import data_key
 
-    scheduler = cfg.scheduler
-    refs = list_refs(cfg)[1]  # also settles cfg.split before the workers get the config
-    key, stats.no_hair = data_key(refs), sum(r.no_hair for r in refs)
-    cfg.check_cache_root()
+    log = log or (lambda message: print(message, file=sys.stderr))
+    keys = []
+    for cfg, st in zip(cfgs, stats):
+        refs = list_refs(cfg)[1]  # also settles cfg.split before the workers get the config
+        keys.append(data_key(refs))
+        st.no_hair = sum(r.no_hair for r in refs)
+        cfg.check_cache_root()
     client, cluster = _client(scheduler)
     try:
-        cfg_dict = to_dict(cfg)
-        url = client.submit(_prepare, cfg_dict, key, pure=False).result()
-        store = FeatureStore.open(url)
-        note = codec_note(cfg, store)
-        if note:
-            print(note, file=sys.stderr)
-        todo = planned_indices(cfg, store)
-        stats.store, stats.planned = url, len(todo)
-        shards: dict[int, list[int]] = {}
-        for i in todo:
-            shards.setdefault(store.shard_of(int(i)), []).append(int(i))
-        futures = [client.submit(_extract_range, cfg_dict, url, idx, pure=False, retries=3)
-                   for idx in shards.values()]
+        cfg_dicts = [to_dict(cfg) for cfg in cfgs]
+        urls = client.gather([client.submit(_prepare, d, k, pure=False) for d, k in zip(cfg_dicts, keys)])
+        owner, total = {}, 0
         t0 = time.perf_counter()
-        with progress(f"extract {cfg.dataset}/{cfg.split} on {scheduler}", len(todo), 0) as advance:
-            for fut in as_completed(futures):
-                r = fut.result()
-                stats.computed += r["computed"]
-                stats.reused += r["reused"]
-                stats.skipped += r["skipped"]
-                stats.claimed_elsewhere += r["claimed_elsewhere"]
+        for i, (cfg, st, url) in enumerate(zip(cfgs, stats, urls)):
+            store = FeatureStore.open(url)
+            note = codec_note(cfg, store)
+            if note:
+                log(note)
+            todo = planned_indices(cfg, store)
+            layout = store.layout  # samples done before this run, counted as run_local counts them
+            planned = layout.num_samples if cfg.limit is None else min(cfg.limit, layout.num_images) * layout.num_views
+            st.store, st.planned, st.reused = url, len(todo), int(planned - len(todo))
+            shards: dict[int, list[int]] = {}
+            for j in todo:
+                shards.setdefault(store.shard_of(int(j)), []).append(int(j))
+            for idx in shards.values():
+                owner[client.submit(_extract_range, cfg_dicts[i], url, idx, pure=False, retries=3)] = i
+            total += len(todo)
+        left = {i: sum(1 for o in owner.values() if o == i) for i in range(len(cfgs))}
+        what = f"{cfgs[0].dataset}/{cfgs[0].split}" if len(cfgs) == 1 else f"{len(cfgs)} stores"
+        with progress(f"extract {what} on {scheduler}", total, 0) as advance:
+            for fut in as_completed(list(owner)):
+                r, i = fut.result(), owner[fut]
+                st = stats[i]
+                st.computed += r["computed"]
+                st.reused += r["reused"]
+                st.skipped += r["skipped"]
+                st.claimed_elsewhere += r["claimed_elsewhere"]
+                left[i] -= 1
+                if not left[i]:
+                    st.seconds = time.perf_counter() - t0
                 advance(r["n"])
-        stats.seconds = time.perf_counter() - t0
     finally:
         client.close()
         if cluster is not None:

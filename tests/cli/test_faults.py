@@ -44,6 +44,11 @@ def predict(*images):
     return ["predict", *images, "--run", "{tmp}/data/run", "--out", "{tmp}/pred", "--device", "cpu"]
 
 
+def sweep(*bad):
+    return ["sweep", "--dataset", "figaro", "--root", "{tmp}/data", "--model", "tiny", "--out", "{tmp}/sw",
+            "--cache-root", "{tmp}/cache", *bad]
+
+
 def case(name, args, words, marks=()):
     """args: the command line, {tmp} standing for the test's folder; words: what the error line must name."""
     return pytest.param(args, words, id=name, marks=marks)
@@ -69,6 +74,16 @@ CASES = [
     case("extract-limit-0", extract("--limit", "0"), ["--limit 0"]),
     case("extract-limit-minus-3", extract("--limit", "-3"), ["--limit -3"]),
     case("extract-taps-unknown", extract("--taps", "foo.bar"), ["foo.bar"]),
+    case("sweep-timestep-1000", sweep("--timesteps", "0,1000"), ["--timesteps '0,1000'", "1000", "0..999"]),
+    case("sweep-timestep-not-int", sweep("--timesteps", "0,2.5"), ["--timesteps '0,2.5'", "'2.5'"]),
+    case("sweep-timestep-twice", sweep("--timesteps", "50,50"), ["--timesteps '50,50'", "twice"]),
+    case("sweep-prompt-twice", sweep("--prompts", "A photo of a hair.", "", "A photo of a hair."),
+         ["--prompts", "'A photo of a hair.'", "twice"]),
+    case("sweep-prompts-file-folder", sweep("--prompts-file", "{tmp}/data/empty"), ["--prompts-file", "empty"]),
+    case("sweep-taps-unknown", sweep("--taps", "unet,sdxl"), ["--taps 'unet,sdxl'", "'sdxl'"]),
+    case("sweep-taps-empty", sweep("--taps", ","), ["--taps is empty"]),
+    case("sweep-limit-1", sweep("--limit", "1"), ["--limit 1"]),
+    case("sweep-out-a-file", sweep("--out", "{tmp}/data/notes.txt"), ["--out", "notes.txt", "not a folder"]),
     case("extract-precision-int4", extract("--precision", "int4"), ["--precision", "int4", "see `pipeline extract --help`"]),
 ]
 
