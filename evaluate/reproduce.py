@@ -180,8 +180,21 @@ def plan(cfg: ReproduceConfig) -> dict:
     id an image of its split), test images never trained on, the cache root writable, and OUT bound to these
     settings and, once it trained, to its training data (a folder made otherwise is refused, naming each
     difference). Only then are files written."""
-    from hairdiff.cache.distinct import check_distinct, ids_overlap
     from hairdiff.core.manifest import bind, read
+
+    chosen = checked_splits(cfg)
+    out = Path(cfg.out)
+    bind(out, "reproduce", bound_settings(cfg, chosen), fix=FIX_SETTINGS)
+    if TRAINED_ON in read(out):
+        bind(out, TRAINED_ON, training_data(cfg, chosen), fix=FIX_DATA)
+    return _write_splits(chosen)
+
+
+def checked_splits(cfg: ReproduceConfig) -> dict:
+    """plan's checks, nothing bound or written (`pipeline sweep` binds its own folder): --out usable and outside
+    every store, the root and its splits, the ids files, no test image among the training ones, the cache root
+    writable. Returns the chosen splits (_write_splits makes them a plan)."""
+    from hairdiff.cache.distinct import check_distinct, ids_overlap
     from hairdiff.core.paths import check_output_dir
 
     check_output_dir(cfg.out, "--out")
@@ -193,11 +206,7 @@ def plan(cfg: ReproduceConfig) -> dict:
         ids_overlap((f"--ids-train {cfg.ids_train}" if cfg.ids_train else "the training ids", ids["train"]),
                     (f"--ids-test {cfg.ids_test}" if cfg.ids_test else "the test ids", ids["test"]))
     extract_config(cfg, chosen, "train").check_cache_root()
-    out = Path(cfg.out)
-    bind(out, "reproduce", bound_settings(cfg, chosen), fix=FIX_SETTINGS)
-    if TRAINED_ON in read(out):
-        bind(out, TRAINED_ON, training_data(cfg, chosen), fix=FIX_DATA)
-    return _write_splits(chosen)
+    return chosen
 
 
 def extract_config(cfg: ReproduceConfig, plan: dict, part: str):

@@ -28,7 +28,7 @@ from hairdiff.core.fields import at_least, option
 from hairdiff.core.files import atomic_write, atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.evaluate.recipes import OPTION, SPLITS, Recipe, table
-from hairdiff.evaluate.reproduce import ReproduceConfig, _split_plan, extract_config, train_config
+from hairdiff.evaluate.reproduce import ReproduceConfig, _write_splits, checked_splits, extract_config, train_config
 
 AXES = ("timestep", "prompt", "taps")
 TAP_SET_NAMES = ("unet", "odise")  # extract/taps.py TAP_SETS; kept here so validating loads no torch
@@ -280,7 +280,7 @@ def _point_extract_configs(cfg: SweepConfig, rcfg: ReproduceConfig, plan: dict, 
 
 def sweep(cfg: SweepConfig, progress: ProgressFactory = silent, log=print, command: str = "the same command") -> dict:
     """Run (or resume) the grid; returns sweep.json's content. Ctrl-C is an Interrupted naming what was kept."""
-    from hairdiff.core.manifest import MANIFEST, bind
+    from hairdiff.core.manifest import bind
     from hairdiff.core.paths import check_output_dir
 
     t0 = time.perf_counter()
@@ -289,10 +289,9 @@ def sweep(cfg: SweepConfig, progress: ProgressFactory = silent, log=print, comma
     rcfg = cfg.reproduce_config()
     settings = cfg.shared_settings()
     fix = "pass another --out, or the shared settings this folder was made with (the grid itself may change)"
-    if (out / MANIFEST).exists():
-        bind(out, "sweep", settings, fix=fix)  # refuses a changed folder before anything in it is written
-    plan = _split_plan(rcfg)
-    bind(out, "sweep", settings, fix=fix)
+    chosen = checked_splits(rcfg)  # reproduce's checks: --out outside stores, ids files, no test image trained on
+    bind(out, "sweep", settings, fix=fix)  # refuses a changed folder before anything in it is written
+    plan = _write_splits(chosen)
     points = cfg.points
     rows_pro = cfg.provenance()
     log(f"sweep of {len(points)} points ({len(cfg.grid_timesteps)} timesteps x {len(cfg.grid_prompts)} prompts x "
