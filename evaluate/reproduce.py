@@ -21,13 +21,13 @@ from hairdiff.evaluate.recipes import HELD_OUT, SPLITS, Recipe, provenance, reci
 
 
 @dataclass(kw_only=True)
-class ReproduceConfig:
+class ExperimentOptions:
+    """The options `reproduce` and `sweep` share: which data, which backbone, how much, where."""
     dataset: Literal["figaro", "celebamask", "facesynthetics"] = option(
         help="figaro | celebamask | facesynthetics (the paper's three datasets)")
     root: str = option(help="the dataset's root in its published layout")
     model: str = option("CompVis/stable-diffusion-v1-3", help="the backbone: hub id, local folder, or 'tiny' "
                                                               "(a CPU smoke run of the same steps)")
-    out: str = option("reproduce", help="folder for the splits, run, evaluation and report")
     limit: int | None = option(None, help="only the first N images of each split (a smoke run)")
     iters: int | None = option(None, help="training iterations (default: the recipe's)")
     ids_train: str | None = option(None, help="ids file of the training images (with --ids-test: your own split)")
@@ -46,6 +46,11 @@ class ReproduceConfig:
         if bool(self.ids_train) != bool(self.ids_test):
             raise UsageError("--ids-train and --ids-test go together: pass both, or neither for the dataset's split")
         check_device(self.device)
+
+
+@dataclass(kw_only=True)
+class ReproduceConfig(ExperimentOptions):
+    out: str = option("reproduce", help="folder for the splits, run, evaluation and report")
 
     @property
     def recipe(self) -> Recipe:

@@ -21,14 +21,14 @@ import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 from hairdiff.core.errors import Interrupted, UsageError
 from hairdiff.core.fields import at_least, option
 from hairdiff.core.files import atomic_write, atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
-from hairdiff.evaluate.recipes import OPTION, SPLITS, Recipe, table
-from hairdiff.evaluate.reproduce import ReproduceConfig, _write_splits, checked_splits, extract_config, train_config
+from hairdiff.evaluate.recipes import OPTION, Recipe, table
+from hairdiff.evaluate.reproduce import (ExperimentOptions, ReproduceConfig, _write_splits, checked_splits,
+                                        extract_config, train_config)
 
 AXES = ("timestep", "prompt", "taps")
 TAP_SET_NAMES = ("unet", "odise")  # extract/taps.py TAP_SETS; kept here so validating loads no torch
@@ -107,12 +107,7 @@ def _no_twice(flag: str, text, values: list) -> None:
 
 # --------------------------------------------------------------------------------------------- the config
 @dataclass(kw_only=True)
-class SweepConfig:
-    dataset: Literal["figaro", "celebamask", "facesynthetics"] = option(
-        help="figaro | celebamask | facesynthetics")
-    root: str = option(help="the dataset's root in its published layout")
-    model: str = option("CompVis/stable-diffusion-v1-3", help="the backbone: hub id, local folder, or 'tiny' (a CPU "
-                                                              "smoke run of the same steps)")
+class SweepConfig(ExperimentOptions):
     out: str = option("sweep", help="folder for points/<name>/{run,eval}, sweep.json, sweep.md, sweep.png")
     timesteps: str = option("0", help=f"the timesteps to try, comma-separated integers 0..{MAX_TIMESTEP} "
                                       "(e.g. 0,25,50,100,200)")
@@ -124,27 +119,14 @@ class SweepConfig:
     taps: str = option("unet", help="the tap sets to try, comma-separated: unet, odise")
     views: str | None = option(None, help="the training split's views for every point (default: the recipe's; "
                                           "'none' for the images only)")
-    limit: int | None = option(None, help="only the first N images of each split (a smoke run)")
-    iters: int | None = option(None, help="training iterations of every point (default: the recipe's)")
-    ids_train: str | None = option(None, help="ids file of the training images (with --ids-test: your own split)")
-    ids_test: str | None = option(None, help="ids file of the test images")
-    cache_root: str | None = option(None, help="where stores live (default $HAIRDIFF_CACHE or ~/.cache/hairdiff)")
-    device: str = option("auto", help="auto | cpu | cuda | cuda:N")
     scheduler: str | None = option(None, help="Dask: extract the points' stores on a cluster, local:N (N worker "
                                               "processes) or tcp://HOST:PORT; training and scoring stay here")
     stop_after: int | None = option(None, help="finish this many more points, then stop (the same command "
                                                "continues)")
 
     def __post_init__(self):
-        from hairdiff.core.devices import check_device
-
-        if self.dataset not in SPLITS:
-            raise UsageError(f"--dataset {self.dataset!r}: use one of {', '.join(SPLITS)}")
-        if self.limit is not None and self.limit < 2:
-            raise UsageError(f"--limit {self.limit}: use 2 or more (one image to train on, one to score)")
-        at_least(self, 1, "iters", "stop_after")
-        if bool(self.ids_train) != bool(self.ids_test):
-            raise UsageError("--ids-train and --ids-test go together: pass both, or neither for the dataset's split")
+        super().__post_init__()  # dataset, limit, iters, ids files, device
+        at_least(self, 1, "stop_after")
         self.grid_timesteps = parse_timesteps(self.timesteps)
         self.grid_taps = parse_taps(self.taps)
         prompts = list(self.prompts) if self.prompts is not None else []
@@ -165,7 +147,6 @@ class SweepConfig:
             from hairdiff.extract.views import parse_views
 
             parse_views(self.views)
-        check_device(self.device)
         if self.scheduler and not (re.fullmatch(r"local:[1-9]\d*", self.scheduler)
                                    or self.scheduler.startswith(("tcp://", "tls://"))):
             raise UsageError(f"--scheduler {self.scheduler!r}: use local:N (N worker processes) or tcp://HOST:PORT")
