@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from hairdiff.core.errors import DatasetError
 from hairdiff.core.files import atomic_write
 from hairdiff.core.labels import IGNORE
 from hairdiff.core.progress import ProgressFactory, silent
@@ -58,7 +59,7 @@ def _sources(store):
         reader = get_reader(store.dataset)
         originals = [store.ids[i] for i in store.layout.originals()]
         refs = {r.id: r for r in reader.list_samples(Path(store.root), store.split, originals)}
-    except Exception:  # noqa: BLE001 - the dataset moved or is not mounted here: labels alone still show
+    except (DatasetError, OSError):  # the dataset moved or is not mounted here: the labels alone still show
         return None
     fp_views = (store.fingerprint_inputs or {}).get("views") or {}
     return reader, refs, parse_views(store.layout.recipe), int(fp_views.get("seed", 0))
