@@ -12,6 +12,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 __import__("pipeline").use_checkout()
 from hairdiff.extract.tiny import tiny_model_path  # noqa: E402
+
 out = Path(sys.argv[1])
 # --half: save float16 weights (half the bytes to write and load; the benchmarks run in float16 anyway)
 half = "--half" in sys.argv[2:]

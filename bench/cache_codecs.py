@@ -20,7 +20,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numcodecs
 import numpy as np
 from numcodecs import LZ4, Blosc, Zstd
 from rich.console import Console

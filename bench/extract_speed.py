@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from report import checkout_on_path, table, write
 
 checkout_on_path()

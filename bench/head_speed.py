@@ -27,15 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from report import checkout_on_path, table, write
 
 checkout_on_path()
+from hairdiff.model.mask2former.batch_criterion import build_batch_criterion  # noqa: E402
+from hairdiff.model.mask2former.criterion import batch_loss, build_criterion, sample_seed  # noqa: E402
+from hairdiff.model.mask2former.head import HeadConfig, Mask2FormerHead, build_head_config, semantic_probs  # noqa: E402
+from hairdiff.model.mask2former.targets import semantic_targets  # noqa: E402
 from hairdiff.train.host_syncs import HostSyncCounter  # noqa: E402
-from hairdiff.train.mask2former.batch_criterion import build_batch_criterion  # noqa: E402
-from hairdiff.train.mask2former.criterion import batch_loss, build_criterion, sample_seed  # noqa: E402
-from hairdiff.train.mask2former.head import HeadConfig, Mask2FormerHead, build_head_config, semantic_probs  # noqa: E402
-from hairdiff.train.mask2former.targets import semantic_targets  # noqa: E402
 from hairdiff.train.optim import build_optimizer, param_groups  # noqa: E402
 from hairdiff.train.step import TrainStep  # noqa: E402
 

@@ -34,7 +34,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
 from report import checkout_on_path, table, write
 
 checkout_on_path()
@@ -303,7 +302,7 @@ def bench_decode(tmp: Path, r: int, seconds: float) -> dict:
 
     from hairdiff.demo.hairlike import make_hairlike_dataset
     from hairdiff.extract.loading import DecodeDataset
-    from hairdiff.extract.readers import get_reader
+    from hairdiff.extract.readers.registry import get_reader
 
     root = tmp / "jpeg"
     make_hairlike_dataset(root, n=16, size=r, seed=0)

@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
-
 from report import checkout_on_path, table, write
 
 checkout_on_path()
@@ -48,8 +46,8 @@ class Trainer:
     """A head, batched criterion, optimizer and step as train/loop.py builds them."""
 
     def __init__(self, levels, cfg: TrainConfig, device: str):
-        from hairdiff.train.mask2former.batch_criterion import build_batch_criterion
-        from hairdiff.train.mask2former.head import Mask2FormerHead
+        from hairdiff.model.mask2former.batch_criterion import build_batch_criterion
+        from hairdiff.model.mask2former.head import Mask2FormerHead
         from hairdiff.train.optim import build_optimizer
         from hairdiff.train.step import StepLog, TrainStep
 

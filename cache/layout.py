@@ -19,6 +19,7 @@ import numpy as np
 from hairdiff.core.errors import CacheError
 
 ORIGINAL = "original"
+VIEW_SEP = "@"  # a view sample's id is <id>@<view>: dataset ids may not hold it (extract/readers/base.py)
 
 
 @dataclass(frozen=True)
@@ -119,4 +120,4 @@ class ViewLayout:
         base = [str(i) for i in image_ids]
         if len(base) != self.num_images:
             raise ValueError(f"{len(base)} ids for a layout of {self.num_images} images")
-        return base + [f"{i}@{v}" for v in self.names[1:] for i in base]
+        return base + [f"{i}{VIEW_SEP}{v}" for v in self.names[1:] for i in base]

@@ -1,4 +1,4 @@
-"""The `pipeline` command: mounts each stage's command and is the one place that turns errors into exits.
+"""The `pipeline` command: mounts each stage's command; cli/guard.py turns errors into exits.
 
 A user's mistake (a `HairdiffError`, or an option the parser rejects) is one line on stderr and exit
 status 2 (1 for a run stopped on bad input or a failed write, 3 for divergence); anything else is a bug
@@ -7,11 +7,12 @@ and keeps its traceback. Stage modules are imported only when their command runs
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Callable
+from typing import Annotated
 
 import typer
 
 from hairdiff.cli.config_command import config_command
+from hairdiff.cli.guard import run_guarded
 
 app = typer.Typer(
     help="Fine-grained hair segmentation from frozen Stable Diffusion features (extract -> cache -> train -> eval).",
@@ -43,8 +44,7 @@ def _mount() -> None:
     from hairdiff.cli.train import train
     from hairdiff.demo.run import DemoConfig
     from hairdiff.evaluate.config import EvalConfig, PredictConfig
-    from hairdiff.evaluate.reproduce import ReproduceConfig
-    from hairdiff.evaluate.sweep import SweepConfig
+    from hairdiff.experiments.config import ReproduceConfig, SweepConfig
     from hairdiff.extract.config import ExtractConfig
     from hairdiff.train.config import TrainConfig
 
@@ -62,36 +62,6 @@ def _mount() -> None:
 
 
 _mount()
-
-
-def _click_errors():
-    """The parser's own exception types (typer >= 0.20 carries its own copy of click)."""
-    try:
-        from typer._click import exceptions as e
-    except ImportError:  # older typer: plain click
-        from click import exceptions as e
-    return e.UsageError, typer.Abort
-
-
-def run_guarded(fn: Callable[[], object]) -> int:
-    """Run `fn`; a user's mistake becomes one line on stderr and its exit status."""
-    from hairdiff.core.errors import HairdiffError
-
-    usage_error, abort = _click_errors()
-    try:
-        rc = fn()
-    except HairdiffError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except usage_error as e:
-        where = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) is not None else ""
-        message = e.format_message().replace("Value error, ", "")  # the parser's validator prefix is noise
-        print(f"error: {message}{where}", file=sys.stderr)
-        return 2
-    except (abort, KeyboardInterrupt):
-        print("interrupted", file=sys.stderr)
-        return 130
-    return rc if isinstance(rc, int) else 0
 
 
 def main(argv: list[str] | None = None) -> None:

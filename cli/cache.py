@@ -133,9 +133,8 @@ def verify_command(store: str,
     undecodable, or attributes that disagree with each other or with the store's name (the fingerprint is
     recomputed from its inputs), which --repair does not mend.
     """
-    from hairdiff.cache.verify import damaged_report, open_checked
+    from hairdiff.cache.verify import damaged_report, open_checked, verify
     from hairdiff.cache.verify import repair as repair_store
-    from hairdiff.cache.verify import verify
     from hairdiff.core.errors import StoreWriteError, VerifyError
 
     st, damaged = open_checked(store, mode="r+" if repair else "r")

@@ -8,8 +8,7 @@ from rich.table import Table
 
 from hairdiff.cli.progress import err, rich_progress
 from hairdiff.demo.run import DemoConfig
-
-KEYS = ("mIoU", "accuracy", "precision", "f1", "hair_iou", "boundary_f")
+from hairdiff.evaluate.metrics import SUMMARY_KEYS as KEYS
 
 
 def demo(cfg: DemoConfig) -> None:

@@ -8,8 +8,7 @@ from rich.table import Table
 
 from hairdiff.cli.progress import err, rich_progress
 from hairdiff.evaluate.config import EvalConfig, PredictConfig
-
-TABLE_KEYS = ("mIoU", "accuracy", "precision", "f1", "hair_iou", "hair_f1", "boundary_f")
+from hairdiff.evaluate.metrics import TABLE_KEYS
 
 
 def evaluate(cfg: EvalConfig) -> None:

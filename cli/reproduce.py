@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hairdiff.cli.progress import err, rich_progress
-from hairdiff.evaluate.reproduce import ReproduceConfig
+from hairdiff.experiments.config import ReproduceConfig
 
 
 def reproduce(cfg: ReproduceConfig) -> None:
@@ -12,14 +12,14 @@ def reproduce(cfg: ReproduceConfig) -> None:
 
     The paper fixes the backbone (SD v1-3, frozen), prompt, timestep, head (Mask2Former) and datasets; the rest
     of the recipe follows Mask2Former's ADE20K semantic config, NVlabs/ODISE, or our choices, and the table
-    printed first gives every setting with its source (evaluate/recipes.py). Writes OUT/report.md and
+    printed first gives every setting with its source (core/recipe.py). Writes OUT/report.md and
     OUT/report.json (our pooled and per-image rows beside the paper's), OUT/eval/ (metrics, overlays) and
     OUT/run/. Running the same command again resumes where it stopped. With --model tiny --limit N it is a
     CPU smoke run of every step.
     """
     from hairdiff.core.errors import Interrupted
     from hairdiff.evaluate.report import coverage_text
-    from hairdiff.evaluate.reproduce import reproduce as run
+    from hairdiff.experiments.reproduce import reproduce as run
 
     kept: dict = {}
     try:
@@ -44,7 +44,7 @@ def _what_was_kept(kept: dict) -> str:
         said.append(f"{stats.computed} samples computed into the {part} store {stats.store}" if stats.store
                     else f"nothing of the {part} store yet")
     if "train" in kept and not kept.get("trained"):
-        from hairdiff.train.checkpoint import latest_checkpoint, read_checkpoint_state
+        from hairdiff.model.checkpoints import latest_checkpoint, read_checkpoint_state
 
         ckpt = latest_checkpoint(kept["train"].out)
         said.append(f"the run's checkpoint {ckpt} (iteration {read_checkpoint_state(ckpt)['iteration']} of "

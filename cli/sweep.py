@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from hairdiff.cli.progress import err, rich_progress
-from hairdiff.evaluate.sweep import SweepConfig
+from hairdiff.experiments.config import SweepConfig
 
 MULTI_VALUE = ("--prompts",)  # options that take every value up to the next option
 
@@ -49,7 +49,7 @@ def sweep(cfg: SweepConfig) -> None:
     others from their stores and checkpoints; points may be added to the grid, other shared settings are refused.
     With --scheduler the points' stores are extracted on a Dask cluster.
     """
-    from hairdiff.evaluate.sweep import sweep as run
+    from hairdiff.experiments.sweep import sweep as run
 
     command = "`" + " ".join(["pipeline", *map(shlex.quote, sys.argv[1:])]) + "`" if sys.argv[1:2] == ["sweep"] \
         else "the same command"

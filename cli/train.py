@@ -31,9 +31,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> None:
     check_output_dir(cfg.out, "--out")
     if cfg.nproc > 1 and not under_launcher():
         payload = json.dumps({"config": to_dict(cfg), "progress": progress})
-        code = launch(cfg.nproc, "hairdiff.cli.train", {CONFIG_ENV: payload})
-        if code:
-            raise SystemExit(code)
+        launch(cfg.nproc, "hairdiff.cli.train", {CONFIG_ENV: payload})
         return  # rank 0 printed the summary and the run folder
     _train_here(cfg, progress)
 
@@ -72,8 +70,8 @@ def _validation(cfg: TrainConfig, device, say=None):
     if cfg.val is None:
         return None
     from hairdiff.cache import FeatureStore
-    from hairdiff.cli.evaluate import TABLE_KEYS
     from hairdiff.evaluate.config import EvalConfig
+    from hairdiff.evaluate.metrics import TABLE_KEYS
     from hairdiff.evaluate.run import score_head
     from hairdiff.train.validation import Validation
 
@@ -110,7 +108,8 @@ def _print_summary(s: dict) -> None:
 
 def _announce(cfg: TrainConfig) -> None:
     """Before the first batch: what the run trains on, and for --resume where it starts."""
-    from hairdiff.train.checkpoint import latest_checkpoint, read_checkpoint_state, read_run_json
+    from hairdiff.model.checkpoints import latest_checkpoint, read_checkpoint_state
+    from hairdiff.model.trained import read_run_json
     from hairdiff.train.data import open_stores
 
     stores = open_stores(cfg.cache)
@@ -131,7 +130,7 @@ def _announce(cfg: TrainConfig) -> None:
 
 def _what_was_kept(cfg: TrainConfig) -> str:
     """The one line for Ctrl-C: the checkpoint that survives, and the command that continues from it."""
-    from hairdiff.train.checkpoint import latest_checkpoint, read_checkpoint_state
+    from hairdiff.model.checkpoints import latest_checkpoint, read_checkpoint_state
 
     out = Path(cfg.out)
     try:  # the last iteration logged (rows are flushed one by one)
@@ -157,6 +156,6 @@ def _child() -> None:
 
 
 if __name__ == "__main__":
-    from hairdiff.cli import run_guarded
+    from hairdiff.cli.guard import run_guarded
 
     sys.exit(run_guarded(_child))

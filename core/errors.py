@@ -109,6 +109,12 @@ class Interrupted(HairdiffError):
     exit_code = 130
 
 
+class TrainingProcessFailed(HairdiffError):
+    """A process of a data-parallel training failed; it printed its own error first."""
+
+    exit_code = 1
+
+
 class TrainingDiverged(HairdiffError):
     """The loss or the gradient became NaN/inf; the last good checkpoint is kept."""
 

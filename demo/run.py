@@ -31,6 +31,9 @@ class DemoConfig:
 
 def run_demo(cfg: DemoConfig, progress: ProgressFactory = silent, log=print) -> dict:
     """Builds the data, extracts both splits, trains, evaluates; returns the held-out metrics."""
+    from hairdiff.cache.distinct import check_distinct
+    from hairdiff.core.manifest import bind
+    from hairdiff.core.paths import check_output_dir
     from hairdiff.demo.hairlike import make_hairlike_dataset
     from hairdiff.evaluate.config import EvalConfig
     from hairdiff.evaluate.run import evaluate_run
@@ -38,10 +41,6 @@ def run_demo(cfg: DemoConfig, progress: ProgressFactory = silent, log=print) -> 
     from hairdiff.extract.runner import ExtractStats, run_local
     from hairdiff.train.config import TrainConfig
     from hairdiff.train.loop import train
-
-    from hairdiff.cache.distinct import check_distinct
-    from hairdiff.core.manifest import bind
-    from hairdiff.core.paths import check_output_dir
 
     t0 = time.perf_counter()
     out = Path(cfg.out)

@@ -34,6 +34,8 @@ which implies mIoU >= 96.62.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from hairdiff.core.labels import CLASS_NAMES, IGNORE
@@ -95,8 +97,32 @@ def scores(conf: np.ndarray) -> dict:
     return out
 
 
-# The per-image metrics that are averaged over images (the per-image reading).
-PER_IMAGE_KEYS = ("mIoU", "accuracy", "precision", "f1", "hair_iou", "hair_f1")
+@dataclass(frozen=True)
+class Metric:
+    """A reported metric: key (metrics.json's name), label (tables' header), paper (one of eq. 7-10),
+    per_image (also averaged over images, the per-image reading), summary (in one-line summaries: the demo)."""
+
+    key: str
+    label: str
+    paper: bool = False
+    per_image: bool = True
+    summary: bool = True
+
+
+# Every metric the commands report, in the order tables and reports show them: the one owner of that list.
+METRICS = (
+    Metric("mIoU", "mIoU", paper=True),
+    Metric("accuracy", "accuracy", paper=True),
+    Metric("precision", "precision", paper=True),
+    Metric("f1", "F1", paper=True),
+    Metric("hair_iou", "hair IoU"),
+    Metric("hair_f1", "hair F1", summary=False),
+    Metric("boundary_f", "boundary F", per_image=False),
+)
+TABLE_KEYS = tuple(m.key for m in METRICS)
+PAPER_KEYS = tuple(m.key for m in METRICS if m.paper)
+PER_IMAGE_KEYS = tuple(m.key for m in METRICS if m.per_image)  # averaged over images (the per-image reading)
+SUMMARY_KEYS = tuple(m.key for m in METRICS if m.summary)
 
 
 def per_image_means(rows: list[dict]) -> dict:

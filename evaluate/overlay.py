@@ -22,7 +22,7 @@ def key_text(key=EVAL_KEY) -> str:
     return ", ".join(f"{name} = {meaning}" for name, _, meaning in key)
 
 
-def _tint(out: np.ndarray, sel: np.ndarray, colour, alpha: float) -> None:
+def tint(out: np.ndarray, sel: np.ndarray, colour, alpha: float) -> None:
     out[sel] = (1 - alpha) * out[sel] + alpha * np.array(colour, np.float32)
 
 
@@ -34,12 +34,12 @@ def overlay(image: np.ndarray | None, pred: np.ndarray, gt: np.ndarray, alpha: f
     out = base.astype(np.float32)
     valid = gt != IGNORE
     for colour, sel in ((TP, (pred == 1) & (gt == 1)), (FP, (pred == 1) & (gt == 0)), (FN, (pred == 0) & (gt == 1))):
-        _tint(out, sel & valid, colour, alpha)
-    _tint(out, ~valid, IGNORED, alpha)
+        tint(out, sel & valid, colour, alpha)
+    tint(out, ~valid, IGNORED, alpha)
     return out.clip(0, 255).astype(np.uint8)
 
 
-def _font(size: int):
+def label_font(size: int):
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, ImportError, OSError):  # Pillow without FreeType: the fixed bitmap font
@@ -51,7 +51,7 @@ def with_key(picture: np.ndarray, key=EVAL_KEY) -> np.ndarray:
     rows; the canvas widens when the picture is narrower than one entry, the picture stays top-left."""
     h, w = picture.shape[:2]
     size = int(np.clip(w // 40, 12, 28))
-    font, pad = _font(size), max(2, size // 3)
+    font, pad = label_font(size), max(2, size // 3)
     entries = [(colour, meaning, size + pad + int(np.ceil(font.getlength(meaning)))) for _, colour, meaning in key]
     width = max(w, max(e[2] for e in entries) + 2 * pad)
     rows, row, used = [], [], pad
@@ -84,5 +84,5 @@ def save_overlay(path: Path, image, pred, gt) -> None:
 def mask_overlay(image: np.ndarray, pred: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """`pipeline predict`'s overlay: predicted hair tinted green, its key under the picture."""
     out = image.astype(np.float32)
-    _tint(out, pred == 1, TP, alpha)
+    tint(out, pred == 1, TP, alpha)
     return with_key(out.clip(0, 255).astype(np.uint8), PREDICT_KEY)

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from hairdiff.cache import fingerprint
-from hairdiff.cache.quantize import round_trip
 from hairdiff.cache.geometry import letterbox_image, unletterbox
+from hairdiff.cache.quantize import round_trip
 from hairdiff.core.devices import resolve_device
 from hairdiff.core.errors import BadInputStop, BadSampleError, RunMismatchError, UsageError
 from hairdiff.evaluate.config import PredictConfig, check_run_dir
@@ -20,6 +20,7 @@ from hairdiff.evaluate.overlay import mask_overlay
 # The image files a folder contributes (the folder dataset's own list, so both commands read the same files).
 from hairdiff.extract.readers.base import list_files
 from hairdiff.extract.readers.folder import IMAGE_EXT
+from hairdiff.model.trained import head_source, load_head
 
 
 def describe_head(source: dict) -> str:
@@ -72,7 +73,7 @@ def _model_arg(identity: dict, override: str | None) -> str:
 def segment(fx, head, images: list[np.ndarray], resolution: int) -> list[torch.Tensor]:
     """Class probabilities (K, H, W) at each image's own size, from one backbone pass over the batch."""
     from hairdiff.extract.loading import to_model_input
-    from hairdiff.train.mask2former.head import semantic_probs
+    from hairdiff.model.mask2former.head import semantic_probs
 
     bb = fx.bb
     x = to_model_input([letterbox_image(img, resolution) for img in images], bb.device, bb.dtype)
@@ -103,7 +104,6 @@ def _load(cfg: PredictConfig, source: dict):
     features, checked."""
     from hairdiff.extract.backbone import load_backbone
     from hairdiff.extract.features import FeatureExtractor
-    from hairdiff.train.checkpoint import load_head
 
     run_dir, device = Path(cfg.run), str(resolve_device(cfg.device))
     head, meta = load_head(run_dir, device=device, source=source)
@@ -129,69 +129,78 @@ def predict_images(cfg: PredictConfig, warn=None, say=None) -> list[dict]:
     ({"run", "head", "predictions": rows}).
 
     Every path is checked before anything is loaded. The head is the one `pipeline eval` scores: RUN/best/
-    when the run validated and cfg.best, else the final one (train.checkpoint.head_source); say(message) is
+    when the run validated and cfg.best, else the final one (model.trained.head_source); say(message) is
     told which. The backbone, taps, prompt, timestep, resolution and noise seed come from the run's
     fingerprint inputs; `cfg.model` overrides where the backbone is loaded from (the fingerprint check still
     applies). An image that cannot be read stops the run (BadInputStop, predictions.json lists what was
     done) or, with on_error="skip", becomes a row {"image", "error"} and warn(message). Rows follow the
     order of the images.
     """
-    from hairdiff.train.checkpoint import head_source
-
     paths = image_paths(cfg.images)
     check_run_dir(cfg.run)
     source = head_source(Path(cfg.run), cfg.best)
     if say is not None:
         say(describe_head(source))
     head, fx, resolution = _load(cfg, source)
-    out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict | None] = [None] * len(paths)
-    used: set[str] = set()
-    pending: list[tuple[int, Path, np.ndarray]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        for (k, path, img), prob in zip(pending, segment(fx, head, [p[2] for p in pending], resolution)):
-            pred = prob.argmax(0).to(torch.uint8).cpu().numpy()
-            stem = path.stem
-            while stem in used:  # a.jpg from two folders must not overwrite each other's mask
-                stem += "_"
-            used.add(stem)
-            Image.fromarray(pred * 255).save(out_dir / f"{stem}_mask.png")
-            Image.fromarray(mask_overlay(img, pred)).save(out_dir / f"{stem}_overlay.png")
-            rows[k] = {"image": str(path), "mask": str(out_dir / f"{stem}_mask.png"),
-                       "overlay": str(out_dir / f"{stem}_overlay.png"), "height": img.shape[0],
-                       "width": img.shape[1], "hair_fraction": float(pred.mean())}
-        pending.clear()
-
-    def done() -> list[dict]:
-        kept = [r for r in rows if r is not None]
-        record = {"run": str(cfg.run), "head": head_record(source), "predictions": kept}
-        (out_dir / "predictions.json").write_text(json.dumps(record, indent=2))
-        return kept
-
+    out = _Predictions(cfg, source, len(paths), lambda images: segment(fx, head, images, resolution))
     for k, path in enumerate(paths):
         try:
             img = _read(path)
         except BadSampleError as e:
             if cfg.on_error == "stop":
-                flush()  # the images before this one are kept
-                n = len(done())
+                out.flush()  # the images before this one are kept
+                n = len(out.save())
                 raise BadInputStop(f"{e}; stopped there (--on-error stop): the {n} image(s) before it are in "
-                                   f"{out_dir / 'predictions.json'}; pass --on-error skip to go on past unreadable "
-                                   "images") from None
-            rows[k] = {"image": str(path), "error": str(e)}
+                                   f"{out.json}; pass --on-error skip to go on past unreadable images") from None
+            out.rows[k] = {"image": str(path), "error": str(e)}
             if warn is not None:
                 warn(f"skipped {e}")
             continue
-        pending.append((k, path, img))
-        if len(pending) == cfg.batch_size:
-            flush()
-    flush()
-    kept = done()
+        out.add(k, path, img)
+    out.flush()
+    kept = out.save()
     if not any("mask" in r for r in kept):
         raise BadInputStop(f"none of the {len(paths)} image(s) could be read; each is listed with its reason in "
-                           f"{out_dir / 'predictions.json'}")
+                           f"{out.json}")
     return kept
+
+
+class _Predictions:
+    """predict's outputs: images segmented a batch at a time, each mask and overlay written under a stem of its
+    own, and predictions.json with a row per image in the images' order."""
+
+    def __init__(self, cfg: PredictConfig, source: dict, n: int, segment_batch):
+        self.cfg, self.source, self.segment_batch = cfg, source, segment_batch
+        self.dir = Path(cfg.out)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.json = self.dir / "predictions.json"
+        self.rows: list[dict | None] = [None] * n
+        self.used: set[str] = set()
+        self.pending: list[tuple[int, Path, np.ndarray]] = []
+
+    def add(self, k: int, path: Path, img: np.ndarray) -> None:
+        self.pending.append((k, path, img))
+        if len(self.pending) == self.cfg.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        for (k, path, img), prob in zip(self.pending, self.segment_batch([p[2] for p in self.pending])):
+            pred = prob.argmax(0).to(torch.uint8).cpu().numpy()
+            stem = path.stem
+            while stem in self.used:  # a.jpg from two folders must not overwrite each other's mask
+                stem += "_"
+            self.used.add(stem)
+            Image.fromarray(pred * 255).save(self.dir / f"{stem}_mask.png")
+            Image.fromarray(mask_overlay(img, pred)).save(self.dir / f"{stem}_overlay.png")
+            self.rows[k] = {"image": str(path), "mask": str(self.dir / f"{stem}_mask.png"),
+                            "overlay": str(self.dir / f"{stem}_overlay.png"), "height": img.shape[0],
+                            "width": img.shape[1], "hair_fraction": float(pred.mean())}
+        self.pending.clear()
+
+    def save(self) -> list[dict]:
+        kept = [r for r in self.rows if r is not None]
+        record = {"run": str(self.cfg.run), "head": head_record(self.source), "predictions": kept}
+        self.json.write_text(json.dumps(record, indent=2))
+        return kept

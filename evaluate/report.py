@@ -6,10 +6,10 @@ import math
 from pathlib import Path
 
 from hairdiff.core.files import atomic_write
+from hairdiff.evaluate.metrics import PAPER_KEYS as KEYS
 from hairdiff.evaluate.overlay import key_text
 from hairdiff.evaluate.paper import one_reading_bound, paper_rows
 
-KEYS = ("mIoU", "accuracy", "precision", "f1")
 POOLED, PER_IMAGE = "pooled", "per-image mean"
 RANDOM_WEIGHTS = "random-weight test model: these numbers say nothing about the method"
 

@@ -19,7 +19,6 @@ from hairdiff.evaluate.metrics import PER_IMAGE_KEYS, confusion_matrix, per_imag
 from hairdiff.evaluate.overlay import save_overlay
 from hairdiff.evaluate.report import to_json, write_report
 
-
 # Which number is which in metrics.json (evaluate/metrics.py explains both readings).
 READINGS = {"pooled": "top-level mIoU, accuracy, precision, f1, hair_*, mean_class_accuracy: one confusion "
                       "matrix summed over the split's pixels",
@@ -28,7 +27,7 @@ READINGS = {"pooled": "top-level mIoU, accuracy, precision, f1, hair_*, mean_cla
 
 def predict_batch(head, feats: dict, device, resolution: int) -> torch.Tensor:
     """(B, K, R, R) class probabilities at the store resolution from cached (B, C, H, W) features."""
-    from hairdiff.train.mask2former.head import semantic_probs
+    from hairdiff.model.mask2former.head import semantic_probs
 
     # The head trained on the cached fp16 values cast to float32 (train.loop); do the same here.
     x = {k: torch.from_numpy(np.asarray(v)).to(device).float() for k, v in feats.items()}
@@ -45,7 +44,7 @@ def to_annotation(prob: torch.Tensor, orig_size, label_size) -> np.ndarray:
 def _original_image(store: FeatureStore, i: int):
     """The image for overlays: the store holds features only, so read it from the dataset root if reachable."""
     try:
-        from hairdiff.extract.readers import get_reader
+        from hairdiff.extract.readers.registry import get_reader
 
         reader = get_reader(store.dataset)
         ref = reader.list_samples(Path(store.root), store.split, [store.ids[i]])[0]
@@ -132,7 +131,7 @@ def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=No
     annotation at its own resolution; the confusion matrix and boundary counts are summed over the split.
     warn(message): told at the start when the store is one the run trained on.
     """
-    from hairdiff.train.checkpoint import head_source, load_head
+    from hairdiff.model.trained import head_source, load_head
 
     run_dir, out_dir, batch_size = Path(cfg.run), Path(cfg.out), cfg.batch_size
     check_run_dir(run_dir)

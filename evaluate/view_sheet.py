@@ -21,7 +21,7 @@ from hairdiff.core.errors import DatasetError
 from hairdiff.core.files import atomic_write
 from hairdiff.core.labels import IGNORE
 from hairdiff.core.progress import ProgressFactory, silent
-from hairdiff.evaluate.overlay import IGNORED, NO_IMAGE, TP, _font, _tint, with_key
+from hairdiff.evaluate.overlay import IGNORED, NO_IMAGE, TP, label_font, tint, with_key
 
 VIEW_KEY = (("green", TP, "hair (the label the store holds)"),
             ("grey", IGNORED, "ignore (canvas, letterbox or dataset padding: not trained on)"))
@@ -33,11 +33,11 @@ def _panel(image: np.ndarray | None, label: np.ndarray, caption: str) -> np.ndar
     base = np.full((h, w, 3), NO_IMAGE, np.uint8) if image is None else np.asarray(
         Image.fromarray(image).convert("RGB").resize((w, h), Image.BILINEAR))
     out = base.astype(np.float32)
-    _tint(out, label == 1, TP, 0.5)
-    _tint(out, label == IGNORE, IGNORED, 0.6)
+    tint(out, label == 1, TP, 0.5)
+    tint(out, label == IGNORE, IGNORED, 0.6)
     scale = PANEL / max(h, w)
     pic = Image.fromarray(out.clip(0, 255).astype(np.uint8)).resize((max(1, round(w * scale)), max(1, round(h * scale))))
-    font = _font(12)
+    font = label_font(12)
     canvas = Image.new("RGB", (PANEL, pic.height + 18), (255, 255, 255))
     canvas.paste(pic, (0, 0))
     ImageDraw.Draw(canvas).text((2, pic.height + 2), caption, fill=(0, 0, 0), font=font)
@@ -52,7 +52,7 @@ def _row(panels: list[np.ndarray]) -> np.ndarray:
 
 def _sources(store):
     """(reader, {id: ref}, views, seed) to re-render views from the dataset, or None when it is unreachable."""
-    from hairdiff.extract.readers import get_reader
+    from hairdiff.extract.readers.registry import get_reader
     from hairdiff.extract.views import parse_views
 
     try:

@@ -31,10 +31,9 @@ def set_sdpa(backbone, on: bool) -> None:
 def compile_blocks(backbone) -> int:
     """torch.compile the forward of every resnet and transformer block, not the whole networks: the tap hooks
     (and the early stop after the last tap) stay in eager Python around the compiled blocks."""
+    import torch._dynamo
     from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.transformers.transformer_2d import Transformer2DModel
-
-    import torch._dynamo
 
     # One compiled graph per distinct block shape: SD 1.x has more resnet shapes than dynamo's default
     # limit of 8, past which it would quietly fall back to eager.

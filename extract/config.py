@@ -12,9 +12,9 @@ from typing import Literal
 from hairdiff.core.devices import DTYPE_NAMES, check_device, check_dtype
 from hairdiff.core.errors import UsageError
 from hairdiff.core.fields import at_least, option
+from hairdiff.core.recipe import FULL
+from hairdiff.extract.readers.registry import names
 
-DATASETS = ("figaro", "celebamask", "facesynthetics", "folder")
-Dataset = Literal["figaro", "celebamask", "facesynthetics", "folder"]
 Precision = Literal["fp16", "int8"]
 OnError = Literal["stop", "skip"]
 
@@ -28,20 +28,24 @@ def default_writers() -> int:
 MAX_TIMESTEP = 999
 
 
+def check_scheduler(scheduler: str | None) -> None:
+    """UsageError unless --scheduler is absent, local:N or a scheduler address (tcp:// or tls://)."""
+    if scheduler and not (re.fullmatch(r"local:[1-9]\d*", scheduler) or scheduler.startswith(("tcp://", "tls://"))):
+        raise UsageError(f"--scheduler {scheduler!r}: use local:N (N worker processes) or tcp://HOST:PORT")
+
+
 @dataclass(kw_only=True)
 class ExtractConfig:
-    dataset: Dataset = option(help="figaro | celebamask | facesynthetics | folder")
+    dataset: str = option(help=f"the dataset's layout: {' | '.join(names())} (extract/readers/)")
     root: str = option(help="dataset root in its published layout")
-    split: str | None = option(None, help="figaro: Training/Testing; celebamask: train/val/test/all; "
-                                           "facesynthetics: train/val/test/all; folder: all or a subfolder name. "
-                                           "Default: all, or Figaro's Training")
-    model: str = option("CompVis/stable-diffusion-v1-3",
-                        help="hub id, local diffusers folder, .safetensors/.ckpt file, or 'tiny'")
+    split: str | None = option(None, help="a split of the dataset (an unknown one is refused, naming the "
+                                           "dataset's splits). Default: all, or the paper's training split")
+    model: str = option(FULL.model, help="hub id, local diffusers folder, .safetensors/.ckpt file, or 'tiny'")
     revision: str | None = option(None, help="hub revision (branch, tag or commit)")
-    prompt: str = option("A photo of a hair.", help="text conditioning of the UNet")
-    timestep: int = option(0, help=f"diffusion timestep the latent is noised to (0..{MAX_TIMESTEP})")
-    resolution: int = option(512, help="images are letterboxed to RESOLUTION x RESOLUTION (a multiple of 64)")
-    taps: str = option("unet", help="'unet' (decoder levels), 'odise', or comma-separated module names")
+    prompt: str = option(FULL.prompt, help="text conditioning of the UNet")
+    timestep: int = option(FULL.timestep, help=f"diffusion timestep the latent is noised to (0..{MAX_TIMESTEP})")
+    resolution: int = option(FULL.resolution, help="images are letterboxed to RESOLUTION x RESOLUTION (a multiple of 64)")
+    taps: str = option(FULL.taps, help="'unet' (decoder levels), 'odise', or comma-separated module names")
     dtype: str = option("auto", help="auto (fp16 on CUDA, fp32 on CPU) | float16 | bfloat16 | float32")
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
     batch_size: str = option("8", help="images per forward pass (halved automatically on out-of-memory), or "
@@ -61,7 +65,7 @@ class ExtractConfig:
                                           "and read) | zstd (~2% smaller, 4-5x slower to encode). Not part of the "
                                           "fingerprint: an existing store keeps its own codec")
     shard_size: int = option(16, help="samples per shard file")
-    seed: int = option(0, help="seed of the one fixed noise tensor (and of the views' random draws)")
+    seed: int = option(FULL.seed, help="seed of the one fixed noise tensor (and of the views' random draws)")
     views: str | None = option(None, help="augmented views extracted besides each image: flip, scale:S1,S2,.., "
                                           "lsj:K (ODISE's large-scale jitter), color:K (Mask2Former's colour "
                                           "jitter), joined by '+' (e.g. flip+scale:0.5,0.75,1.25,1.5; see "
@@ -79,8 +83,8 @@ class ExtractConfig:
         """UsageError naming the first bad option; touches no file, model or store."""
         from hairdiff.extract.taps import check_tap_spec
 
-        if self.dataset not in DATASETS:
-            raise UsageError(f"--dataset {self.dataset!r}: use one of {', '.join(DATASETS)}")
+        if self.dataset not in names():
+            raise UsageError(f"--dataset {self.dataset!r}: use one of {', '.join(names())}")
         if self.resolution < 64 or self.resolution % 64:
             raise UsageError(f"--resolution {self.resolution}: use a multiple of 64 of at least 64 (the UNet "
                              f"downsamples 64x), e.g. 512")
@@ -106,9 +110,7 @@ class ExtractConfig:
         from hairdiff.extract.views import parse_views
 
         parse_views(self.views)
-        if self.scheduler and not (re.fullmatch(r"local:[1-9]\d*", self.scheduler)
-                                   or self.scheduler.startswith(("tcp://", "tls://"))):
-            raise UsageError(f"--scheduler {self.scheduler!r}: use local:N (N worker processes) or tcp://HOST:PORT")
+        check_scheduler(self.scheduler)
 
     def ids_digest(self) -> str | None:
         """An explicit --ids selection is told apart by its file's digest (kept as a store attribute)."""

@@ -8,6 +8,7 @@ import torch
 from hairdiff.cache.geometry import preprocessing_record
 from hairdiff.cache.levels import LevelSpec
 from hairdiff.core.errors import UsageError
+from hairdiff.core.recipe import FULL
 from hairdiff.extract.taps import Tap, with_geometry
 
 NOISE_RULE = "one N(0,1) tensor from torch.Generator(cpu).manual_seed(seed), shared by every image"
@@ -19,8 +20,8 @@ class _Stop(Exception):
 
 
 class FeatureExtractor:
-    def __init__(self, backbone, taps: list[Tap], prompt: str = "A photo of a hair.", timestep: int = 0,
-                 resolution: int = 512, seed: int = 0, precision: str = "fp16"):
+    def __init__(self, backbone, taps: list[Tap], prompt: str = FULL.prompt, timestep: int = FULL.timestep,
+                 resolution: int = FULL.resolution, seed: int = FULL.seed, precision: str = "fp16"):
         if resolution < 64 or resolution % 64:
             raise UsageError(f"--resolution {resolution}: use a multiple of 64 of at least 64 (the UNet downsamples "
                              f"64x)")

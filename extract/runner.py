@@ -28,8 +28,8 @@ from hairdiff.extract.assembly import ShardAssembler, WriterPool
 from hairdiff.extract.compute import ComputeStage
 from hairdiff.extract.config import ExtractConfig
 from hairdiff.extract.loading import decode_loader
-from hairdiff.extract.readers import default_split, get_reader
 from hairdiff.extract.readers.ids import read_ids_file
+from hairdiff.extract.readers.registry import default_split, get_reader
 from hairdiff.extract.timing import StageClock
 
 
@@ -158,99 +158,128 @@ def extract_shards(cfg: ExtractConfig, reader, refs, extractor, store: FeatureSt
     claimed before its first sample. On a stop (bad input with --on-error stop, Ctrl-C, a failed write)
     the batch in flight is finished and every shard with computed samples is written before the error goes up.
     """
-    stats = stats or ExtractStats(store=store.url)
-    device = extractor.bb.device
-    cuda = device.type == "cuda"
-    clock = StageClock(device)
-    by_shard: dict[int, list[int]] = {}
-    for i in indices:
-        by_shard.setdefault(store.shard_of(int(i)), []).append(int(i))
-    batch_size = stats.batch_size or resolve_batch_size(cfg, extractor)
-    compute = ComputeStage(extractor, device, batch_size, clock, cfg.channels_last)
-    codec_threads(cfg.writers)
-    writers = WriterPool(cfg.writers)
-    asm = ShardAssembler(store, by_shard, stats, clock, writers, pin=cuda)
-    loader = sample_loader(cfg, reader, viewed(cfg, refs) if samples is None else samples, indices, batch_size,
-                           pin=cuda)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    pending, error, decode_s, collected = None, None, 0.0, 0
-    t0 = time.perf_counter()
-
-    def collect(p) -> None:
-        nonlocal collected
-        launched, good, n_items = p
-        failures = {f.position: f.reason for f in compute.finish(launched)} if launched is not None else {}
-        for j, (shard, d) in enumerate(good):
-            if j not in failures:
-                asm.computed(shard, d)
-                collected += 1
-            elif cfg.on_error == "stop":
-                raise BadInputStop(f"{d.id}: {failures[j]}")
-            else:
-                asm.skipped(shard, d, failures[j])
-                log(f"skipped {d.id}: {failures[j]}")
-        asm.flush()
-        if advance is not None:
-            advance(n_items, f"{collected / max(time.perf_counter() - t0, 1e-9):.2f} img/s")
-
+    run = _ShardRun(cfg, reader, refs, extractor, store, indices, advance,
+                    stats or ExtractStats(store=store.url), log, samples)
+    error = None
     try:
-        batches = iter(loader)
-        while True:
-            with clock.host("wait_loader"):
-                b = next(batches, None)
-            if b is None:
-                break
-            good, rows = [], []
-            for pos, d in enumerate(b.items):
-                decode_s += d.seconds
-                shard = asm.admit(d)
-                if shard is None:
-                    continue
-                if d.error is not None:
-                    if cfg.on_error == "stop":
-                        raise BadInputStop(d.error)
-                    asm.skipped(shard, d, d.error)
-                    log(f"skipped {d.error}")
-                    continue
-                good.append((shard, d))
-                rows.append(b.ok.index(pos))
-            launched = None
-            if good:
-                images = b.images if rows == list(range(len(b.ok))) else b.images[rows]
-                launched = compute.launch(images, [asm.destination(s, d.index) for s, d in good])
-            if pending is not None:
-                collect(pending)  # the previous batch, while this one runs on the device
-            pending = (launched, good, len(b.items))
-            writers.raise_errors()
-        if pending is not None:
-            p, pending = pending, None
-            collect(p)
-        asm.flush(everything=True)  # shards whose remaining samples were all skipped
-    except BaseException as e:
+        run.feed()
+    except BaseException as e:  # Ctrl-C included: what was computed is kept first, then the error goes up
         error = e
-        try:  # keep what was computed: finish the batch in flight, write every shard holding samples
-            if pending is not None:
-                collect(pending)
-        except BaseException:
-            pass
-        asm.flush(everything=True)
+        run.salvage(e)
     finally:
-        failed = writers.drain()
-        writers.close()
-        asm.release()
-        stats.seconds += time.perf_counter() - t0
-        stats.batch_size, stats.writers, stats.recomputed = compute.micro, cfg.writers, dict(compute.recomputed)
-        stage = {**clock.totals(), "decode": decode_s, **store.io_seconds}
-        stats.stage_seconds = {k: round(v, 4) for k, v in sorted(stage.items())}
-        if cuda:
-            stats.gpu_busy_fraction = stage.get("busy", 0.0) / max(stats.seconds, 1e-9)
-            stats.gpu_memory_peak_gb = torch.cuda.max_memory_allocated(device) / 2**30
+        failed = run.close()
     if error is not None:
         raise error
     if failed is not None:
         raise failed
-    return stats
+    return run.stats
+
+
+class _ShardRun:
+    """One pass of extract_shards: the loader, the device stage, the shard assembler and the writer pool."""
+
+    def __init__(self, cfg, reader, refs, extractor, store, indices, advance, stats, log, samples):
+        self.cfg, self.store, self.advance, self.stats, self.log = cfg, store, advance, stats, log
+        self.device = extractor.bb.device
+        self.cuda = self.device.type == "cuda"
+        self.clock = StageClock(self.device)
+        by_shard: dict[int, list[int]] = {}
+        for i in indices:
+            by_shard.setdefault(store.shard_of(int(i)), []).append(int(i))
+        batch_size = stats.batch_size or resolve_batch_size(cfg, extractor)
+        self.compute = ComputeStage(extractor, self.device, batch_size, self.clock, cfg.channels_last)
+        codec_threads(cfg.writers)
+        self.writers = WriterPool(cfg.writers)
+        self.asm = ShardAssembler(store, by_shard, stats, self.clock, self.writers, pin=self.cuda)
+        self.loader = sample_loader(cfg, reader, viewed(cfg, refs) if samples is None else samples, indices,
+                                    batch_size, pin=self.cuda)
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.pending, self.decode_s, self.collected = None, 0.0, 0
+        self.t0 = time.perf_counter()
+
+    def feed(self) -> None:
+        """Every batch of the loader: launched on the device, the previous one collected meanwhile."""
+        batches = iter(self.loader)
+        while True:
+            with self.clock.host("wait_loader"):
+                b = next(batches, None)
+            if b is None:
+                break
+            good, rows = self._admit(b)
+            launched = None
+            if good:
+                images = b.images if rows == list(range(len(b.ok))) else b.images[rows]
+                launched = self.compute.launch(images, [self.asm.destination(s, d.index) for s, d in good])
+            if self.pending is not None:
+                self._collect(self.pending)  # the previous batch, while this one runs on the device
+            self.pending = (launched, good, len(b.items))
+            self.writers.raise_errors()
+        if self.pending is not None:
+            p, self.pending = self.pending, None
+            self._collect(p)
+        self.asm.flush(everything=True)  # shards whose remaining samples were all skipped
+
+    def _admit(self, b) -> tuple[list, list]:
+        """The decoded samples of batch `b` that go to the device (with their rows in b.images); a sample that
+        could not be decoded stops the run or, with --on-error skip, is recorded as skipped."""
+        good, rows = [], []
+        for pos, d in enumerate(b.items):
+            self.decode_s += d.seconds
+            shard = self.asm.admit(d)
+            if shard is None:
+                continue
+            if d.error is not None:
+                if self.cfg.on_error == "stop":
+                    raise BadInputStop(d.error)
+                self.asm.skipped(shard, d, d.error)
+                self.log(f"skipped {d.error}")
+                continue
+            good.append((shard, d))
+            rows.append(b.ok.index(pos))
+        return good, rows
+
+    def _collect(self, p) -> None:
+        launched, good, n_items = p
+        failures = {f.position: f.reason for f in self.compute.finish(launched)} if launched is not None else {}
+        for j, (shard, d) in enumerate(good):
+            if j not in failures:
+                self.asm.computed(shard, d)
+                self.collected += 1
+            elif self.cfg.on_error == "stop":
+                raise BadInputStop(f"{d.id}: {failures[j]}")
+            else:
+                self.asm.skipped(shard, d, failures[j])
+                self.log(f"skipped {d.id}: {failures[j]}")
+        self.asm.flush()
+        if self.advance is not None:
+            self.advance(n_items, f"{self.collected / max(time.perf_counter() - self.t0, 1e-9):.2f} img/s")
+
+    def salvage(self, error: BaseException) -> None:
+        """After `error`: finish the batch in flight and write every shard holding computed samples. A failure of
+        the batch in flight itself (often the same cause) loses only that batch, and is said."""
+        try:
+            if self.pending is not None:
+                self._collect(self.pending)
+        except BaseException as e:
+            self.log(f"the batch in flight when the run stopped ({type(error).__name__}) was not kept: {e}")
+        self.asm.flush(everything=True)
+
+    def close(self) -> BaseException | None:
+        """Drain and close the writers, release the claims, fill the stats; the first failed write, if any."""
+        failed = self.writers.drain()
+        self.writers.close()
+        self.asm.release()
+        stats = self.stats
+        stats.seconds += time.perf_counter() - self.t0
+        stats.batch_size, stats.writers = self.compute.micro, self.cfg.writers
+        stats.recomputed = dict(self.compute.recomputed)
+        stage = {**self.clock.totals(), "decode": self.decode_s, **self.store.io_seconds}
+        stats.stage_seconds = {k: round(v, 4) for k, v in sorted(stage.items())}
+        if self.cuda:
+            stats.gpu_busy_fraction = stage.get("busy", 0.0) / max(stats.seconds, 1e-9)
+            stats.gpu_memory_peak_gb = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return failed
 
 
 def write_report(path: Path, cfg: ExtractConfig, stats: ExtractStats) -> None:

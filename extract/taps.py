@@ -7,10 +7,12 @@ measured by a dry run, never assumed.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from hairdiff.core.errors import UsageError
+
+if TYPE_CHECKING:  # validating --taps needs no torch
+    import torch
 
 UNET = ["unet.up_blocks.0", "unet.up_blocks.1", "unet.up_blocks.2", "unet.up_blocks.3"]
 # NVlabs/ODISE: inputs of VAE-encoder res-blocks 5 and 7, of LDM UNet output blocks 2, 5, 8, 11

@@ -31,7 +31,7 @@ def test_wheel_holds_nothing_but_the_hairdiff_namespace(wheel):
     dist_info = {t for t in top if t.endswith(".dist-info")}
     assert top - dist_info == {"hairdiff"}, sorted(top)
     assert "hairdiff/__init__.py" not in names  # a namespace: nothing to collide with another hairdiff.*
-    for package in ("core", "cli", "cache", "extract", "extract/readers", "train", "train/mask2former", "evaluate",
+    for package in ("core", "cli", "cache", "extract", "extract/readers", "train", "model/mask2former", "evaluate",
                     "demo"):
         assert f"hairdiff/{package}/__init__.py" in names, package
     assert "hairdiff/evaluate/paper_results.json" in names

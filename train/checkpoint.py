@@ -1,27 +1,21 @@
-"""Checkpoints and final weights without pickle: tensors in safetensors, everything else in JSON.
+"""Resumable checkpoints, written by the engine without pickle: tensors in safetensors, the rest in JSON.
 
-A checkpoint is a directory RUN/checkpoints/iter_NNNNNNNN/ holding
+A checkpoint is a directory RUN/checkpoints/iter_NNNNNNNN/ (its layout and reading: model/checkpoints.py)
+holding
   model.safetensors      head weights
   optimizer.safetensors  optimizer state tensors, keyed "state.<param index>.<name>"
   rng.safetensors        torch CPU (and CUDA) generator states as uint8 tensors
   state.json             iteration, optimizer hyper-parameters and step layout, numpy / python RNG
                          states, data position, run config, and the head's provenance (meta)
 It is written into a temporary sibling, fsynced, and renamed into place, so a directory with that name
-is always complete: a kill at any moment leaves the previous checkpoint as the latest.
-A finished run also has RUN/head.safetensors + RUN/run.json, which is what evaluation loads (or RUN/best/,
-the best validated head, see train/validation.py).
-
-Every file a run folder points to is read through `read_run_record` (JSON) and `check_weights`
-(safetensors) before it is used: one missing, truncated or undecodable is a RunFileError naming the file
-and how to get a usable head back, never a traceback or a silent fallback to other weights.
+is always complete: a kill at any moment leaves the previous checkpoint as the latest. The head a run
+offers to scoring (final, best, or an unfinished run's checkpoint) is the model room's: model/trained.py.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 
@@ -29,68 +23,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from hairdiff.core.errors import CheckpointError, RunFileError
-from hairdiff.core.files import atomic_write_json, fsync_path, replacing
-
-FORMAT = "hairdiff-checkpoint-v1"
-CKPT_DIR = "checkpoints"
-_NAME = re.compile(r"^iter_(\d{8})$")
-META_KEYS = ("fingerprint", "fingerprint_inputs", "levels", "stores", "head_config", "iteration")
-# How to get a usable head back when a file of the run is missing or damaged.
-FIX_FINAL = ("restore it, or remove RUN/run.json and RUN/head.safetensors and run the same `pipeline train` command "
-             "with --resume, which writes them again from the last checkpoint")
-FIX_CHECKPOINT = ("remove that checkpoint folder to continue from the one before it, or start the run again with "
-                  "--overwrite")
-
-
-# ------------------------------------------------------------------------------------ checked reading
-def read_run_record(path: Path, fix: str) -> dict:
-    """A JSON record of a run (run.json, config.json, best/best.json, a checkpoint's state.json) as a dict:
-    RunFileError naming the file when it is missing, unreadable, not JSON or not a JSON object."""
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunFileError(f"{path} is missing: {fix}") from None
-    except OSError as e:
-        raise RunFileError(f"{path}: cannot read it ({e.strerror or e}): {fix}") from None
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        raise RunFileError(f"{path} is damaged (not JSON: {e}): {fix}") from None
-    if not isinstance(record, dict):
-        raise RunFileError(f"{path} is damaged (a JSON {type(record).__name__}, not a record): {fix}")
-    return record
-
-
-def check_weights(path: Path, fix: str) -> None:
-    """RunFileError naming `path` unless it is a complete safetensors file (its header read and checked to
-    cover the file; no tensor is loaded)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            f.keys()
-    except FileNotFoundError:
-        raise RunFileError(f"{path} is missing: {fix}") from None
-    except Exception as e:  # SafetensorError: truncated, empty, not safetensors; OSError: unreadable
-        raise RunFileError(f"{path} is damaged ({str(e)[:120]}): {fix}") from None
-
-
-def read_run_json(run_dir: Path) -> dict:
-    """RUN/run.json of a finished run, checked (see read_run_record)."""
-    return read_run_record(Path(run_dir) / "run.json", FIX_FINAL)
-
-
-def _meta(record: dict, path: Path, fix: str) -> dict:
-    """The head's provenance in a run record, with every key loading a head needs."""
-    meta = record.get("meta")
-    missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
-    if missing:
-        raise RunFileError(f"{path} is damaged (its meta lacks {', '.join(missing)}): {fix}")
-    return meta
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model  # DDP wraps the head
+from hairdiff.core.errors import CheckpointError
+from hairdiff.core.files import fsync_path
+from hairdiff.model.checkpoints import FIX_CHECKPOINT, FORMAT, checkpoint_dir, list_checkpoints, read_checkpoint_state
+from hairdiff.model.records import check_weights
+from hairdiff.model.trained import unwrap
 
 
 # ------------------------------------------------------------------------------------------ optimizer
@@ -156,26 +93,6 @@ def restore_rng(tensors: dict[str, torch.Tensor], info: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
-def checkpoint_dir(run_dir: Path, iteration: int) -> Path:
-    return Path(run_dir) / CKPT_DIR / f"iter_{iteration:08d}"
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Every RUN/checkpoints/iter_NNNNNNNN folder, oldest first. Complete or not: a checkpoint folder only
-    appears whole (renamed into place), so one that lost a file is damage, said when it is read
-    (read_checkpoint_state), never skipped for an older one."""
-    root = Path(run_dir) / CKPT_DIR
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if _NAME.match(p.name) and p.is_dir()]
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
-
-
 def save_checkpoint(run_dir: Path, *, iteration: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     position: dict, config: dict, meta: dict, keep: int = 2) -> Path:
     """Write checkpoint `iteration` atomically; keep the newest `keep` checkpoints. Returns its path."""
@@ -185,7 +102,7 @@ def save_checkpoint(run_dir: Path, *, iteration: int, model: torch.nn.Module, op
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(_unwrap(model), str(tmp / "model.safetensors"))
+    save_model(unwrap(model), str(tmp / "model.safetensors"))
     opt_tensors, opt_info = _optimizer_split(optimizer)
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     rng_tensors, rng_info = capture_rng()
@@ -206,18 +123,6 @@ def save_checkpoint(run_dir: Path, *, iteration: int, model: torch.nn.Module, op
     return final
 
 
-def read_checkpoint_state(path: Path) -> dict:
-    path = Path(path)
-    state_path = path / "state.json"
-    if not path.is_dir() or not _NAME.match(path.name):
-        raise CheckpointError(f"{path} is not a checkpoint; checkpoints live in RUN/{CKPT_DIR}/iter_NNNNNNNN")
-    state = read_run_record(state_path, FIX_CHECKPOINT)
-    if state.get("format") != FORMAT:
-        raise CheckpointError(f"{state_path}: unknown checkpoint format {state.get('format')!r} "
-                              f"(expected {FORMAT}); it was written by another version of hairdiff")
-    return state
-
-
 def check_optimizer_format(state: dict, optimizer: torch.optim.Optimizer, path: Path) -> None:
     """CheckpointError unless the checkpoint's optimizer has as many parameter groups as `optimizer`."""
     saved, now = len(state["optimizer"]["param_groups"]), len(optimizer.param_groups)
@@ -236,7 +141,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     for name in ("model.safetensors",) + (("optimizer.safetensors",) if optimizer is not None else ()) + (
             ("rng.safetensors",) if restore_random else ()):
         check_weights(path / name, FIX_CHECKPOINT)  # every file first: nothing is half loaded
-    missing, unexpected = load_model(_unwrap(model), str(path / "model.safetensors"), strict=False,
+    missing, unexpected = load_model(unwrap(model), str(path / "model.safetensors"), strict=False,
                                      device=str(device))
     if missing or unexpected:
         raise CheckpointError(f"{path}/model.safetensors does not fit this head (missing {sorted(missing)[:5]}, "
@@ -255,90 +160,3 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if restore_random:
         restore_rng(load_file(str(path / "rng.safetensors")), state["rng"])
     return state
-
-
-# ---------------------------------------------------------------------------------------- final head
-def head_config_to_dict(cfg) -> dict:
-    """As JSON holds it (tuples as lists), so a config compares equal to the one read back from a run."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
-
-
-def head_config_from_dict(d: dict):
-    """A run's head config; fields it predates take the LEGACY values that rebuild the head it trained."""
-    from hairdiff.train.mask2former.head import LEGACY, HeadConfig
-
-    d = {**{k: v for k, v in LEGACY.items() if k not in d}, **d}
-
-    fields = {f.name: f for f in dataclasses.fields(HeadConfig)}
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise CheckpointError(f"head config has fields {unknown} unknown to this version of train.head.HeadConfig; "
-                              f"use the hairdiff version that trained it")
-    defaults = HeadConfig()
-    # JSON turns tuples into lists; give tuple-valued fields their tuples back.
-    kw = {k: (tuple(v) if isinstance(getattr(defaults, k), tuple) and isinstance(v, list) else v)
-          for k, v in d.items()}
-    return HeadConfig(**kw)
-
-
-def write_final(run_dir: Path, model: torch.nn.Module, run_json: dict) -> None:
-    """RUN/head.safetensors then RUN/run.json (written last: its presence means the run finished)."""
-    run_dir = Path(run_dir)
-    with replacing(run_dir / "head.safetensors", durable=True) as tmp:
-        save_model(_unwrap(model), str(tmp))
-    atomic_write_json(run_dir / "run.json", run_json, durable=True, sort_keys=True)
-
-
-def head_source(run_dir: Path, prefer_best: bool = False) -> dict:
-    """Which weights `load_head` takes, checked: {source: best | final | checkpoint, weights, record, iteration,
-    meta} (+ score and metric for best); record: the JSON file that names the weights.
-    best: RUN/best/ when `prefer_best` and the run validated; final: RUN/head.safetensors + run.json (a run.json
-    is written last, so with it the head must be there); checkpoint: the latest checkpoint of a run that did not
-    finish. A file that is named but missing or damaged is a RunFileError, never a fallback to other weights."""
-    from hairdiff.train.validation import FIX_BEST, read_best
-
-    run_dir = Path(run_dir)
-    best = read_best(run_dir) if prefer_best else None
-    if best is not None:
-        record = run_dir / "best" / "best.json"
-        return {"source": "best", "weights": best["weights"], "record": str(record), "iteration": best["iteration"],
-                "meta": _meta(best, record, FIX_BEST), "metric": best["metric"], "score": best["score"]}
-    if os.path.lexists(run_dir / "run.json"):
-        record = run_dir / "run.json"
-        meta = _meta(read_run_json(run_dir), record, FIX_FINAL)
-        check_weights(run_dir / "head.safetensors", FIX_FINAL)
-        return {"source": "final", "weights": str(run_dir / "head.safetensors"), "record": str(record),
-                "iteration": meta.get("iteration"), "meta": meta}
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:
-        raise CheckpointError(f"{run_dir} holds no trained head (no head.safetensors + run.json and no "
-                              f"checkpoint): pass as --run the --out folder of a `pipeline train` run")
-    record = ckpt / "state.json"
-    meta = _meta(read_checkpoint_state(ckpt), record, FIX_CHECKPOINT)
-    check_weights(ckpt / "model.safetensors", FIX_CHECKPOINT)
-    return {"source": "checkpoint", "weights": str(ckpt / "model.safetensors"), "record": str(record),
-            "iteration": meta.get("iteration"), "meta": meta}
-
-
-def load_head(run_dir: Path, device: str = "cpu", prefer_best: bool = False, source: dict | None = None):
-    """The trained head of a run and its provenance: (Mask2FormerHead in eval mode, meta).
-
-    Reads what `head_source` names (or `source`, one of its answers): RUN/best/ (only with prefer_best), else
-    RUN/head.safetensors + RUN/run.json, else for an interrupted run the latest checkpoint.
-    meta: fingerprint, fingerprint_inputs, levels (list of dicts), stores, head_config, iteration.
-    """
-    from hairdiff.cache.levels import LevelSpec
-    from hairdiff.train.mask2former.head import Mask2FormerHead
-
-    src = source or head_source(run_dir, prefer_best)
-    meta, weights = {k: src["meta"][k] for k in META_KEYS}, src["weights"]
-    try:
-        head = Mask2FormerHead([LevelSpec(**lv) for lv in meta["levels"]], head_config_from_dict(meta["head_config"]))
-    except (TypeError, ValueError, KeyError, AttributeError) as e:  # hand-edited levels or head_config
-        raise RunFileError(f"{src.get('record', run_dir)} is damaged (its levels or head_config do not build a head: "
-                           f"{type(e).__name__}: {e})") from None
-    missing, unexpected = load_model(head, weights, strict=False, device=str(device))
-    if missing or unexpected:
-        raise CheckpointError(f"{weights} does not fit the head described in its run metadata "
-                              f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
-    return head.to(device).eval(), meta

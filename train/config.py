@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from hairdiff.core.devices import check_device
 from hairdiff.core.errors import UsageError
 from hairdiff.core.fields import at_least, option
+from hairdiff.core.recipe import FULL
 
 # Settings a resumed run must share with the run it continues (anything else may change).
 RESUME_KEYS = ("iters", "batch_size", "lr", "weight_decay", "seed", "grad_clip", "head_config", "crop", "val")
@@ -33,14 +34,14 @@ class TrainConfig:
     cache: list[str] = option(flag="--cache", help="feature store path or URL (repeatable; all must share one "
                                                    "fingerprint)")
     out: str = option(help="run folder: log.jsonl, checkpoints/, head.safetensors, run.json")
-    iters: int = option(20000, help="optimizer steps")
-    batch_size: int = option(16, help="global batch size (split across --nproc processes)")
-    lr: float = option(1e-4, help="AdamW base learning rate (poly decay, power 0.9)")
-    weight_decay: float = option(0.05, help="AdamW weight decay")
-    grad_clip: float = option(0.01, help="clip the full model's gradient norm to this (0: off)")
-    seed: int = option(0, help="seed of initialisation, sample order and point sampling")
+    iters: int = option(FULL.iters, help="optimizer steps")
+    batch_size: int = option(FULL.batch_size, help="global batch size (split across --nproc processes)")
+    lr: float = option(FULL.lr, help="AdamW base learning rate (poly decay, power 0.9)")
+    weight_decay: float = option(FULL.weight_decay, help="AdamW weight decay")
+    grad_clip: float = option(FULL.grad_clip, help="clip the full model's gradient norm to this (0: off)")
+    seed: int = option(FULL.seed, help="seed of initialisation, sample order and point sampling")
     device: str = option("auto", help="auto (cuda if available) | cpu | cuda | cuda:N")
-    ckpt_every: int = option(1000, help="write a checkpoint every N iterations")
+    ckpt_every: int = option(FULL.ckpt_every, help="write a checkpoint every N iterations")
     resume: bool = option(False, help="continue the run in --out from its last checkpoint")
     overwrite: bool = option(False, help="start again in an --out that already holds a run")
     nproc: int = option(1, help="data-parallel processes (DDP via torchrun; gloo on CPU, nccl on CUDA)")
@@ -91,7 +92,7 @@ class TrainConfig:
 
     def head_config(self, device: str):
         """The HeadConfig this run trains: the small preset on CPU unless --no-small, then --head overrides."""
-        from hairdiff.train.mask2former.head import build_head_config
+        from hairdiff.model.mask2former.head import build_head_config
 
         small = str(device).startswith("cpu") if self.small is None else self.small
         return build_head_config(parse_head_overrides(self.head), small=small)

@@ -9,11 +9,12 @@ final head.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as tdist
+
+from hairdiff.core.errors import TrainingProcessFailed
 
 
 @dataclass
@@ -87,8 +88,9 @@ def shutdown_distributed(ctx: DistContext) -> None:
         tdist.destroy_process_group()
 
 
-def launch(nproc: int, module: str, env: dict[str, str]) -> int:
-    """Run `python -m module` in `nproc` local processes with `env` added; returns the exit status."""
+def launch(nproc: int, module: str, env: dict[str, str]) -> None:
+    """Run `python -m module` in `nproc` local processes with `env` added. TrainingProcessFailed when one fails
+    (each process prints its own error first, as every command does)."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -98,13 +100,12 @@ def launch(nproc: int, module: str, env: dict[str, str]) -> int:
     try:
         run(args)
     except ChildFailedError as e:
-        print(f"error: a training process failed: {e.format_msg() if hasattr(e, 'format_msg') else e}",
-              file=sys.stderr)
-        return 1
+        rank, failure = e.get_first_failure()
+        raise TrainingProcessFailed(f"a training process failed (rank {rank} of {nproc}, exit code "
+                                    f"{failure.exitcode}): its error is printed above") from None
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return 0

@@ -38,10 +38,8 @@ import math
 import os
 import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from hairdiff.cache import FeatureStore
@@ -49,17 +47,21 @@ from hairdiff.cache.distinct import check_distinct, same_location
 from hairdiff.core.errors import RunDirError, StoreMismatchError, TrainingDiverged, UsageError
 from hairdiff.core.files import atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
+from hairdiff.model.best import BEST_DIR, METRIC, read_best, save_best
+from hairdiff.model.checkpoints import latest_checkpoint, read_checkpoint_state
+from hairdiff.model.mask2former.batch_criterion import build_batch_criterion
+from hairdiff.model.mask2former.head import Mask2FormerHead
+from hairdiff.model.mask2former.targets import check_label_values
+from hairdiff.model.trained import head_config_from_dict, head_config_to_dict, read_run_json, write_final
 from hairdiff.train.augment import check_crop, crop_batch
-from hairdiff.train.checkpoint import (check_optimizer_format, head_config_from_dict, head_config_to_dict,
-                                       latest_checkpoint, load_checkpoint, read_checkpoint_state, save_checkpoint,
-                                       read_run_json, write_final)
+from hairdiff.train.checkpoint import check_optimizer_format, load_checkpoint, save_checkpoint
 from hairdiff.train.config import RESUME_KEYS, TrainConfig
 from hairdiff.train.data import BatchStream, CachedFeatures, Position
 from hairdiff.train.distributed import DistContext
 from hairdiff.train.optim import build_optimizer
 from hairdiff.train.schedule import set_lr
 from hairdiff.train.step import StepLog, TrainStep, first_divergence
-from hairdiff.train.validation import BEST_DIR, METRIC, Validation, read_best, save_best
+from hairdiff.train.validation import Validation
 
 RUN_FILES = ("run.json", "head.safetensors", "log.jsonl", "config.json", "curves.png", "checkpoints", BEST_DIR)
 
@@ -214,16 +216,11 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
 
 
 def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progress, crop_step, validation) -> dict:
-    from hairdiff.train.mask2former.batch_criterion import build_batch_criterion
-    from hairdiff.train.mask2former.head import Mask2FormerHead
-    from hairdiff.train.mask2former.targets import check_label_values
-
-    iters, batch_size, lr, seed = cfg.iters, cfg.batch_size, cfg.lr, cfg.seed
-
-    torch.manual_seed(seed)
+    """Build the head and its optimizer (from the last checkpoint with --resume), then the loop."""
+    torch.manual_seed(cfg.seed)
     head = Mask2FormerHead(data.levels, hcfg).to(device)
     criterion = build_batch_criterion(hcfg).to(device)
-    optimizer = build_optimizer(head, lr, cfg.weight_decay)
+    optimizer = build_optimizer(head, cfg.lr, cfg.weight_decay)
     start, pos, resumed_from = 0, Position(), None
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
@@ -236,106 +233,138 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
     if dist.is_main:
         _truncate_log(log_path, start) if cfg.resume else log_path.unlink(missing_ok=True)
         atomic_write_json(out / "config.json", {"config": config, "meta": meta}, durable=True, sort_keys=True)
-
     model = head
     if dist.active:
         model = torch.nn.parallel.DistributedDataParallel(
             head, device_ids=[torch.device(device).index] if torch.device(device).type == "cuda" else None)
     step = TrainStep(model, head, criterion, optimizer, device=device, grad_clip=cfg.grad_clip,
-                     global_batch=batch_size, seed=seed, compile=cfg.compile,
-                     channels_last=cfg.channels_last)
-    stats = StepLog(step.names, cfg.log_every, device)
-    head.train()
-    last_ckpt, images, t_run, t_val = ckpt, 0, time.perf_counter(), 0.0
-    log_file = open(log_path, "a") if dist.is_main else None
-    stream = BatchStream(data, batch_size, seed, pos, dist.rank, dist.world_size, cfg.workers, cfg.prefetch)
-    last, best = {}, read_best(out) if cfg.resume else None  # a resumed run keeps the best it had
-    end = iters if cfg.stop_at is None else max(start, min(cfg.stop_at, iters))
-    host_rows, t_read = [], time.perf_counter()  # what the host knows of the iterations since the last read
+                     global_batch=cfg.batch_size, seed=cfg.seed, compile=cfg.compile, channels_last=cfg.channels_last)
+    loop = _Loop(cfg, data, out, head, optimizer, step, meta, config, dist=dist, device=device, crop_step=crop_step,
+                 validation=validation, last_ckpt=ckpt)
+    stream = BatchStream(data, cfg.batch_size, cfg.seed, pos, dist.rank, dist.world_size, cfg.workers, cfg.prefetch)
+    try:
+        loop.run(stream, start, progress)
+    finally:
+        stream.close()
+        loop.close()
+    return loop.finish(start, resumed_from)
 
-    def read() -> list[dict]:
+
+class _Loop:
+    """The iterations of one run: a step each, the step's statistics read from the device once per
+    --log-every (and before every checkpoint and validation), log rows, RUN/best/ and checkpoints."""
+
+    def __init__(self, cfg, data, out, head, optimizer, step, meta, config, *, dist, device, crop_step, validation,
+                 last_ckpt):
+        self.cfg, self.data, self.out, self.head, self.optimizer, self.step = cfg, data, out, head, optimizer, step
+        self.meta, self.config, self.dist, self.device = meta, config, dist, device
+        self.crop_step, self.validation, self.last_ckpt = crop_step, validation, last_ckpt
+        self.stats = StepLog(step.names, cfg.log_every, device)
+        self.log_path = out / "log.jsonl"
+        self.log_file = open(self.log_path, "a") if dist.is_main else None
+        self.best = read_best(out) if cfg.resume else None  # a resumed run keeps the best it had
+        self.last, self.images, self.t_val = {}, 0, 0.0
+        self.end = cfg.iters if cfg.stop_at is None else None
+        self.host_rows, self.t_read, self.t_run = [], time.perf_counter(), time.perf_counter()
+
+    def run(self, stream: BatchStream, start: int, progress: ProgressFactory) -> None:
+        cfg, head = self.cfg, self.head
+        self.end = cfg.iters if cfg.stop_at is None else max(start, min(cfg.stop_at, cfg.iters))
+        head.train()
+        with (progress if self.dist.is_main else silent)("train", cfg.iters, start) as advance:
+            for it in range(start, self.end):
+                t0 = time.perf_counter()
+                batch, pos = next(stream)
+                waited = time.perf_counter() - t0  # > 0 when the readers fell behind the model
+                if self.crop_step:
+                    batch = crop_batch(batch, self.data.levels, cfg.crop, self.crop_step, cfg.seed, it)
+                check_label_values(batch["labels"], head.cfg.num_classes, "training labels")  # on the host
+                lr_now = set_lr(self.optimizer, cfg.lr, it, cfg.iters)
+                self.stats.record(self.step(batch, it))
+                self.images += cfg.batch_size
+                self.host_rows.append({"iter": it + 1, "epoch": pos.epoch, "lr": lr_now, "data_wait_s": waited,
+                                       "time": time.time()})
+                self._after(it + 1, pos, advance)
+
+    def _after(self, done: int, pos: Position, advance) -> None:
+        """After iteration `done`: at a log read, validation or checkpoint, read the device's statistics and
+        do them (a divergence stops the run here, before anything could save its weights)."""
+        cfg, dist = self.cfg, self.dist
+        validate = self.validation is not None and (done % cfg.val_every == 0 or done == cfg.iters)
+        checkpoint = done % cfg.ckpt_every == 0 or done == self.end
+        if not (validate or checkpoint or done % cfg.log_every == 0):
+            return
+        rows = self._read()  # the only wait for the device
+        if validate and dist.is_main:
+            rows[-1].update({f"val_{k}": v for k, v in self._validate(done).items()})
+        self._write(rows)
+        if dist.is_main:
+            self.last = rows[-1]
+            advance(len(rows), f"loss {self.last['loss']:.4f}  {self.last['images_per_s']:.1f} img/s")
+        if checkpoint:
+            if dist.is_main:
+                self.last_ckpt = save_checkpoint(self.out, iteration=done, model=self.head, optimizer=self.optimizer,
+                                                 position=pos.to_dict(), config=self.config, meta=self.meta)
+            dist.barrier()
+        self.t_read = time.perf_counter()  # validation and checkpoints are not training time
+
+    def _read(self) -> list[dict]:
         """The log rows of the iterations since the last read; TrainingDiverged at the first bad one."""
-        nonlocal host_rows, t_read
-        device_rows, now = stats.read(dist), time.perf_counter()
-        ips = len(device_rows) * batch_size / max(now - t_read, 1e-9)
+        device_rows, now = self.stats.read(self.dist), time.perf_counter()
+        ips = len(device_rows) * self.cfg.batch_size / max(now - self.t_read, 1e-9)
         rows = [{"iter": h["iter"], "epoch": h["epoch"], "loss": d["loss"],
-                 **{k: d[k] for k in step.names[1:-1]}, "lr": h["lr"], "grad_norm": d["grad_norm"],
+                 **{k: d[k] for k in self.step.names[1:-1]}, "lr": h["lr"], "grad_norm": d["grad_norm"],
                  "images_per_s": ips, "data_wait_s": h["data_wait_s"], "time": h["time"]}
-                for h, d in zip(host_rows, device_rows)]
-        host_rows, t_read = [], now
+                for h, d in zip(self.host_rows, device_rows)]
+        self.host_rows, self.t_read = [], now
         bad = first_divergence(device_rows)
         if bad is not None:
-            write(rows[:bad[0]])
+            self._write(rows[:bad[0]])
             row = rows[bad[0]]
             values = {k: row[k] for k in ("loss", "grad_norm") if not math.isfinite(row[k])}
             raise TrainingDiverged(
                 f"non-finite {bad[1]} at iteration {row['iter']} ({values}); kept the last good checkpoint "
-                f"{last_ckpt or '(none yet)'}. Check the features (`pipeline cache verify STORE`) or lower --lr, "
-                f"then --resume.")
+                f"{self.last_ckpt or '(none yet)'}. Check the features (`pipeline cache verify STORE`) or lower "
+                f"--lr, then --resume.")
         return rows
 
-    def write(rows: list[dict]) -> None:
-        if dist.is_main and rows:
-            log_file.write("".join(json.dumps(r) + "\n" for r in rows))
-            log_file.flush()
+    def _validate(self, done: int) -> dict:
+        """Score the head on --val; a better score than the best so far becomes RUN/best/."""
+        t0 = time.perf_counter()
+        scored = _validate(self.head, self.validation)
+        self.t_val += time.perf_counter() - t0
+        if math.isfinite(scored[METRIC]) and (self.best is None or scored[METRIC] > self.best["score"]):
+            self.best = save_best(self.out, self.head, iteration=done, metrics=scored, meta=self.meta)
+        return scored
 
-    try:
-        with (progress if dist.is_main else silent)("train", iters, start) as advance:
-            for it in range(start, end):
-                t0 = time.perf_counter()
-                batch, pos = next(stream)
-                waited = time.perf_counter() - t0  # > 0 when the readers fell behind the model
-                if crop_step:
-                    batch = crop_batch(batch, data.levels, cfg.crop, crop_step, seed, it)
-                check_label_values(batch["labels"], hcfg.num_classes, "training labels")  # on the host, no wait
-                lr_now = set_lr(optimizer, lr, it, iters)
-                stats.record(step(batch, it))
-                images += batch_size
-                host_rows.append({"iter": it + 1, "epoch": pos.epoch, "lr": lr_now, "data_wait_s": waited,
-                                  "time": time.time()})
-                validate = validation is not None and ((it + 1) % cfg.val_every == 0 or it + 1 == iters)
-                checkpoint = (it + 1) % cfg.ckpt_every == 0 or it + 1 == end
-                if not (validate or checkpoint or (it + 1) % cfg.log_every == 0):
-                    continue
-                rows = read()  # the only wait for the device (a divergence stops here, before any save)
-                if validate and dist.is_main:
-                    t0 = time.perf_counter()
-                    scored = _validate(head, validation)
-                    t_val += time.perf_counter() - t0
-                    rows[-1].update({f"val_{k}": v for k, v in scored.items()})
-                    if math.isfinite(scored[METRIC]) and (best is None or scored[METRIC] > best["score"]):
-                        best = save_best(out, head, iteration=it + 1, metrics=scored, meta=meta)
-                write(rows)
-                if dist.is_main:
-                    last = rows[-1]
-                    advance(len(rows), f"loss {last['loss']:.4f}  {last['images_per_s']:.1f} img/s")
-                if checkpoint:
-                    if dist.is_main:
-                        last_ckpt = save_checkpoint(out, iteration=it + 1, model=head, optimizer=optimizer,
-                                                    position=pos.to_dict(), config=config, meta=meta)
-                    dist.barrier()
-                t_read = time.perf_counter()  # validation and checkpoints are not training time
-    finally:
-        stream.close()
-        if log_file:
-            log_file.close()
+    def _write(self, rows: list[dict]) -> None:
+        if self.dist.is_main and rows:
+            self.log_file.write("".join(json.dumps(r) + "\n" for r in rows))
+            self.log_file.flush()
 
-    seconds = time.perf_counter() - t_run - t_val  # training only: validation is reported on its own
-    finished = end == iters
-    summary = {"run_dir": str(out), "iterations": end, "total_iterations": iters, "finished": finished,
-               "started_at_iteration": start,
-               "resumed_from": resumed_from, "final_loss": last.get("loss"), "final_lr": last.get("lr"),
-               "images_per_s": images / seconds if seconds > 0 else None, "seconds": seconds,
-               "validation_seconds": t_val,
-               "num_samples": len(data), "batch_size": batch_size, "world_size": dist.world_size,
-               "device": str(device), "head_parameters": sum(p.numel() for p in head.parameters()),
-               "checkpoint": str(last_ckpt) if last_ckpt else None,
-               "best": {k: best[k] for k in ("iteration", "metric", "score")} if best else None}
-    if dist.is_main and finished:
-        from hairdiff.train.curves import plot_curves
+    def close(self) -> None:
+        if self.log_file:
+            self.log_file.close()
 
-        plot_curves(log_path, out / "curves.png")
-        write_final(out, head, {**summary, "config": config, "meta": {**meta, "iteration": iters}})
-    dist.barrier()
-    return summary
+    def finish(self, start: int, resumed_from: str | None) -> dict:
+        """The run's summary; for a finished run also curves.png, RUN/head.safetensors and RUN/run.json."""
+        cfg, dist, best = self.cfg, self.dist, self.best
+        seconds = time.perf_counter() - self.t_run - self.t_val  # training only: validation is reported apart
+        finished = self.end == cfg.iters
+        summary = {"run_dir": str(self.out), "iterations": self.end, "total_iterations": cfg.iters,
+                   "finished": finished, "started_at_iteration": start, "resumed_from": resumed_from,
+                   "final_loss": self.last.get("loss"), "final_lr": self.last.get("lr"),
+                   "images_per_s": self.images / seconds if seconds > 0 else None, "seconds": seconds,
+                   "validation_seconds": self.t_val, "num_samples": len(self.data), "batch_size": cfg.batch_size,
+                   "world_size": dist.world_size, "device": str(self.device),
+                   "head_parameters": sum(p.numel() for p in self.head.parameters()),
+                   "checkpoint": str(self.last_ckpt) if self.last_ckpt else None,
+                   "best": {k: best[k] for k in ("iteration", "metric", "score")} if best else None}
+        if dist.is_main and finished:
+            from hairdiff.train.curves import plot_curves  # matplotlib: only for a finished run
 
+            plot_curves(self.log_path, self.out / "curves.png")
+            write_final(self.out, self.head, {**summary, "config": self.config,
+                                              "meta": {**self.meta, "iteration": cfg.iters}})
+        dist.barrier()
+        return summary

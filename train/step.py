@@ -24,9 +24,9 @@ from contextlib import nullcontext
 
 import torch
 
-from hairdiff.train.mask2former.batch_criterion import BatchCriterion, term_names
-from hairdiff.train.mask2former.point_sampling import step_seed
-from hairdiff.train.mask2former.targets import DenseTargets, dense_targets
+from hairdiff.model.mask2former.batch_criterion import BatchCriterion, term_names
+from hairdiff.model.mask2former.point_sampling import step_seed
+from hairdiff.model.mask2former.targets import DenseTargets, dense_targets
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

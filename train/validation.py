@@ -1,75 +1,23 @@
-"""Validation during training (`pipeline train --val STORE`): the scorer the CLI hands in, and RUN/best/.
+"""Validation during training (`pipeline train --val STORE`): the scorer the CLI hands in.
 
 `train` never imports `evaluate`: the command line builds a `Validation` from evaluate's own scoring code
 and passes it to the loop, which calls `score(head)` every `--val-every` iterations and at the end and
-logs the returned metrics (as val_<name>) in log.jsonl and curves.png.
-
-RUN/best/ holds the head with the best validation mIoU so far, which `pipeline eval` prefers:
-RUN/best/head_NNNNNNNN.safetensors holds the weights of iteration N; RUN/best/best.json says which file,
-which iteration, the score and every validation metric, and the head's provenance (`meta`, as run.json
-has it). The weights go under a name of their own first and best.json is replaced atomically after them,
-so best.json always names a complete file whatever moment a run is killed; the previous best's weights
-are removed last.
+logs the returned metrics (as val_<name>) in log.jsonl and curves.png. The best head is kept in RUN/best/
+(model/best.py).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import save_model
-
-from hairdiff.core.errors import RunFileError
-from hairdiff.core.files import atomic_write_json, replacing
-
-BEST_DIR = "best"
-BEST_JSON = "best.json"
-METRIC = "mIoU"  # what "best" means: the paper's headline metric on the validation store
-FIX_BEST = ("restore it, or remove RUN/best/ (`pipeline eval` and `pipeline predict` then take the final head, as "
-            "--no-best does)")
 
 
 @dataclass(frozen=True)
 class Validation:
     """url and fingerprint of the validation store (it must share the training stores' fingerprint);
-    score(head) -> {metric name: value}, holding at least METRIC, with the head in eval mode."""
+    score(head) -> {metric name: value}, holding at least model.best.METRIC, with the head in eval mode."""
 
     url: str
     fingerprint: str
     score: Callable[[torch.nn.Module], dict]
-
-
-def read_best(run_dir: Path) -> dict | None:
-    """best.json of a run (with `weights` as a full path), or None when the run has no best head. A best.json
-    that is damaged, lacks a field, or names weights that are missing or damaged is a RunFileError naming the
-    file (train/checkpoint.py reads every file of a run this way)."""
-    from hairdiff.train.checkpoint import check_weights, read_run_record
-
-    path = Path(run_dir) / BEST_DIR / BEST_JSON
-    if not os.path.lexists(path):
-        return None
-    record = read_run_record(path, FIX_BEST)
-    missing = [k for k in ("iteration", "metric", "score", "weights", "meta") if k not in record]
-    if missing or not isinstance(record["weights"], str):
-        raise RunFileError(f"{path} is damaged (it lacks {', '.join(missing) or 'a weights file name'}): {FIX_BEST}")
-    weights = path.parent / record["weights"]
-    check_weights(weights, f"{path} names it as the best head; {FIX_BEST}")
-    return {**record, "weights": str(weights)}
-
-
-def save_best(run_dir: Path, head: torch.nn.Module, *, iteration: int, metrics: dict, meta: dict) -> dict:
-    """Make iteration `iteration`'s head the run's best; returns the new best.json record."""
-    folder = Path(run_dir) / BEST_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"head_{iteration:08d}.safetensors"
-    with replacing(folder / name, durable=True) as tmp:
-        save_model(head, str(tmp))
-    record = {"iteration": int(iteration), "metric": METRIC, "score": float(metrics[METRIC]), "weights": name,
-              "metrics": metrics, "meta": {**meta, "iteration": int(iteration)}}
-    atomic_write_json(folder / BEST_JSON, record, durable=True, sort_keys=True)
-    for old in folder.glob("head_*.safetensors"):
-        if old.name != name:
-            old.unlink(missing_ok=True)
-    return record

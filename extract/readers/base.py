@@ -22,9 +22,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from hairdiff.cache.layout import VIEW_SEP
 from hairdiff.core.errors import DatasetError
 
-VIEW_SEP = "@"  # extract/views.py names view samples <id>@<view>
 
 
 @dataclass(frozen=True)
@@ -141,8 +141,8 @@ def non_empty(refs: list[SampleRef], where: str, layout: str) -> list[SampleRef]
 
 def load_image_and_mask(ref: SampleRef, missing_fix: str):
     """The image and its mask file as a 2-D array, or a BadSampleError naming the missing or mismatched mask."""
-    from hairdiff.extract.imageio import check_label_size, load_gray, load_rgb
     from hairdiff.core.errors import BadSampleError
+    from hairdiff.extract.imageio import check_label_size, load_gray, load_rgb
 
     image = load_rgb(ref.image_path)
     if ref.label_path is None or not os.path.lexists(ref.label_path):  # a dangling link: named when read

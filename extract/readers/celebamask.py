@@ -18,10 +18,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hairdiff.extract.imageio import check_label_size, load_gray, load_rgb
-from hairdiff.extract.readers.base import (Annotations, LoadedSample, SampleRef, by_id, list_files, non_empty,
-                                          require_annotated, require_dir, select_ids, unknown_split)
 from hairdiff.core.errors import BadSampleError, DatasetError
+from hairdiff.extract.imageio import check_label_size, load_gray, load_rgb
+from hairdiff.extract.readers.base import (
+    Annotations,
+    LoadedSample,
+    SampleRef,
+    by_id,
+    list_files,
+    non_empty,
+    require_annotated,
+    require_dir,
+    select_ids,
+    unknown_split,
+)
+from hairdiff.extract.readers.registry import Dataset
 
 LAYOUT = "CelebA-HQ-img/<id>.jpg and CelebAMask-HQ-mask-anno/<id // 2000>/<id:05d>_hair.png"
 ANNOTATION_SIZE = 512
@@ -166,3 +177,6 @@ class CelebAMaskReader:
         label = np.zeros(size, np.uint8)
         check_label_size(label, image, label_path)
         return LoadedSample(ref.id, image, label)
+
+
+DATASET = Dataset("celebamask", CelebAMaskReader, layout=LAYOUT, splits="all; train, val, test with the CelebA partition files", paper_splits=("train", "test"))

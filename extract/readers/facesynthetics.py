@@ -14,11 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
-from hairdiff.extract.imageio import check_label_size, load_gray, load_rgb
-from hairdiff.extract.readers.base import (Annotations, LoadedSample, SampleRef, by_id, list_files, non_empty,
-                                          require_annotated, require_dir, select_ids, unknown_split)
 from hairdiff.core.errors import BadSampleError
 from hairdiff.core.labels import IGNORE
+from hairdiff.extract.imageio import check_label_size, load_gray, load_rgb
+from hairdiff.extract.readers.base import (
+    Annotations,
+    LoadedSample,
+    SampleRef,
+    by_id,
+    list_files,
+    non_empty,
+    require_annotated,
+    require_dir,
+    select_ids,
+    unknown_split,
+)
+from hairdiff.extract.readers.registry import Dataset
 
 LAYOUT = "NNNNNN.png with NNNNNN_seg.png (optionally inside dataset_100000/)"
 HAIR = 13  # Face Synthetics' class id of hair; its 255 is our IGNORE too
@@ -74,3 +85,6 @@ class FaceSyntheticsReader:
         check_label_size(seg, image, ref.label_path)
         label = np.where(seg == IGNORE, IGNORE, (seg == HAIR).astype(np.uint8)).astype(np.uint8)
         return LoadedSample(ref.id, image, label)
+
+
+DATASET = Dataset("facesynthetics", FaceSyntheticsReader, layout=LAYOUT, splits="all, train, val, test (ours, by id)", paper_splits=("train", "test"))

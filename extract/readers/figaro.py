@@ -10,8 +10,20 @@ from pathlib import Path
 
 import numpy as np
 
-from hairdiff.extract.readers.base import (Annotations, LoadedSample, SampleRef, by_id, list_files, load_image_and_mask,
-                                          non_empty, require_annotated, require_dir, select_ids, unknown_split)
+from hairdiff.extract.readers.base import (
+    Annotations,
+    LoadedSample,
+    SampleRef,
+    by_id,
+    list_files,
+    load_image_and_mask,
+    non_empty,
+    require_annotated,
+    require_dir,
+    select_ids,
+    unknown_split,
+)
+from hairdiff.extract.readers.registry import Dataset
 
 LAYOUT = "Original/<split>/FrameNNNNN-org.jpg and GT/<split>/FrameNNNNN-gt.pbm"
 SPLITS = ("Training", "Testing")
@@ -53,3 +65,6 @@ class FigaroReader:
         image, gray = load_image_and_mask(
             ref, f"restore GT/<split>/{ref.id}-gt.pbm, or leave {ref.id} out with --ids")
         return LoadedSample(ref.id, image, (gray > 127).astype(np.uint8))
+
+
+DATASET = Dataset("figaro", FigaroReader, layout=LAYOUT, splits="Training, Testing (train, test)", paper_splits=("Training", "Testing"))

@@ -13,10 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
-from hairdiff.extract.readers.base import (Annotations, LoadedSample, SampleRef, by_id, list_files, load_image_and_mask,
-                                          non_empty, require_annotated, require_dir, select_ids, unknown_split)
 from hairdiff.core.errors import BadSampleError
 from hairdiff.core.labels import IGNORE
+from hairdiff.extract.readers.base import (
+    Annotations,
+    LoadedSample,
+    SampleRef,
+    by_id,
+    list_files,
+    load_image_and_mask,
+    non_empty,
+    require_annotated,
+    require_dir,
+    select_ids,
+    unknown_split,
+)
+from hairdiff.extract.readers.registry import Dataset
 
 LAYOUT = "images/<stem>.jpg|jpeg|png|bmp|webp with masks/<stem>.png (optionally under <split>/)"
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -70,3 +82,6 @@ class FolderReader:
             raise BadSampleError(ref.label_path, f"mask has values {sorted(values)[:8]}, not 0/255 or 0/1",
                                  "binarise the mask (0 background, 255 hair), saved as PNG")
         return LoadedSample(ref.id, image, (gray > 0).astype(np.uint8))
+
+
+DATASET = Dataset("folder", FolderReader, layout=LAYOUT, splits="all, or the name of a <split>/ subfolder", paper_splits=None)

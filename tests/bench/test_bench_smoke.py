@@ -14,7 +14,6 @@ from tests.fixtures import REPO
 from tests.fixtures.cli import cli_env
 
 
-
 def test_cache_codecs_runs_and_reports_every_option(tmp_path):
     levels = [LevelSpec("unet.up_blocks.0", 32, 8, 2, 2), LevelSpec("unet.up_blocks.3", 8, 4, 8, 8)]
     store = FeatureStore.create_or_open(

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hairdiff.cache import FeatureStore, LevelSpec
-from hairdiff.cache import shard_codec
+from hairdiff.cache import FeatureStore, LevelSpec, shard_codec
 
 LEVELS = [LevelSpec("a", 8, 16, 8, 8), LevelSpec("b", 4, 4, 16, 16)]
 

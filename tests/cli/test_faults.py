@@ -339,8 +339,8 @@ def celebamask_image_not_annotated(s: Setup):
 
 def _best(run: Path, iteration: int = 7) -> Path:
     """RUN/best/ as `train --val` writes it, for the run's own head."""
-    from hairdiff.train.checkpoint import load_head
-    from hairdiff.train.validation import save_best
+    from hairdiff.model.best import save_best
+    from hairdiff.model.trained import load_head
 
     head, meta = load_head(run)
     save_best(run, head, iteration=iteration, metrics={"mIoU": 50.0}, meta=meta)
@@ -785,8 +785,8 @@ def test_13_an_explicit_cache_root_never_reads_a_broken_hairdiff_cache(setup, mo
 def test_9_predict_uses_the_head_eval_uses_and_says_which(setup):
     import torch
 
-    from hairdiff.train.checkpoint import load_head
-    from hairdiff.train.validation import save_best
+    from hairdiff.model.best import save_best
+    from hairdiff.model.trained import load_head
 
     root = make_folder(setup.tmp / "data", stems=("a", "b"))
     store, _ = _extract_ok(setup, *setup.tiny_extract("folder", root))

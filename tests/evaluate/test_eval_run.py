@@ -17,10 +17,10 @@ from hairdiff.cache.geometry import letterbox_label
 from hairdiff.evaluate.config import EvalConfig
 from hairdiff.evaluate.metrics import confusion_matrix, scores
 from hairdiff.evaluate.run import evaluate_run, to_annotation
-from hairdiff.train.checkpoint import load_head
-from hairdiff.train.mask2former.head import LEGACY, semantic_probs
+from hairdiff.model.mask2former.head import LEGACY, semantic_probs
+from hairdiff.model.trained import load_head
 from tests.fixtures.cli import invoke
-from tests.fixtures.stores import INPUTS, LEVELS, R, TINY_HEAD, ellipse, make_run, synthetic_samples
+from tests.fixtures.stores import INPUTS, LEVELS, TINY_HEAD, R, ellipse, make_run, synthetic_samples
 from tests.fixtures.stores import make_eval_store as make_store
 
 
@@ -139,7 +139,7 @@ def test_unletterbox_of_a_perfect_store_map_recovers_the_annotation():
 
 
 def test_eval_on_real_figaro_draws_on_the_real_image_and_cli_prints_path_last(tmp_path, figaro_root):
-    from hairdiff.extract.readers import get_reader
+    from hairdiff.extract.readers.registry import get_reader
 
     reader = get_reader("figaro")
     refs = reader.list_samples(figaro_root, "Training", None)[:3]

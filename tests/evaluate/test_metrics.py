@@ -105,8 +105,13 @@ def test_a_head_that_predicts_no_hair_gets_zero_hair_precision_not_its_accuracy(
 def test_scores_equal_torchmetrics_macro_averages_with_zero_division_0():
     """The real library on random splits, degenerate ones included (the README's reading of eq 7-10)."""
     import torch
-    from torchmetrics.classification import (MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex,
-                                             MulticlassPrecision, MulticlassRecall)
+    from torchmetrics.classification import (
+        MulticlassAccuracy,
+        MulticlassF1Score,
+        MulticlassJaccardIndex,
+        MulticlassPrecision,
+        MulticlassRecall,
+    )
 
     kw = {"num_classes": 2, "ignore_index": 255}
     metrics = {"mIoU": MulticlassJaccardIndex(average="macro", **kw),

@@ -15,7 +15,7 @@ from hairdiff.core.errors import RunMismatchError
 from hairdiff.evaluate.config import PredictConfig
 from hairdiff.evaluate.predict import predict_images
 from hairdiff.evaluate.run import predict_batch, to_annotation
-from hairdiff.train.checkpoint import load_head
+from hairdiff.model.trained import load_head
 from tests.fixtures.cli import invoke
 from tests.fixtures.stores import make_run as make_run_with
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hairdiff.extract.backbone import load_backbone
 from hairdiff.core.errors import ModelNotFoundError
+from hairdiff.extract.backbone import load_backbone
 from hairdiff.extract.tiny import build_tiny_model, tiny_model_path
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from hairdiff.extract.imageio import MAX_PIXELS, check_label_size, load_gray, load_rgb
 from hairdiff.core.errors import BadSampleError
+from hairdiff.extract.imageio import MAX_PIXELS, check_label_size, load_gray, load_rgb
 
 
 def _noise(h=48, w=64, seed=0):

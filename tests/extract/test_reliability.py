@@ -1,10 +1,10 @@
 """Fault injection on the extraction path: bad files, bit flips, concurrent writers, OOM, a full disk."""
 from __future__ import annotations
 
+import json
 import resource
 import signal
 import subprocess
-import json
 import warnings
 from pathlib import Path
 
@@ -14,7 +14,6 @@ import torch
 import zarr
 
 from hairdiff.demo.hairlike import make_hairlike_dataset
-
 from tests.fixtures.cli import popen_pipeline, run_pipeline
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hairdiff.train.mask2former.head import Mask2FormerHead
+from hairdiff.model.mask2former.head import Mask2FormerHead
 from hairdiff.train.optim import build_optimizer, param_groups
 from tests.fixtures.stores import LEVELS, TINY_HEAD
 

@@ -10,10 +10,10 @@ import torch
 
 from hairdiff.cache.levels import LevelSpec
 from hairdiff.core.errors import TrainingDiverged
-from hairdiff.train.checkpoint import latest_checkpoint
+from hairdiff.model.checkpoints import latest_checkpoint
+from hairdiff.model.mask2former.batch_criterion import build_batch_criterion
+from hairdiff.model.mask2former.head import HeadConfig, Mask2FormerHead
 from hairdiff.train.loop import train
-from hairdiff.train.mask2former.batch_criterion import build_batch_criterion
-from hairdiff.train.mask2former.head import HeadConfig, Mask2FormerHead
 from hairdiff.train.optim import build_optimizer
 from hairdiff.train.step import StepLog, TrainStep, first_divergence
 from tests.fixtures.stores import TINY, log_rows, toy_train_config

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from hairdiff.model.mask2former.batch_criterion import build_batch_criterion
+from hairdiff.model.mask2former.head import HeadConfig, Mask2FormerHead
 from hairdiff.train.host_syncs import HostSyncCounter
-from hairdiff.train.mask2former.batch_criterion import build_batch_criterion
-from hairdiff.train.mask2former.head import HeadConfig, Mask2FormerHead
 from hairdiff.train.optim import build_optimizer
 from hairdiff.train.step import TrainStep
 from tests.fixtures.stores import LEVELS, TINY, features_for, hair_label
@@ -69,7 +69,7 @@ def test_the_count_sees_a_host_copy_of_the_matching_costs():
 
 def test_the_count_sees_per_image_target_building():
     """...and the per-image targets of the reference criterion (a bool() per image and class)."""
-    from hairdiff.train.mask2former.targets import semantic_targets
+    from hairdiff.model.mask2former.targets import semantic_targets
 
     with HostSyncCounter() as c:
         semantic_targets(torch.from_numpy(labels()))

@@ -12,7 +12,8 @@ from safetensors import safe_open
 
 from hairdiff.cache import FeatureStore
 from hairdiff.core.errors import RunDirError, StoreMismatchError, TrainingDiverged
-from hairdiff.train.checkpoint import latest_checkpoint, load_head
+from hairdiff.model.checkpoints import latest_checkpoint
+from hairdiff.model.trained import load_head
 from hairdiff.train.data import CachedFeatures, Position, global_batch
 from hairdiff.train.loop import train
 from tests.fixtures.cli import invoke

@@ -8,7 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from hairdiff.core.errors import RunDirError
-from hairdiff.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, load_head, save_checkpoint
+from hairdiff.model.checkpoints import latest_checkpoint, list_checkpoints
+from hairdiff.model.trained import load_head
+from hairdiff.train.checkpoint import load_checkpoint, save_checkpoint
 from hairdiff.train.loop import train
 from hairdiff.train.optim import build_optimizer
 from tests.fixtures.cli import invoke
@@ -117,7 +119,7 @@ def test_resuming_a_checkpoint_with_one_optimizer_group_is_one_line(tmp_path):
 
 def test_resume_reads_a_missing_head_field_as_its_legacy_value(tmp_path):
     """A checkpoint config written before a HeadConfig field existed lacks it: that means the LEGACY value."""
-    from hairdiff.train.mask2former.head import LEGACY
+    from hairdiff.model.mask2former.head import LEGACY
 
     store = make_store(tmp_path, n=4)
     run = tmp_path / "run"

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from hairdiff.core.errors import UsageError
+from hairdiff.model.best import read_best
 from hairdiff.train.loop import train
-from hairdiff.train.validation import read_best
 from tests.fixtures.cli import invoke
 from tests.fixtures.stores import TINY, log_rows, make_train_store, toy_train_config
 

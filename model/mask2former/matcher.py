@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from hairdiff.train.mask2former.point_sampling import bilinear_corners, point_sample, point_targets, point_weights
-from hairdiff.train.mask2former.targets import DenseTargets, valid_map
+from hairdiff.model.mask2former.point_sampling import bilinear_corners, point_sample, point_targets, point_weights
+from hairdiff.model.mask2former.targets import DenseTargets, valid_map
 
 MAX_CLOSED_FORM = 2  # targets per image the device-side assignment solves exactly
 
@@ -66,7 +66,7 @@ def pairwise_costs_reference(logits: torch.Tensor, labels: torch.Tensor,
     return bce, dice
 
 
-def _finite(cost: torch.Tensor) -> torch.Tensor:
+def finite_costs(cost: torch.Tensor) -> torch.Tensor:
     # A non-finite cost would crash the solver (and poison a closed-form sum): make such pairs the last resort.
     big = torch.finfo(cost.dtype).max
     return torch.nan_to_num(cost, nan=big, posinf=big, neginf=big)
@@ -94,7 +94,7 @@ def batch_costs(pred_logits: torch.Tensor, pred_masks: torch.Tensor, targets: De
     else:
         bce, dice = pairwise_costs(point_sample(pred_masks.float(), coords), labels, w)  # queries as channels
     cls = -pred_logits.float().softmax(-1)[..., :num_classes]
-    return _finite(cost_mask * bce + cost_class * cls + cost_dice * dice)
+    return finite_costs(cost_mask * bce + cost_class * cls + cost_dice * dice)
 
 
 CPU_POINT_BLOCK = 1024  # points per block: (block x queries) float32 temporaries stay in the core's cache
@@ -220,7 +220,7 @@ class HungarianMatcher(nn.Module):
             plogits = point_sample(pred, pts.expand(pred.shape[0], -1, -1)).squeeze(1)
             bce, dice = pairwise_costs_reference(plogits, labels, w[0])
             cost_class = -logits_all[b].softmax(-1)[:, tgt["labels"]]
-            cost = _finite(self.cost_mask * bce + self.cost_class * cost_class + self.cost_dice * dice)
+            cost = finite_costs(self.cost_mask * bce + self.cost_class * cost_class + self.cost_dice * dice)
             i, j = linear_sum_assignment(cost.cpu().numpy())
             indices.append((torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)))
         return indices

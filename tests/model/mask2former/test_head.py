@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from hairdiff.core.errors import UsageError
-from hairdiff.train.mask2former.criterion import SetCriterion
-from hairdiff.train.mask2former.head import LEGACY, HeadConfig, Mask2FormerHead, semantic_probs
-from hairdiff.train.mask2former.matcher import HungarianMatcher
-from hairdiff.train.mask2former.point_sampling import point_targets
-from hairdiff.train.mask2former.targets import semantic_targets
+from hairdiff.model.mask2former.criterion import SetCriterion
+from hairdiff.model.mask2former.head import LEGACY, HeadConfig, Mask2FormerHead, semantic_probs
+from hairdiff.model.mask2former.matcher import HungarianMatcher
+from hairdiff.model.mask2former.point_sampling import point_targets
+from hairdiff.model.mask2former.targets import semantic_targets
 from tests.fixtures.stores import ellipse_in
 
 try:

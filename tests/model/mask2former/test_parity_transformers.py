@@ -21,12 +21,12 @@ import torch
 tf_m2f = pytest.importorskip("transformers.models.mask2former.modeling_mask2former")
 from transformers import Mask2FormerConfig  # noqa: E402
 
-from hairdiff.train.mask2former.batch_criterion import term_names  # noqa: E402
-from hairdiff.train.mask2former.criterion import SetCriterion  # noqa: E402
-from hairdiff.train.mask2former.matcher import HungarianMatcher  # noqa: E402
-from hairdiff.train.mask2former.pixel_decoder import MSDeformAttnPixelDecoder  # noqa: E402
-from hairdiff.train.mask2former.targets import semantic_targets  # noqa: E402
-from hairdiff.train.mask2former.transformer_decoder import MaskedAttentionDecoder  # noqa: E402
+from hairdiff.model.mask2former.batch_criterion import term_names  # noqa: E402
+from hairdiff.model.mask2former.criterion import SetCriterion  # noqa: E402
+from hairdiff.model.mask2former.matcher import HungarianMatcher  # noqa: E402
+from hairdiff.model.mask2former.pixel_decoder import MSDeformAttnPixelDecoder  # noqa: E402
+from hairdiff.model.mask2former.targets import semantic_targets  # noqa: E402
+from hairdiff.model.mask2former.transformer_decoder import MaskedAttentionDecoder  # noqa: E402
 
 R = 64
 STRIDES = [4, 8, 16, 32]
@@ -242,13 +242,14 @@ def test_the_training_step_loss_matches_theirs(monkeypatch):
     per prediction (final first, then aux 0, 1, ...) the matcher's points, then the oversampled and uniform
     points of each matched mask in its matching's order. No ignore pixels (theirs has no ignore handling).
     """
-    from tests.fixtures.stores import LEVELS, TINY, features_for
-    from hairdiff.train.mask2former.head import HeadConfig, Mask2FormerHead
-    from hairdiff.train.mask2former.batch_criterion import build_batch_criterion
-    from hairdiff.train.mask2former.point_sampling import step_seed
+    import numpy as np
+
+    from hairdiff.model.mask2former.batch_criterion import build_batch_criterion
+    from hairdiff.model.mask2former.head import HeadConfig, Mask2FormerHead
+    from hairdiff.model.mask2former.point_sampling import step_seed
     from hairdiff.train.optim import build_optimizer
     from hairdiff.train.step import TrainStep
-    import numpy as np
+    from tests.fixtures.stores import LEVELS, TINY, features_for
 
     cfg = HeadConfig(**{**TINY, "num_points": POINTS})
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ What it follows: facebookresearch/Mask2Former's MSDeformAttnPixelDecoder, MultiS
 HungarianMatcher and SetCriterion (semantic defaults: 100 queries, hidden 256, 8 heads, FFN 2048, 9
 masked-attention layers, 6 deformable encoder layers over 3 scales, 4 points; class/mask/dice weights
 2/5/5, no-object 0.1, 12544 importance-sampled points), checked module by module against transformers'
-Mask2Former to 1e-5 (tests/train/mask2former/test_parity_transformers.py). No detectron2.
+Mask2Former to 1e-5 (tests/model/mask2former/test_parity_transformers.py). No detectron2.
 
 Where it deviates, and why:
 - Input: cached Stable Diffusion levels instead of a backbone. `adapter.py` projects each level to the head

@@ -15,7 +15,8 @@ from PIL import Image
 from hairdiff.cache import FeatureStore
 from hairdiff.cli.sweep import spread_values
 from hairdiff.core.errors import Interrupted, OutputMismatchError, UsageError
-from hairdiff.evaluate.sweep import Point, SweepConfig, sweep
+from hairdiff.experiments.config import Point, SweepConfig
+from hairdiff.experiments.sweep import sweep
 from tests.fixtures.cli import invoke
 from tests.fixtures.layouts import make_figaro
 

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hairdiff.train.mask2former.layers import c2_xavier_fill, group_norm
-from hairdiff.train.mask2former.msdeform_attn import MSDeformAttn, offset_scale, reference_points
-from hairdiff.train.mask2former.position import sine_position_embedding
+from hairdiff.model.mask2former.layers import c2_xavier_fill, group_norm
+from hairdiff.model.mask2former.msdeform_attn import MSDeformAttn, offset_scale, reference_points
+from hairdiff.model.mask2former.position import sine_position_embedding
 
 ATTENDED_LEVELS = 3  # Mask2Former attends over strides 8, 16, 32
 

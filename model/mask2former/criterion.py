@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hairdiff.train.mask2former.matcher import HungarianMatcher
-from hairdiff.train.mask2former.point_sampling import PointDraws, point_sample, point_targets, uncertain_points
-from hairdiff.train.mask2former.targets import valid_map
+from hairdiff.model.mask2former.matcher import HungarianMatcher
+from hairdiff.model.mask2former.point_sampling import PointDraws, point_sample, point_targets, uncertain_points
+from hairdiff.model.mask2former.targets import valid_map
 
 LOSS_NAMES = ("loss_ce", "loss_mask", "loss_dice")
 

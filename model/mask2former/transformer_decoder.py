@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hairdiff.train.mask2former.layers import c2_xavier_fill
-from hairdiff.train.mask2former.position import sine_position_embedding
+from hairdiff.model.mask2former.layers import c2_xavier_fill
+from hairdiff.model.mask2former.position import sine_position_embedding
 
 
 def query_masks(embed: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:

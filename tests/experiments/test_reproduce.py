@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hairdiff.core.recipe import FULL, M2F, ODISE, OPTION, OURS, PAPER, SMOKE, SMOKE_RUN, Recipe
 from hairdiff.evaluate.metrics import miou_floor
-from hairdiff.evaluate.recipes import FULL, M2F, ODISE, OPTION, OURS, PAPER, SMOKE, SMOKE_RUN, Recipe
-from hairdiff.evaluate.reproduce import ReproduceConfig, extract_config, train_config
-from hairdiff.train.mask2former.head import build_head_config
+from hairdiff.experiments.chain import extract_config, train_config
+from hairdiff.experiments.config import ReproduceConfig
+from hairdiff.model.mask2former.head import build_head_config
 from hairdiff.train.schedule import POLY_POWER
 from tests.fixtures import REPO
 from tests.fixtures.cli import run_pipeline
@@ -72,8 +73,8 @@ def test_every_setting_has_a_source_and_reaches_the_configs_reproduce_builds(tmp
 
 def test_the_phrase_the_papers_recipe_is_gone():
     # The paper gives no training recipe: nothing may claim one (docs, docstrings, help texts).
-    files = [REPO / "README.md", REPO / "DESIGN.md"] + [p for d in ("cli", "evaluate", "extract", "train", "cache",
-                                                                    "core", "demo") for p in (REPO / d).rglob("*.py")]
+    rooms = ("cli", "evaluate", "extract", "train", "cache", "model", "experiments", "core", "demo")
+    files = [REPO / "README.md", REPO / "DESIGN.md"] + [p for d in rooms for p in (REPO / d).rglob("*.py")]
     said = [str(p) for p in files if re.search(r"paper'?s recipe|recipe of the paper", p.read_text(), re.I)]
     assert not said, said
 

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hairdiff.train.mask2former.criterion import LOSS_NAMES
-from hairdiff.train.mask2former.matcher import assign, batch_costs
-from hairdiff.train.mask2former.point_sampling import PointDraws, draw_points, point_sample, point_weights
-from hairdiff.train.mask2former.targets import DenseTargets
+from hairdiff.model.mask2former.criterion import LOSS_NAMES
+from hairdiff.model.mask2former.matcher import assign, batch_costs
+from hairdiff.model.mask2former.point_sampling import PointDraws, draw_points, point_sample, point_weights
+from hairdiff.model.mask2former.targets import DenseTargets
 
 
 def build_batch_criterion(cfg, host_assignment: bool | None = None) -> "BatchCriterion":

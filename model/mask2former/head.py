@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hairdiff.train.mask2former.adapter import ADAPTER_KINDS, LevelAdapter
-from hairdiff.train.mask2former.pixel_decoder import ATTENDED_LEVELS, MSDeformAttnPixelDecoder
 from hairdiff.core.errors import UsageError
-from hairdiff.train.mask2former.transformer_decoder import MaskedAttentionDecoder
+from hairdiff.model.mask2former.adapter import ADAPTER_KINDS, LevelAdapter
+from hairdiff.model.mask2former.pixel_decoder import ATTENDED_LEVELS, MSDeformAttnPixelDecoder
+from hairdiff.model.mask2former.transformer_decoder import MaskedAttentionDecoder
 
 # A head small enough to train for a demo on a laptop CPU in minutes.
 SMALL_PRESET = {"hidden_dim": 64, "num_queries": 16, "nheads": 4, "dim_feedforward": 256, "dec_layers": 3,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hairdiff.train.mask2former.layers import c2_xavier_fill, group_norm
+from hairdiff.model.mask2former.layers import c2_xavier_fill, group_norm
 
 ADAPTER_KINDS = ("conv", "bottleneck")
 

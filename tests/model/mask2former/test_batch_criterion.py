@@ -10,11 +10,11 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from hairdiff.train.mask2former.batch_criterion import build_batch_criterion, term_names
-from hairdiff.train.mask2former.criterion import build_criterion, per_sample_loss
-from hairdiff.train.mask2former.head import HeadConfig
-from hairdiff.train.mask2former.matcher import _finite, assign
-from hairdiff.train.mask2former.targets import dense_targets, semantic_targets
+from hairdiff.model.mask2former.batch_criterion import build_batch_criterion, term_names
+from hairdiff.model.mask2former.criterion import build_criterion, per_sample_loss
+from hairdiff.model.mask2former.head import HeadConfig
+from hairdiff.model.mask2former.matcher import finite_costs, assign
+from hairdiff.model.mask2former.targets import dense_targets, semantic_targets
 from tests.fixtures.stores import ellipse_in
 
 R, H, Q, L = 64, 16, 10, 4  # labels R x R, mask logits H x H (stride 4), queries, supervised predictions
@@ -166,7 +166,7 @@ def test_assignment_on_ties_and_non_finite_costs_is_optimal():
         same += query.tolist() == ref.tolist()
     assert same > 400  # on most tied sets both pick the same pair anyway
     bad = torch.tensor([[float("nan"), 1.0], [0.5, float("inf")], [2.0, 3.0]])
-    query, _ = assign(_finite(bad), torch.tensor([True, True]))
+    query, _ = assign(finite_costs(bad), torch.tensor([True, True]))
     assert query.tolist() == [1, 0]
     # All-equal costs, one query per target: the two lowest queries.
     assert assign(torch.zeros(5, 2), torch.tensor([True, True]))[0].tolist() == [0, 1]
@@ -186,7 +186,7 @@ def test_host_assignment_for_more_classes_than_the_closed_form():
 
 # -------------------------------------------------------------------------------------------- targets
 def test_dense_targets_hold_what_the_per_image_targets_hold():
-    from hairdiff.train.mask2former.targets import check_label_values
+    from hairdiff.model.mask2former.targets import check_label_values
 
     lab = labels(6, seed=3)
     dense, listed = dense_targets(lab), semantic_targets(lab)

@@ -1,0 +1,338 @@
+"""`pipeline sweep`: the paper's choice of timestep and prompt (and the tap set), checked on one grid.
+
+Every point of the grid (timestep x prompt x tap set) is `pipeline reproduce`'s chain with those three
+extraction settings changed: the train and test stores (reused from the cache root when they exist: the
+fingerprint keys timestep, prompt and taps), the recipe's head trained with the same seed, scored on the test
+split. Everything else is shared by all points: the recipe of core/recipe.py, with --iters, --limit and
+--views overrides. Outputs: OUT/points/<name>/{run,eval}, OUT/sweep.json (a row per point), OUT/sweep.md (the
+table, best point marked) and OUT/sweep.png (mIoU and hair IoU against the timestep).
+
+Resuming: OUT/manifest.json binds the folder to the shared settings (core/manifest.py): a run with other shared
+settings is refused naming what differs, while the grid itself may change (points are added or dropped; each
+point's folder is named for and bound to its own settings). A finished point (point.json written after its
+eval) is read back; an unfinished one continues from its stores and its run's last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from hairdiff.cache import FeatureStore
+from hairdiff.core.errors import Interrupted
+from hairdiff.core.files import atomic_write, atomic_write_json
+from hairdiff.core.manifest import bind
+from hairdiff.core.paths import check_output_dir
+from hairdiff.core.progress import ProgressFactory, silent
+from hairdiff.core.urls import is_remote, local_path
+from hairdiff.experiments.chain import (
+    checked_splits,
+    extract_config,
+    extract_store,
+    finished,
+    score_run,
+    summary_metrics,
+    train_config,
+    train_run,
+    write_splits,
+)
+from hairdiff.experiments.config import SWEEP_AXIS, Point, SweepConfig
+from hairdiff.experiments.recipes import table
+from hairdiff.extract.distributed import run_many
+from hairdiff.extract.runner import ExtractStats
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def _row(p: Point, pdir: Path) -> dict:
+    return {"name": p.name, **asdict(p), "status": "pending", "folder": str(pdir), "stores": {}, "store_bytes": {},
+            "crop": None,
+            "run": str(pdir / "run"), "eval": str(pdir / "eval"), "metrics": None,
+            "seconds": {"extract": 0.0, "train": 0.0, "eval": 0.0},
+            "reused": {"extract": False, "train": False, "eval": False},
+            "work": {"computed": {}, "reused_samples": {}, "iterations": 0, "started_at_iteration": None}}
+
+
+def _bind_point(cfg: SweepConfig, p: Point, pdir: Path) -> None:
+    bind(pdir, "sweep-point", {**cfg.shared_settings(), "point": asdict(p)},
+         fix=f"delete {pdir} to compute this point again")
+
+
+def _read_back(cfg: SweepConfig, p: Point, pdir: Path, log) -> dict | None:
+    """A finished point's row from pdir/point.json (written after its eval), marked as reused; None when the
+    point is not finished (or its record is damaged: then its eval is redone from its run, said in `log`).
+    A point folder made with other settings is refused (OutputMismatchError), never read back."""
+    path = pdir / "point.json"
+    if not path.exists() or not (pdir / "eval" / "metrics.json").exists():
+        return None
+    _bind_point(cfg, p, pdir)
+    try:
+        row = json.loads(path.read_text())
+        if not (isinstance(row, dict) and isinstance(row.get("metrics"), dict)):
+            raise ValueError("not a point record")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        log(f"{path}: unreadable ({type(e).__name__}); scoring {p.name} again from its stores and run")
+        return None
+    row.update(status="done", reused={"extract": True, "train": True, "eval": True},
+               work={"computed": {}, "reused_samples": {}, "iterations": 0, "started_at_iteration": None})
+    return row
+
+
+def _store_bytes(url: str) -> int | None:
+    if is_remote(url):
+        return None
+    return sum(f.stat().st_size for f in Path(local_path(url)).rglob("*") if f.is_file())
+
+
+def _labelled(progress: ProgressFactory, prefix: str) -> ProgressFactory:
+    def factory(label: str, total: int, done: int = 0):
+        return progress(f"{prefix}: {label}", total, done)
+
+    return factory
+
+
+def _point_extract_configs(cfg: SweepConfig, plan: dict, p: Point) -> dict:
+    """The ExtractConfig of each part for point p: the chain's (with the shared --views), the point's axes set."""
+    return {part: replace(extract_config(cfg, plan, part), timestep=p.timestep, prompt=p.prompt, taps=p.taps)
+            for part in ("train", "test")}
+
+
+def sweep(cfg: SweepConfig, progress: ProgressFactory = silent, log=print, command: str = "the same command") -> dict:
+    """Run (or resume) the grid; returns sweep.json's content. Ctrl-C is an Interrupted naming what was kept."""
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    check_output_dir(out, "--out")
+    fix = "pass another --out, or the shared settings this folder was made with (the grid itself may change)"
+    chosen = checked_splits(cfg.reproduce_config())  # --out outside stores, ids files, no test image trained on
+    bind(out, "sweep", cfg.shared_settings(), fix=fix)  # refuses a changed folder before anything in it is written
+    plan = write_splits(chosen)
+    points, rows_pro = cfg.points, cfg.provenance()
+    log(f"sweep of {len(points)} points ({len(cfg.grid_timesteps)} timesteps x {len(cfg.grid_prompts)} prompts x "
+        f"{len(cfg.grid_taps)} tap sets); shared recipe (core/recipe.py):")
+    for line in table(rows_pro):
+        log(line)
+    log(f"splits: {plan['note']}")
+    rows, todo = _rows(cfg, points, out, log)
+
+    def report() -> dict:
+        return _report(cfg, plan, rows_pro, points, rows, t0)
+
+    state = {"point": None, "stage": "setup"}
+    try:
+        pre_extracted = _extract_on_cluster(cfg, plan, todo, state, progress, log) if cfg.scheduler and todo else {}
+        for p in todo:
+            state["point"] = p.name
+            _run_point(cfg, plan, p, rows[p.name], pre_extracted.get(p.name), state, progress, log)
+            write_outputs(out, report())
+    except KeyboardInterrupt:
+        write_outputs(out, report())
+        done = sum(r["status"] == "done" for r in rows.values())
+        where = f" during {state['stage']}" + (f" of point {state['point']}" if state["point"] else "")
+        raise Interrupted(f"interrupted{where}: {done} of {len(points)} points are finished and kept in {out} "
+                          f"(sweep.json lists them); the stores keep every computed sample and each run its last "
+                          f"checkpoint: run {command} again to continue") from None
+    final = report()
+    write_outputs(out, final)
+    return final
+
+
+def _rows(cfg: SweepConfig, points: list[Point], out: Path, log) -> tuple[dict, list[Point]]:
+    """Every point's row (finished ones read back) and the points still to run (at most --stop-after)."""
+    rows, todo = {}, []
+    for p in points:
+        pdir = out / "points" / p.name
+        row = _read_back(cfg, p, pdir, log)
+        if row is None:
+            todo.append(p)
+            row = _row(p, pdir)
+        rows[p.name] = row
+    if len(todo) < len(points):
+        log(f"{len(points) - len(todo)} of {len(points)} points finished already: read back")
+    return rows, todo if cfg.stop_after is None else todo[: cfg.stop_after]
+
+
+def _extract_on_cluster(cfg, plan, todo, state, progress, log) -> dict:
+    """Every unfinished point's stores on the Dask cluster at once; {point name: {part: ExtractStats}}."""
+    state["stage"] = f"extraction on {cfg.scheduler}"
+    jobs = [(p, part, c) for p in todo for part, c in _point_extract_configs(cfg, plan, p).items()]
+    stats = [ExtractStats() for _ in jobs]
+    log(f"extracting {len(jobs)} stores of {len(todo)} points on {cfg.scheduler} ...")
+    run_many([c for _, _, c in jobs], stats, cfg.scheduler, progress=progress, log=log)
+    found: dict = {}
+    for (p, part, _), s in zip(jobs, stats):
+        found.setdefault(p.name, {})[part] = s
+    return found
+
+
+def _run_point(cfg, plan, p: Point, row: dict, extracted: dict | None, state, progress, log) -> None:
+    """One point through the chain: its stores, its run, its scores; point.json written last."""
+    pdir = Path(row["folder"])
+    _bind_point(cfg, p, pdir)
+    labelled = _labelled(progress, p.name)
+    log(f"point {p.name}: timestep {p.timestep}, prompt {p.prompt!r}, taps {p.taps}")
+    state["stage"] = "extraction"
+    _point_stores(cfg, plan, p, row, extracted or {}, labelled, log)
+    state["stage"] = "training"
+    summary = _point_run(cfg, pdir / "run", row, labelled, log)
+    state["stage"] = "scoring"
+    t = time.perf_counter()
+    metrics = score_run(pdir / "run", row["stores"]["test"], Path(row["eval"]), cfg.device, overlays=2,
+                        progress=labelled)
+    row["seconds"]["eval"] = round(time.perf_counter() - t, 2)
+    row["metrics"] = summary_metrics(metrics)
+    row["train"] = {k: summary.get(k) for k in ("iterations", "final_loss", "images_per_s")}
+    row["status"] = "done"
+    # Written last: its presence (with eval/metrics.json) is what makes the point finished.
+    atomic_write_json(pdir / "point.json", {k: v for k, v in row.items() if k not in ("status",)}, indent=2)
+    m = row["metrics"]
+    log(f"  {p.name}: mIoU {m['mIoU']:.2f}, hair IoU {m['hair_iou']:.2f} ({m['images']} test images)")
+
+
+def _point_stores(cfg, plan, p: Point, row: dict, extracted: dict, progress, log) -> None:
+    """The point's train and test stores (extracted here unless the cluster did), recorded in its row."""
+    t = time.perf_counter()
+    for part, ecfg in _point_extract_configs(cfg, plan, p).items():
+        stats = extracted.get(part) or extract_store(ecfg, progress, log)
+        row["stores"][part] = stats.store
+        row["store_bytes"][part] = _store_bytes(stats.store)
+        row["work"]["computed"][part] = stats.computed
+        row["work"]["reused_samples"][part] = stats.reused
+        log(f"  {part} store: computed {stats.computed}, reused {stats.reused}: {stats.store}")
+    # On a cluster: the wall time from the submission until both of the point's stores were complete.
+    row["seconds"]["extract"] = round(time.perf_counter() - t + max(
+        (s.seconds for s in extracted.values()), default=0.0), 2)
+    row["reused"]["extract"] = not any(row["work"]["computed"].values())
+
+
+def _point_run(cfg, run: Path, row: dict, progress, log) -> dict:
+    """The point's head trained (or resumed, or found finished) on its training store; the run's summary."""
+    iters = cfg.recipe.iters
+    tcfg = train_config(cfg, row["stores"]["train"], run)
+    crop = fitted_crop(tcfg.crop, row["stores"]["train"])
+    if crop != tcfg.crop:
+        log(f"  crop {crop} instead of the recipe's {tcfg.crop}: this point's coarsest stored stride does not divide "
+            f"{tcfg.crop}")
+        tcfg = replace(tcfg, crop=crop)
+    row["crop"] = crop
+    finished_before = finished(run, iters)
+    t = time.perf_counter()
+    summary = train_run(tcfg, cfg.device, progress)
+    row["seconds"]["train"] = round(time.perf_counter() - t, 2)
+    row["reused"]["train"] = finished_before
+    if finished_before:
+        log(f"  {run} finished its {iters} iterations already")
+    else:
+        start = summary.get("started_at_iteration", 0)
+        row["work"].update(iterations=summary["iterations"] - start, started_at_iteration=start)
+        log(f"  trained iterations {start}..{summary['iterations']}" + (f" (resumed from {summary['resumed_from']})"
+                                                                       if summary.get("resumed_from") else ""))
+    return summary
+
+
+def fitted_crop(crop: int | None, store_url: str) -> int | None:
+    """The recipe's crop, rounded down to a multiple of the store's coarsest stride when it is not one (the
+    smoke recipe's 96 with the stride-64 `odise` taps: 64), so every tap set of a grid trains; None stays None."""
+    if crop is None:
+        return None
+    store = FeatureStore.open(store_url)
+    step = max(int(lv.stride) for lv in store.levels)
+    if crop % step == 0 and step <= crop <= store.resolution:
+        return crop
+    return max(step, min(crop, store.resolution) // step * step) if step <= store.resolution else None
+
+
+# -------------------------------------------------------------------------------------------- the outputs
+def _best(rows: list[dict]) -> str | None:
+    done = [r for r in rows if r["status"] == "done" and isinstance(r["metrics"].get("mIoU"), (int, float))
+            and not math.isnan(r["metrics"]["mIoU"])]
+    return max(done, key=lambda r: r["metrics"]["mIoU"])["name"] if done else None
+
+
+def _report(cfg: SweepConfig, plan: dict, provenance_rows: list[dict], points: list[Point], rows: dict,
+            t0: float) -> dict:
+    ordered = [rows[p.name] for p in points]
+    return {"dataset": cfg.dataset, "root": str(Path(cfg.root).resolve()), "model": cfg.model,
+            "random_weights": cfg.model == "tiny", "limit": cfg.limit, "splits": plan["note"],
+            "grid": {"timesteps": cfg.grid_timesteps, "prompts": cfg.grid_prompts, "taps": cfg.grid_taps},
+            "recipe": cfg.recipe.as_dict(), "provenance": provenance_rows, "scheduler": cfg.scheduler,
+            "points": ordered, "best": _best(ordered),
+            "finished": sum(r["status"] == "done" for r in ordered), "total": len(ordered),
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def write_outputs(out: Path, report: dict) -> None:
+    """sweep.json, sweep.md and (once a point is finished) sweep.png."""
+    atomic_write_json(out / "sweep.json", report, indent=2)
+    atomic_write(out / "sweep.md", markdown(report))
+    if report["finished"]:
+        plot(report, out / "sweep.png")
+
+
+def _prompt_label(prompt: str) -> str:
+    return repr(prompt) if prompt else '"" (empty)'
+
+
+def _f(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Sweep: {report['dataset']}, {report['model']}", "",
+             f"{report['finished']} of {report['total']} points finished. Splits: {report['splits']}."
+             + (f" Limited to the first {report['limit']} images of each split." if report["limit"] else ""), ""]
+    if report["random_weights"]:
+        lines += ["**Smoke run with the random-weight `tiny` model: these numbers show that every step runs, "
+                  "they say nothing about the method.**", ""]
+    lines += ["Pooled over the test split (per-image mean mIoU beside it); seconds per stage of the run that "
+              "computed the point; `reused` lists the stages found done.", "",
+              "| best | timestep | prompt | taps | mIoU | hair IoU | F1 | accuracy | precision | per-image mIoU | "
+              "crop | extract s | train s | eval s | reused | point |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["points"]:
+        m = r["metrics"] or {}
+        reused = ",".join(k for k, v in r["reused"].items() if v) or "-"
+        s = r["seconds"]
+        lines.append(f"| {'**best**' if r['name'] == report['best'] else ''} | {r['timestep']} | "
+                     f"{_prompt_label(r['prompt'])} | {r['taps']} | {_f(m.get('mIoU'))} | {_f(m.get('hair_iou'))} | "
+                     f"{_f(m.get('f1'))} | {_f(m.get('accuracy'))} | {_f(m.get('precision'))} | "
+                     f"{_f((m.get('per_image_mean') or {}).get('mIoU'))} | {r.get('crop') or '-'} | "
+                     f"{s['extract']} | {s['train']} | "
+                     f"{s['eval']} | {reused} | `{r['name']}`" + (" (pending)" if r["status"] != "done" else "")
+                     + " |")
+    lines += ["", "## Shared settings", "", "Where each setting comes from (core/recipe.py); the rows marked "
+              f"`{SWEEP_AXIS}` are this grid's.", ""]
+    lines += table(report["provenance"])
+    lines += ["", f"Total {report['seconds']} s in this run.", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> Path:
+    """mIoU (left) and hair IoU (right) against the timestep: a line per prompt x tap set."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on training machines
+    import matplotlib.pyplot as plt
+
+    done = [r for r in report["points"] if r["status"] == "done"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    lines: dict = {}
+    for r in done:
+        lines.setdefault((r["prompt"], r["taps"]), []).append(r)
+    for (prompt, taps), rs in lines.items():
+        rs = sorted(rs, key=lambda r: r["timestep"])
+        for ax, key in zip(axes, ("mIoU", "hair_iou")):
+            ax.plot([r["timestep"] for r in rs], [r["metrics"][key] for r in rs], marker="o",
+                    label=f"{_prompt_label(prompt)} / {taps}")
+    for ax, title in zip(axes, ("mIoU (pooled, %)", "hair IoU (pooled, %)")):
+        ax.set_xlabel("timestep")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, title="prompt / taps", title_fontsize=7)
+    if report["random_weights"]:
+        fig.suptitle("random-weight tiny model: the numbers say nothing about the method", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

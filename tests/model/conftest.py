@@ -1,0 +1,1 @@
+from tests.fixtures.threads import single_thread  # noqa: F401 (autouse)
