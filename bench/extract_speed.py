@@ -188,7 +188,7 @@ def append_compiled(a, device) -> None:
     print(json.dumps(row, indent=1))
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="a diffusers folder (bench/build_sd1_random.py) or tiny")
     ap.add_argument("--images", type=int, default=1024)
@@ -202,7 +202,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10, help="timed batches per variant")
     ap.add_argument("--compile-only", action="store_true", help="add the torch.compile row to extract_speed.json")
     ap.add_argument("--out", type=Path, default=None)
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    a = _args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if a.compile_only:
         return append_compiled(a, device)
@@ -238,6 +242,12 @@ def main() -> None:
         "ceiling_fraction": ips / ceiling, "naive_images_per_s": naive, "speedup_vs_naive": ips / naive,
         "recomputed_fp32": stats.recomputed, "store": stats.store,
     }
+    _report(a, cfg, stats, summary)
+
+
+def _report(a, cfg, stats, summary: dict) -> None:
+    """The table (with the variants' rows when asked) and extract_speed.json."""
+    ips, ceiling, naive = summary["images_per_s"], summary["ceiling_images_per_s"], summary["naive_images_per_s"]
     rows = [{"run": "pipeline extract (product path)", "images_per_s": ips, "batch": stats.batch_size,
              "gpu_busy_fraction": stats.gpu_busy_fraction, "ceiling_fraction": ips / ceiling},
             {"run": "naive (1 image, fp32, full forward, np.save)", "images_per_s": naive, "batch": 1},

@@ -356,7 +356,7 @@ def projection(rows: list[dict], cores: int = 8) -> dict:
     return out
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="measuring time per row and repeat")
     ap.add_argument("--repeats", type=int, default=2, help="side-by-side rounds; each row keeps its best")
@@ -367,17 +367,17 @@ def main() -> None:
     ap.add_argument("--ceiling", type=float, default=GPU_CEILING_IMG_S,
                     help="GPU images/s to keep up with (default: the H200 FLOP ceiling at 512)")
     ap.add_argument("--out", type=Path, default=None, help="folder for host_pipeline.json")
-    a = ap.parse_args()
-    cores = os.cpu_count() or 1
-    counts = [int(x) for x in a.threads.split(",")] if a.threads else sorted({1, 2, *range(4, cores + 1, 4), cores})
-    counts = [c for c in counts if c <= cores]
-    codecs = a.codecs.split(",")
+    return ap.parse_args()
+
+
+def _measure(a, counts: list[int], codecs: list[str]) -> tuple[list, list, list]:
+    """(decode row, write rows, read rows): every write and read setting in turn, `a.repeats` rounds."""
     planes = (None if a.features == "noise" else
               Planes(tiny_planes(a.resolution) if a.features == "tiny" else store_planes(a.features)))
-    rows, writes, reads = [], [], []
+    writes, reads = [], []
     with tempfile.TemporaryDirectory(prefix="hairdiff-host-") as d:
         tmp = Path(d)
-        rows.append(bench_decode(tmp, a.resolution, a.seconds))
+        decode = bench_decode(tmp, a.resolution, a.seconds)
         urls = {c: reader_store(tmp, a.resolution, c, planes) for c in codecs}
         for _ in range(max(1, a.repeats)):
             for tap_set, precision in (("unet", "fp16"), ("unet", "int8"), ("odise", "fp16"), ("odise", "int8")):
@@ -392,16 +392,11 @@ def main() -> None:
                 for codec in codecs:
                     for path in ("store", "zarr"):
                         reads.append(bench_reader(urls[codec], codec, path, c, a.seconds))
-    writes = best_of(writes, ("tap_set", "precision", "codec", "path", "threads"))
-    reads = best_of(reads, ("codec", "path", "threads"))
-    rows += writes + reads
-    for r in rows:
-        r["images_per_s_per_core"] = r["images_per_s"] / r["threads"]
-        if r["stage"] == "compress+write":
-            r["cores_for_ceiling"] = a.ceiling / r["images_per_s_per_core"]
-            # the same from the CPU time each image took (all threads): steadier when other work shares the cores
-            r["cores_for_ceiling_cpu"] = a.ceiling * r["cpu_ms_per_image"] / 1e3
+    return [decode], best_of(writes, ("tap_set", "precision", "codec", "path", "threads")), \
+        best_of(reads, ("codec", "path", "threads"))
 
+
+def _summary(a, cores, counts, codecs, rows, writes, reads) -> dict:
     def rate(stage, codec, threads, path):
         return next((r["images_per_s"] for r in rows if r["stage"] == stage and r.get("codec") == codec
                      and r["threads"] == threads and r["tap_set"] == "unet" and r["precision"] == "fp16"
@@ -413,19 +408,36 @@ def main() -> None:
 
     default = DEFAULT_CODEC if DEFAULT_CODEC in codecs else codecs[0]
     one, two = rate("compress+write", default, 1, "pieces"), rate("compress+write", default, 2, "pieces")
-    summary = {"cores": cores, "resolution": a.resolution, "ceiling_images_per_s": a.ceiling, "features": a.features,
-               "default_codec": DEFAULT_CODEC, "codecs": codecs,
-               "write_scaling_1_to_2": two / one if one and two else None,
-               # unet fp16 with the fewest writer threads measured (1 by default)
-               "cores_for_ceiling": {c: unet(c)["cores_for_ceiling"] for c in codecs},
-               "cores_for_ceiling_cpu": {c: unet(c)["cores_for_ceiling_cpu"] for c in codecs},
-               "before": ({k: unet("zstd", "zarr set (before)")[k] for k in ("cores_for_ceiling",
-                                                                            "cores_for_ceiling_cpu")}
-                          if "zstd" in codecs else None),
-               "reader_images_per_s": {f"{c}, {p}, {t} threads": rate("train reader", c, t, p)
-                                       for c in codecs for p in ("shard reads", "zarr (before)") for t in counts},
-               "reader_projection": projection(reads),
-               "decode_cores_for_ceiling": a.ceiling / rows[0]["images_per_s"]}
+    return {"cores": cores, "resolution": a.resolution, "ceiling_images_per_s": a.ceiling, "features": a.features,
+            "default_codec": DEFAULT_CODEC, "codecs": codecs,
+            "write_scaling_1_to_2": two / one if one and two else None,
+            # unet fp16 with the fewest writer threads measured (1 by default)
+            "cores_for_ceiling": {c: unet(c)["cores_for_ceiling"] for c in codecs},
+            "cores_for_ceiling_cpu": {c: unet(c)["cores_for_ceiling_cpu"] for c in codecs},
+            "before": ({k: unet("zstd", "zarr set (before)")[k] for k in ("cores_for_ceiling",
+                                                                         "cores_for_ceiling_cpu")}
+                       if "zstd" in codecs else None),
+            "reader_images_per_s": {f"{c}, {p}, {t} threads": rate("train reader", c, t, p)
+                                    for c in codecs for p in ("shard reads", "zarr (before)") for t in counts},
+            "reader_projection": projection(reads),
+            "decode_cores_for_ceiling": a.ceiling / rows[0]["images_per_s"]}
+
+
+def main() -> None:
+    a = _args()
+    cores = os.cpu_count() or 1
+    counts = [int(x) for x in a.threads.split(",")] if a.threads else sorted({1, 2, *range(4, cores + 1, 4), cores})
+    counts = [c for c in counts if c <= cores]
+    codecs = a.codecs.split(",")
+    rows, writes, reads = _measure(a, counts, codecs)
+    rows += writes + reads
+    for r in rows:
+        r["images_per_s_per_core"] = r["images_per_s"] / r["threads"]
+        if r["stage"] == "compress+write":
+            r["cores_for_ceiling"] = a.ceiling / r["images_per_s_per_core"]
+            # the same from the CPU time each image took (all threads): steadier when other work shares the cores
+            r["cores_for_ceiling_cpu"] = a.ceiling * r["cpu_ms_per_image"] / 1e3
+    summary = _summary(a, cores, counts, codecs, rows, writes, reads)
     path = write("host_pipeline", rows, summary, a.out or Path(__file__).resolve().parent / "results")
     table(f"host side at {a.resolution}² on {cores} cores (GPU ceiling {a.ceiling:.0f} img/s; {a.features} features; "
           f"best of {a.repeats} side-by-side repeats)", rows, [

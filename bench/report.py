@@ -31,7 +31,7 @@ def device_name(device: str | None = None) -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
+    except OSError:  # no /proc (not Linux): the platform's own name stays
         pass
     return f"{cpu} ({os.cpu_count()} cores)"
 

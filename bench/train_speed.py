@@ -79,7 +79,7 @@ def head_step_flops(levels, cfg: TrainConfig, device: str, feats: dict, labels: 
     return counter.get_total_flops() / len(labels)
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--resolution", type=int, default=512)
@@ -93,8 +93,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     a.iters = max(a.iters, SKIP + 2)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    work = Path(tempfile.mkdtemp(prefix="train-speed-"))
+    return a
+
+
+def _cached_and_raw(a, device: str, work: Path):
+    """The store of the images (extracted once) and the images and labels themselves, letterboxed, for the
+    online side; (extraction config, extractor, store url, cached data, train config, images, labels)."""
+    from hairdiff.cache.geometry import letterbox_image, letterbox_label
+    from hairdiff.train.data import CachedFeatures
+
     if a.data is None:
         from extract_speed import make_jpegs
 
@@ -104,12 +111,6 @@ def main() -> None:
     fx = build_extractor(ext)
     stats = ExtractStats()
     run_local(ext, stats, log=lambda *x: None, extractor=fx)
-
-    from hairdiff.cache.geometry import letterbox_image, letterbox_label
-    from hairdiff.extract.flops import count_flops
-    from hairdiff.extract.loading import to_model_input
-    from hairdiff.train.data import BatchStream, CachedFeatures, Position
-
     data = CachedFeatures.from_urls([stats.store], seed=0)
     cfg = TrainConfig(cache=[stats.store], out=str(work / "run"), batch_size=a.batch_size, device=device,
                       small=a.small, workers=a.readers, prefetch=max(4, a.readers))
@@ -117,6 +118,14 @@ def main() -> None:
     loaded = [reader.load(r) for r in refs[: a.images]]
     images = torch.from_numpy(np.stack([letterbox_image(s.image, ext.resolution) for s in loaded]))
     labels = torch.from_numpy(np.stack([letterbox_label(s.label, ext.resolution) for s in loaded]))
+    return ext, fx, data, cfg, images, labels
+
+
+def _alternate(a, device, fx, data, cfg, images, labels) -> dict:
+    """Seconds per step of each side, in turn, iteration by iteration (the first SKIP left out)."""
+    from hairdiff.extract.loading import to_model_input
+    from hairdiff.train.data import BatchStream, Position
+
     pin = device.startswith("cuda")
 
     def online_features(idx) -> dict:
@@ -124,17 +133,10 @@ def main() -> None:
         with torch.no_grad():
             return {k: v.to(torch.float16) for k, v in fx(x).items()}  # as the cache would give them
 
-    # FLOPs per image of exactly the work each side does (the backbone's early stop after its last tap included)
-    backbone = count_flops(fx, batch_size=1)["total"]
-    with BatchStream(data, a.batch_size, cfg.seed, Position(), workers=1) as probe_stream:
-        probe = next(probe_stream)[0]
-    head = head_step_flops(data.levels, cfg, device, probe["features"], probe["labels"])
-    limit = (backbone + head) / head
-
     cached, online = Trainer(data.levels, cfg, device), Trainer(data.levels, cfg, device)
     times = {"cached": [], "online": [], "wait": []}
     with BatchStream(data, a.batch_size, cfg.seed, Position(), workers=cfg.workers, prefetch=cfg.prefetch) as stream:
-        for it in range(a.iters):  # the two sides in turn, iteration by iteration
+        for it in range(a.iters):
             sync(device)
             t0 = time.perf_counter()
             batch, _ = next(stream)
@@ -142,7 +144,7 @@ def main() -> None:
             train_step(cached, batch["features"], batch["labels"], it, batch["global_start"])
             sync(device)
             t1 = time.perf_counter()
-            idx = np.random.default_rng(it).choice(len(loaded), a.batch_size, replace=len(loaded) < a.batch_size)
+            idx = np.random.default_rng(it).choice(len(images), a.batch_size, replace=len(images) < a.batch_size)
             train_step(online, online_features(idx), labels[idx], it, 0)
             sync(device)
             t2 = time.perf_counter()
@@ -150,6 +152,23 @@ def main() -> None:
                 times["cached"].append(t1 - t0)
                 times["online"].append(t2 - t1)
                 times["wait"].append(waited)
+    return times
+
+
+def main() -> None:
+    from hairdiff.extract.flops import count_flops
+    from hairdiff.train.data import BatchStream, Position
+
+    a = _args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ext, fx, data, cfg, images, labels = _cached_and_raw(a, device, Path(tempfile.mkdtemp(prefix="train-speed-")))
+    # FLOPs per image of exactly the work each side does (the backbone's early stop after its last tap included)
+    backbone = count_flops(fx, batch_size=1)["total"]
+    with BatchStream(data, a.batch_size, cfg.seed, Position(), workers=1) as probe_stream:
+        probe = next(probe_stream)[0]
+    head = head_step_flops(data.levels, cfg, device, probe["features"], probe["labels"])
+    limit = (backbone + head) / head
+    times = _alternate(a, device, fx, data, cfg, images, labels)
     c_ips = a.batch_size / float(np.mean(times["cached"]))
     o_ips = a.batch_size / float(np.mean(times["online"]))
     ratio = c_ips / o_ips

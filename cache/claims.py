@@ -55,7 +55,7 @@ def _try_local(path: str, me: dict) -> bool:
             try:
                 os.rename(path, grave)
                 os.unlink(grave)
-            except FileNotFoundError:
+            except FileNotFoundError:  # another taker renamed it first: try to create ours again
                 pass
             continue
         with os.fdopen(fd, "w") as f:
@@ -69,7 +69,7 @@ def _try_remote(url: str, me: dict) -> bool:
     if fs.exists(path):
         try:
             info = json.loads(fs.cat_file(path))
-        except Exception:
+        except Exception:  # (any backend or JSON error) a torn or unreadable claim is stale, as a local one
             info = {}
         if info and _alive(info):
             return False
@@ -93,5 +93,5 @@ def shard_claim(store_url: str, k: int) -> Iterator[bool]:
                     fs.rm_file(p)
                 else:
                     os.unlink(path)
-            except (FileNotFoundError, OSError):
+            except (FileNotFoundError, OSError):  # gone or unremovable: a claim outlives its lease, then is stale
                 pass

@@ -576,5 +576,5 @@ class FeatureStore:
         fs, path = filesystem(self.url)
         try:
             return int(fs.du(path))
-        except Exception:
+        except Exception:  # (any backend error) a backend that cannot size it: -1, shown as unknown
             return -1

@@ -230,12 +230,12 @@ def repair(store, report: dict) -> list[int]:
             try:
                 arr[i]
                 continue
-            except Exception:
+            except Exception:  # (any decoding error) this sample's chunk of `path` is damaged: mend it below
                 pass
             try:
                 arr[i] = arr.fill_value  # one chunk of a shard: zarr rewrites it without decoding the others
                 continue
-            except Exception:
+            except Exception:  # (any decoding error) the shard file itself is unreadable: deleted below
                 pass
             # The file itself is unreadable (a shard index, a whole-shard chunk): every done sample in it
             # was reported corrupt and cleared above, so deleting it loses nothing.

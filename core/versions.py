@@ -18,6 +18,6 @@ def versions(libraries=LIBRARIES) -> dict:
     for name in libraries:
         try:
             out[name] = version(name)
-        except PackageNotFoundError:
+        except PackageNotFoundError:  # an optional library not installed: nothing to record
             pass
     return out

@@ -10,7 +10,7 @@ import torch
 from hairdiff.cache import FeatureStore
 from hairdiff.cache.geometry import unletterbox
 from hairdiff.core.devices import resolve_device
-from hairdiff.core.errors import CacheError, StoreMismatchError
+from hairdiff.core.errors import BadSampleError, CacheError, DatasetError, StoreMismatchError
 from hairdiff.core.files import atomic_write
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.evaluate.boundary import boundary_counts, boundary_f
@@ -42,14 +42,16 @@ def to_annotation(prob: torch.Tensor, orig_size, label_size) -> np.ndarray:
 
 
 def _original_image(store: FeatureStore, i: int):
-    """The image for overlays: the store holds features only, so read it from the dataset root if reachable."""
-    try:
-        from hairdiff.extract.readers.registry import get_reader
+    """The image for overlays: the store holds features only, so read it from the dataset root if reachable;
+    None (the overlay is drawn on the labels alone, its key says so) when the dataset is not reachable from
+    here (another machine's root, a moved or damaged file). Other errors are bugs and go up."""
+    from hairdiff.extract.readers.registry import get_reader
 
+    try:
         reader = get_reader(store.dataset)
         ref = reader.list_samples(Path(store.root), store.split, [store.ids[i]])[0]
         return reader.load(ref).image
-    except Exception:
+    except (DatasetError, BadSampleError, OSError):
         return None
 
 

@@ -96,7 +96,7 @@ def _hub_revision(model: str, revision: str | None) -> str | None:
         path = snapshot_download(model, revision=revision, local_files_only=True,
                                  allow_patterns=["model_index.json"])
         return Path(path).name  # snapshots/<commit>
-    except Exception:
+    except Exception:  # (not cached, or no hub metadata) the revision is unknown: the caller hashes the files
         return None
 
 

@@ -134,13 +134,13 @@ class FeatureExtractor:
                 try:
                     unet(noisy, self.t.expand(b), encoder_hidden_states=self.prompt_embedding.to(unet_dtype).expand(
                         b, -1, -1))
-                except _Stop:
+                except _Stop:  # the last kept tap was reached: the rest of the network is not needed
                     pass
         if self._needs("vae_decoder"):
             with self._span("vae_decoder"):
                 try:
                     vae.decode(latents / self.scaling)
-                except _Stop:
+                except _Stop:  # the last kept tap was reached: the rest of the network is not needed
                     pass
         return {t.name: self._captured[t.name] for t in self.taps}
 

@@ -72,7 +72,7 @@ class DigestMemo:
                 with self.db:
                     self.db.executemany("INSERT OR REPLACE INTO digest VALUES (?, ?, ?, ?)",
                                         [(*k, known[k]) for k in keep])
-            except sqlite3.Error:
+            except sqlite3.Error:  # a locked or read-only memo only costs reading the files again next time
                 pass
         return [known[k] for k in keys]
 

@@ -18,7 +18,8 @@ def test_two_processes_match_one(tmp_path):
     train(toy_train_config(store, one, iters=3, batch_size=4, lr=1e-3, seed=1, ckpt_every=3), device="cpu")
     res = run_pipeline("train", "--nproc", "2", "--cache", store, "--out", two, "--iters", "3", "--batch-size", "4",
                        "--lr", "1e-3", "--seed", "1", "--device", "cpu", "--ckpt-every", "3", "--no-progress",
-                       "--no-small", *[f"--head={k}={v}" for k, v in TINY.items()], cache_root=tmp_path)
+                       "--no-small", *[f"--head={k}={v}" for k, v in TINY.items()], cache_root=tmp_path,
+                       own_process=True)  # torchrun's processes print to the real stdout
     assert res.stdout.strip().splitlines()[-1] == str(two)  # rank 0 prints the run folder last
 
     a, b = log_rows(one), log_rows(two)
