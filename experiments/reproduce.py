@@ -31,6 +31,7 @@ from hairdiff.experiments.chain import (
 )
 from hairdiff.experiments.config import ReproduceConfig
 from hairdiff.experiments.recipes import table
+from hairdiff.extract.backbone import sharing_backbones
 from hairdiff.extract.readers.registry import get_reader
 from hairdiff.extract.runner import ExtractStats
 from hairdiff.extract.sources import data_key
@@ -93,13 +94,14 @@ def reproduce(cfg: ReproduceConfig, progress: ProgressFactory = silent, log=prin
         log(line)
     log(f"splits: {split_plan['note']}")
     stores = kept.setdefault("stores", {})
-    for part in ("train", "test"):
-        stats = ExtractStats()
-        kept["extracting"] = (part, stats)
-        extract_store(extract_config(cfg, split_plan, part), progress, log, stats)
-        stores[part] = stats.store
-        kept.pop("extracting")
-        log(f"{part} store: computed {stats.computed}, reused {stats.reused}: {stats.store}")
+    with sharing_backbones():  # both parts' stores from one loaded backbone
+        for part in ("train", "test"):
+            stats = ExtractStats()
+            kept["extracting"] = (part, stats)
+            extract_store(extract_config(cfg, split_plan, part), progress, log, stats)
+            stores[part] = stats.store
+            kept.pop("extracting")
+            log(f"{part} store: computed {stats.computed}, reused {stats.reused}: {stats.store}")
     run = out / "run"
     bind(out, TRAINED_ON, training_data(cfg, split_plan), fix=FIX_DATA)  # before the run depends on it
     tcfg = kept["train"] = train_config(cfg, stores["train"], run)

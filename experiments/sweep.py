@@ -40,6 +40,7 @@ from hairdiff.experiments.chain import (
 )
 from hairdiff.experiments.config import SWEEP_AXIS, Point, SweepConfig
 from hairdiff.experiments.recipes import table
+from hairdiff.extract.backbone import sharing_backbones
 from hairdiff.extract.distributed import run_many
 from hairdiff.extract.runner import ExtractStats
 
@@ -121,10 +122,11 @@ def sweep(cfg: SweepConfig, progress: ProgressFactory = silent, log=print, comma
     state = {"point": None, "stage": "setup"}
     try:
         pre_extracted = _extract_on_cluster(cfg, plan, todo, state, progress, log) if cfg.scheduler and todo else {}
-        for p in todo:
-            state["point"] = p.name
-            _run_point(cfg, plan, p, rows[p.name], pre_extracted.get(p.name), state, progress, log)
-            write_outputs(out, report())
+        with sharing_backbones():  # the points' stores from one loaded backbone
+            for p in todo:
+                state["point"] = p.name
+                _run_point(cfg, plan, p, rows[p.name], pre_extracted.get(p.name), state, progress, log)
+                write_outputs(out, report())
     except KeyboardInterrupt:
         write_outputs(out, report())
         done = sum(r["status"] == "done" for r in rows.values())
@@ -331,7 +333,7 @@ def plot(report: dict, path: Path) -> Path:
     axes[0].legend(fontsize=7, title="prompt / taps", title_fontsize=7)
     if report["random_weights"]:
         fig.suptitle("random-weight tiny model: the numbers say nothing about the method", fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.88, wspace=0.2)  # tight_layout: ~1 s a plot
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +16,23 @@ from hairdiff.core.files import atomic_write_json
 from hairdiff.core.paths import models_dir
 
 HOW = "pass a local diffusers folder with --model /path/to/stable-diffusion-v1-3, or --model tiny"
+# Inside `sharing_backbones()`: the backbones loaded so far, by what they are (identity: content hash or
+# resolved revision), device and dtype. A context variable, so the sharing is this thread's and this block's
+# only: code outside it (or a thread of an in-process Dask worker) always gets a backbone of its own.
+_SHARED: ContextVar[dict | None] = ContextVar("hairdiff_shared_backbones", default=None)
+
+
+@contextmanager
+def sharing_backbones():
+    """Within the block, load_backbone gives the backbone it loaded already for the same model, device and
+    dtype: a sweep or reproduce extracts several stores with one model, and loading SD takes seconds each time.
+    Extractors register their hooks only for the duration of a call, so they may share one backbone; nothing
+    in the block may change the backbone's modules. Released (for the garbage collector) when the block ends."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
 
 
 @dataclass
@@ -116,7 +135,11 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def load_backbone(model: str, *, device="cpu", dtype: torch.dtype | None = None, revision: str | None = None) -> Backbone:
+def load_backbone(model: str, *, device="cpu", dtype: torch.dtype | None = None, revision: str | None = None,
+                  reuse: bool = True) -> Backbone:
+    """The frozen backbone of `model` on `device` in `dtype`. Inside `sharing_backbones()` the one loaded already
+    there for the same model (the same content or resolved revision), device and dtype, unless reuse=False (a
+    backbone the caller will change: torch.compile of its blocks)."""
     device = torch.device(device)
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     if model == "tiny":
@@ -141,12 +164,20 @@ def load_backbone(model: str, *, device="cpu", dtype: torch.dtype | None = None,
                                      f"unreachable; {HOW}")
         identity = {"kind": "hub", "name": model, "revision": cached or revision}
         source, local = model, cached is not None
+    shared = _SHARED.get() if reuse else None
+    key = (json.dumps(identity, sort_keys=True), str(device), str(dtype))
+    if shared is not None and key in shared:
+        return shared[key]
     try:
         unet, vae, text, tok, sched = _load_folder(source, revision, dtype, local)
     except (OSError, ValueError, EnvironmentError) as e:
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise ModelNotFoundError(f"model {model!r} could not be loaded ({first}); {HOW}") from None
-    return _finish(unet, vae, text, tok, sched, identity, device, dtype)
+    backbone = _finish(unet, vae, text, tok, sched, identity, device, dtype)
+    if shared is not None:
+        shared.clear()  # one at a time: each is gigabytes on a GPU
+        shared[key] = backbone
+    return backbone
 
 
 def _load_single_file(path: Path, device, dtype) -> Backbone:

@@ -75,7 +75,8 @@ def build_extractor(cfg: ExtractConfig):
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest convolutions once
-    backbone = load_backbone(cfg.model, device=device, dtype=resolve_dtype(cfg.dtype, device), revision=cfg.revision)
+    backbone = load_backbone(cfg.model, device=device, dtype=resolve_dtype(cfg.dtype, device), revision=cfg.revision,
+                             reuse=not cfg.compile)  # compiling changes the modules: a backbone of its own
     acceleration.set_channels_last(backbone, cfg.channels_last)
     acceleration.set_sdpa(backbone, cfg.sdpa)
     taps = resolve_taps(cfg.taps, backbone)

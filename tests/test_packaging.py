@@ -17,7 +17,7 @@ def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
     # A copy of the checkout: setuptools builds in place and must not leave build/ in the working tree.
     src = out / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "*.zarr"))
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", "*.zarr"))
     # No build isolation: the build backend is already in the test environment and needs no network.
     p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                         str(out), str(src)], capture_output=True, text=True, timeout=300)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hairdiff.demo.hairlike import make_hairlike_dataset
-from tests.fixtures.cli import cli_env, run_pipeline
+from tests.fixtures.cli import run_pipeline
 
 moto_server = pytest.importorskip("moto.server")
 s3fs = pytest.importorskip("s3fs")
@@ -36,7 +36,9 @@ def s3(monkeypatch):
 
 
 def run(args, env_extra, cache_root):
-    return run_pipeline(*args, env=cli_env(cache_root, **env_extra))
+    """The command in this process: the s3 fixture put the endpoint and credentials in its environment (one
+    process running several commands must not read stale listings of the bucket either)."""
+    return run_pipeline(*args, cache_root=cache_root)
 
 
 def test_extract_to_s3_info_pull_and_concurrent_readers(s3, tmp_path):
