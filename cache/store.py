@@ -38,16 +38,8 @@ from hairdiff.cache.fingerprint import SCHEMA_VERSION, features_fingerprint
 from hairdiff.cache.layout import ViewLayout
 from hairdiff.cache.levels import LevelSpec
 from hairdiff.cache.quantize import PRECISIONS, dequantize_int8, quantize_int8, stored_dtype
-from hairdiff.core.errors import (
-    CorruptSampleError,
-    ReadOnlyStoreError,
-    SchemaVersionError,
-    StoreMetadataError,
-    StoreMismatchError,
-    StoreNotFoundError,
-    StoreWriteError,
-    UsageError,
-)
+from hairdiff.core.errors import (CorruptSampleError, ReadOnlyStoreError, SchemaVersionError, StoreMetadataError,
+                                  StoreMismatchError, StoreNotFoundError, StoreWriteError, UsageError)
 from hairdiff.core.labels import IGNORE
 from hairdiff.core.urls import filesystem, is_remote, local_path
 from hairdiff.core.versions import versions

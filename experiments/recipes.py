@@ -10,20 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from hairdiff.core.recipe import (
-    FULL,
-    M2F,
-    M2F_CONFIG,
-    ODISE,
-    OPTION,
-    OURS,
-    PAPER,
-    SMOKE,
-    SMOKE_RUN,
-    SMOKE_WHY,
-    Recipe,
-    Source,
-)
+from hairdiff.core.recipe import (FULL, M2F, M2F_CONFIG, ODISE, OPTION, OURS, PAPER, SMOKE, SMOKE_RUN, SMOKE_WHY,
+                                  Recipe, Source)
 
 HELD_OUT = 0.2  # share of the training split held out when the root has no test split
 

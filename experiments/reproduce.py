@@ -18,17 +18,8 @@ from hairdiff.core.files import atomic_write, atomic_write_json
 from hairdiff.core.manifest import bind, read
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.evaluate.report import coverage_text
-from hairdiff.experiments.chain import (
-    checked_splits,
-    extract_config,
-    extract_store,
-    finished,
-    score_run,
-    summary_metrics,
-    train_config,
-    train_run,
-    write_splits,
-)
+from hairdiff.experiments.chain import (checked_splits, extract_config, extract_store, finished, score_run,
+                                        summary_metrics, train_config, train_run, write_splits)
 from hairdiff.experiments.config import ReproduceConfig
 from hairdiff.experiments.recipes import table
 from hairdiff.extract.backbone import sharing_backbones

@@ -27,17 +27,8 @@ from hairdiff.core.manifest import bind
 from hairdiff.core.paths import check_output_dir
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.core.urls import is_remote, local_path
-from hairdiff.experiments.chain import (
-    checked_splits,
-    extract_config,
-    extract_store,
-    finished,
-    score_run,
-    summary_metrics,
-    train_config,
-    train_run,
-    write_splits,
-)
+from hairdiff.experiments.chain import (checked_splits, extract_config, extract_store, finished, score_run,
+                                        summary_metrics, train_config, train_run, write_splits)
 from hairdiff.experiments.config import SWEEP_AXIS, Point, SweepConfig
 from hairdiff.experiments.recipes import table
 from hairdiff.extract.backbone import sharing_backbones

@@ -20,18 +20,8 @@ from PIL import Image
 
 from hairdiff.core.errors import BadSampleError, DatasetError
 from hairdiff.extract.imageio import check_label_size, load_gray, load_rgb
-from hairdiff.extract.readers.base import (
-    Annotations,
-    LoadedSample,
-    SampleRef,
-    by_id,
-    list_files,
-    non_empty,
-    require_annotated,
-    require_dir,
-    select_ids,
-    unknown_split,
-)
+from hairdiff.extract.readers.base import (Annotations, LoadedSample, SampleRef, by_id, list_files, non_empty,
+                                           require_annotated, require_dir, select_ids, unknown_split)
 from hairdiff.extract.readers.registry import Dataset
 
 LAYOUT = "CelebA-HQ-img/<id>.jpg and CelebAMask-HQ-mask-anno/<id // 2000>/<id:05d>_hair.png"

@@ -17,18 +17,8 @@ import numpy as np
 from hairdiff.core.errors import BadSampleError
 from hairdiff.core.labels import IGNORE
 from hairdiff.extract.imageio import check_label_size, load_gray, load_rgb
-from hairdiff.extract.readers.base import (
-    Annotations,
-    LoadedSample,
-    SampleRef,
-    by_id,
-    list_files,
-    non_empty,
-    require_annotated,
-    require_dir,
-    select_ids,
-    unknown_split,
-)
+from hairdiff.extract.readers.base import (Annotations, LoadedSample, SampleRef, by_id, list_files, non_empty,
+                                           require_annotated, require_dir, select_ids, unknown_split)
 from hairdiff.extract.readers.registry import Dataset
 
 LAYOUT = "NNNNNN.png with NNNNNN_seg.png (optionally inside dataset_100000/)"

@@ -10,19 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hairdiff.extract.readers.base import (
-    Annotations,
-    LoadedSample,
-    SampleRef,
-    by_id,
-    list_files,
-    load_image_and_mask,
-    non_empty,
-    require_annotated,
-    require_dir,
-    select_ids,
-    unknown_split,
-)
+from hairdiff.extract.readers.base import (Annotations, LoadedSample, SampleRef, by_id, list_files, load_image_and_mask,
+                                           non_empty, require_annotated, require_dir, select_ids, unknown_split)
 from hairdiff.extract.readers.registry import Dataset
 
 LAYOUT = "Original/<split>/FrameNNNNN-org.jpg and GT/<split>/FrameNNNNN-gt.pbm"

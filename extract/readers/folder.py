@@ -15,19 +15,8 @@ import numpy as np
 
 from hairdiff.core.errors import BadSampleError
 from hairdiff.core.labels import IGNORE
-from hairdiff.extract.readers.base import (
-    Annotations,
-    LoadedSample,
-    SampleRef,
-    by_id,
-    list_files,
-    load_image_and_mask,
-    non_empty,
-    require_annotated,
-    require_dir,
-    select_ids,
-    unknown_split,
-)
+from hairdiff.extract.readers.base import (Annotations, LoadedSample, SampleRef, by_id, list_files, load_image_and_mask,
+                                           non_empty, require_annotated, require_dir, select_ids, unknown_split)
 from hairdiff.extract.readers.registry import Dataset
 
 LAYOUT = "images/<stem>.jpg|jpeg|png|bmp|webp with masks/<stem>.png (optionally under <split>/)"

@@ -12,13 +12,8 @@ import zarr
 
 from hairdiff.cache import FeatureStore, LevelSpec
 from hairdiff.cache.verify import verify
-from hairdiff.core.errors import (
-    CorruptSampleError,
-    ReadOnlyStoreError,
-    SchemaVersionError,
-    StoreMismatchError,
-    StoreNotFoundError,
-)
+from hairdiff.core.errors import (CorruptSampleError, ReadOnlyStoreError, SchemaVersionError, StoreMismatchError,
+                                  StoreNotFoundError)
 
 R = 16
 LEVELS = [LevelSpec("unet.up_blocks.0", 8, 6, 2, 2), LevelSpec("unet.up_blocks.3", 4, 3, 4, 4)]

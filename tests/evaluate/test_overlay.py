@@ -4,18 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hairdiff.evaluate.overlay import (
-    EVAL_KEY,
-    FN,
-    FP,
-    IGNORED,
-    PREDICT_KEY,
-    TP,
-    key_text,
-    mask_overlay,
-    overlay,
-    with_key,
-)
+from hairdiff.evaluate.overlay import (EVAL_KEY, FN, FP, IGNORED, PREDICT_KEY, TP, key_text, mask_overlay, overlay,
+                                       with_key)
 
 
 def swatch_colours(strip: np.ndarray) -> set[tuple[int, int, int]]:
