@@ -44,7 +44,7 @@ import torch
 
 from hairdiff.cache import FeatureStore
 from hairdiff.cache.distinct import check_distinct, same_location
-from hairdiff.core.errors import RunDirError, StoreMismatchError, TrainingDiverged, UsageError
+from hairdiff.core.errors import RunDirError, RunFileError, StoreMismatchError, TrainingDiverged, UsageError
 from hairdiff.core.files import atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.model.best import BEST_DIR, METRIC, read_best, save_best
@@ -52,7 +52,8 @@ from hairdiff.model.checkpoints import latest_checkpoint, read_checkpoint_state
 from hairdiff.model.mask2former.batch_criterion import build_batch_criterion
 from hairdiff.model.mask2former.head import Mask2FormerHead
 from hairdiff.model.mask2former.targets import check_label_values
-from hairdiff.model.trained import head_config_from_dict, head_config_to_dict, read_run_json, write_final
+from hairdiff.model.records import check_weights
+from hairdiff.model.trained import FIX_FINAL, head_config_from_dict, head_config_to_dict, read_run_json, write_final
 from hairdiff.train.augment import check_crop, crop_batch
 from hairdiff.train.checkpoint import check_optimizer_format, load_checkpoint, save_checkpoint
 from hairdiff.train.config import RESUME_KEYS, TrainConfig
@@ -162,6 +163,24 @@ def _check_same_stores(out: Path, stores: list[dict]) -> None:
                           f"the --cache it began with, or pass --overwrite or another --out to train on these")
 
 
+def _finished(out: Path, cfg: TrainConfig, config: dict, fingerprint: str) -> dict | None:
+    """With --resume, the record of a run that finished already; None when it has not. Its results stand for this
+    run only when they were made with its settings (iters included) and its head is there: a record of other
+    settings, or one that names none, is refused, never returned as this run's."""
+    if not (cfg.resume and os.path.lexists(out / "run.json")):
+        return None
+    record = out / "run.json"
+    done = read_run_json(out)  # checked: a damaged run.json is one line naming it
+    if not (isinstance(done.get("config"), dict) and isinstance(done.get("meta"), dict)
+            and "fingerprint" in done["meta"]):
+        raise RunFileError(f"{record} records no settings (config and meta with the features' fingerprint), so it "
+                           f"cannot be told whether it is this run: pass --overwrite to train it again, or another "
+                           f"--out")
+    _check_resume(done, config, fingerprint, record)
+    check_weights(out / "head.safetensors", FIX_FINAL)
+    return done if done.get("iterations") == cfg.iters else None
+
+
 # ---------------------------------------------------------------------------------------------- train
 def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = None,
           progress: ProgressFactory = silent, validation: Validation | None = None) -> dict:
@@ -197,12 +216,9 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
         if cfg.resume:  # the run folder is bound to its stores and settings: checked before any result is used
             _check_same_stores(out, meta["stores"])
     dist.barrier()
-    if cfg.resume and (out / "run.json").exists():
-        done = read_run_json(out)  # checked: a damaged run.json is one line naming it
-        if done.get("iterations") == cfg.iters:
-            if "config" in done and "meta" in done:  # its results are returned only for the same settings
-                _check_resume(done, config, data.fingerprint, out / "run.json")
-            return done  # finished already: nothing to do
+    done = _finished(out, cfg, config, data.fingerprint)
+    if done is not None:
+        return done  # finished already, with these settings: nothing to do
 
     is_cuda = torch.device(device).type == "cuda"
     was_deterministic = torch.are_deterministic_algorithms_enabled()
