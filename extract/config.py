@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,6 +33,15 @@ def check_scheduler(scheduler: str | None) -> None:
     """UsageError unless --scheduler is absent, local:N or a scheduler address (tcp:// or tls://)."""
     if scheduler and not (re.fullmatch(r"local:[1-9]\d*", scheduler) or scheduler.startswith(("tcp://", "tls://"))):
         raise UsageError(f"--scheduler {scheduler!r}: use local:N (N worker processes) or tcp://HOST:PORT")
+
+
+def canonical_prompt(text: str) -> str:
+    """A prompt as the text encoder reads it: Unicode NFC, a leading byte-order mark dropped, surrounding
+    whitespace stripped and inner runs of whitespace made one space (SD's CLIP tokenizer does the same before it
+    tokenizes, so spellings that differ only so give the same features and must name the same store). Case is
+    kept: the recorded prompt stays the one the user wrote."""
+    text = unicodedata.normalize("NFC", str(text)).lstrip("\ufeff")
+    return " ".join(text.split())
 
 
 @dataclass(kw_only=True)
@@ -77,6 +87,11 @@ class ExtractConfig:
     def __post_init__(self):
         if str(self.batch_size).isdigit() or isinstance(self.batch_size, int):
             self.batch_size = int(self.batch_size)
+        from hairdiff.extract.views import canonical_views
+
+        # Normalised once, here: the store's fingerprint and every record take these spellings.
+        self.prompt = canonical_prompt(self.prompt)
+        self.views = canonical_views(self.views)
         self.validate()
 
     def validate(self) -> None:
