@@ -231,14 +231,20 @@ class SweepConfig(ExperimentOptions):
 
     def shared_settings(self) -> dict:
         """What OUT/manifest.json binds: everything all points share (not the grid, the device or the cluster)."""
-        ids = {part: _file_digest(p) for part, p in (("train", self.ids_train), ("test", self.ids_test)) if p}
+        ids = {part: _ids_digest(p) for part, p in (("train", self.ids_train), ("test", self.ids_test)) if p}
         return {"dataset": self.dataset, "root": str(Path(self.root).resolve()), "model": self.model,
                 "limit": self.limit, "ids": ids,
                 "recipe": {k: v for k, v in self.recipe.as_dict().items() if k not in AXES}}
 
 
-def _file_digest(path: str) -> str:
+def _ids_digest(path: str) -> str:
+    """The ids an ids file selects, as its reader reads them (comments, blank lines, line ends and a byte-order
+    mark aside): a file re-saved or re-commented with the same ids is the same setting."""
+    from hairdiff.extract.readers.ids import read_ids_file
+
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read it ({e.strerror}): pass an existing ids file") from None
+        ids = read_ids_file(path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e}): pass an existing ids "
+                         "file") from None
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]

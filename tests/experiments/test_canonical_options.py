@@ -63,3 +63,14 @@ def test_a_prompt_spelled_otherwise_finds_the_same_store(tmp_path):
         run_local(cfg, stats, log=lambda m: None)
         stores.append(stats)
     assert stores[0].store == stores[1].store and stores[1].computed == 0 and stores[1].reused == 1
+
+
+def test_an_ids_file_binds_by_the_ids_it_selects(tmp_path):
+    a, b, test = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "test.txt"
+    a.write_text("Frame00001\nFrame00002\n")
+    b.write_bytes("\ufeff# the same two images\r\n Frame00001 \r\n\r\nFrame00002\r\n".encode())
+    test.write_text("Frame00005\n")
+    settings = [sweep_config(tmp_path, ids_train=str(f), ids_test=str(test)).shared_settings() for f in (a, b)]
+    assert settings[0] == settings[1]
+    a.write_text("Frame00001\nFrame00003\n")  # other images: another setting
+    assert sweep_config(tmp_path, ids_train=str(a), ids_test=str(test)).shared_settings() != settings[0]
