@@ -248,6 +248,8 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
     log_path = out / "log.jsonl"
     if dist.is_main:
         _truncate_log(log_path, start) if cfg.resume else log_path.unlink(missing_ok=True)
+        if ckpt is None and (out / BEST_DIR).exists():  # a start from iteration 0 is a new run, rebuilt whole: a
+            shutil.rmtree(out / BEST_DIR)  # best/ of a start no checkpoint records never stands for it
         atomic_write_json(out / "config.json", {"config": config, "meta": meta}, durable=True, sort_keys=True)
     model = head
     if dist.active:
@@ -278,7 +280,7 @@ class _Loop:
         self.stats = StepLog(step.names, cfg.log_every, device)
         self.log_path = out / "log.jsonl"
         self.log_file = open(self.log_path, "a") if dist.is_main else None
-        self.best = read_best(out) if cfg.resume else None  # a resumed run keeps the best it had
+        self.best = read_best(out) if last_ckpt is not None else None  # a resumed run keeps the best it had
         self.last, self.images, self.t_val = {}, 0, 0.0
         self.end = cfg.iters if cfg.stop_at is None else None
         self.host_rows, self.t_read, self.t_run = [], time.perf_counter(), time.perf_counter()

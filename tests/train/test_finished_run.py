@@ -54,3 +54,24 @@ def test_a_record_without_settings_or_a_missing_head_is_one_line(finished):
     (run / "run.json").write_text(json.dumps({k: v for k, v in record.items() if k != "config"}))
     with pytest.raises(RunFileError, match="records no settings"):
         resume(store, run)
+
+
+def test_a_start_from_iteration_0_keeps_no_best_of_a_run_whose_records_are_gone(tmp_path):
+    from tests.fixtures.cli import invoke
+    from tests.fixtures.stores import TINY
+
+    store, val = make_train_store(tmp_path, "train", n=4), make_train_store(tmp_path, "val", n=2, seed=9)
+    run = tmp_path / "run"
+    args = ("--cache", store, "--out", run, "--batch-size", "2", "--device", "cpu", "--no-progress", "--no-small",
+            *[f"--head={k}={v}" for k, v in TINY.items()])
+    code, _, err = invoke("train", *args, "--iters", "2", "--val", val, "--val-every", "1")
+    assert code == 0 and (run / "best").is_dir(), err
+    for gone in ("run.json", "config.json", "checkpoints"):  # the records of that run, not its outputs
+        shutil.rmtree(run / gone) if (run / gone).is_dir() else (run / gone).unlink()
+    code, _, err = invoke("train", *args, "--iters", "1", "--lr", "0.01", "--resume")
+    assert code == 0 and "starting at iteration 0" in err and "best/" in err, err
+    assert not (run / "best").exists()  # the earlier start's best head is not this run's
+    code, _, err = invoke("eval", "--run", run, "--cache", val, "--out", tmp_path / "eval", "--device", "cpu",
+                          "--overlays", "0")
+    assert code == 0, err
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["head"]["source"] == "final"
