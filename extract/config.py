@@ -52,7 +52,8 @@ class ExtractConfig:
                                            "dataset's splits). Default: all, or the paper's training split")
     model: str = option(FULL.model, help="hub id, local diffusers folder, .safetensors/.ckpt file, or 'tiny'")
     revision: str | None = option(None, help="hub revision (branch, tag or commit)")
-    prompt: str = option(FULL.prompt, help="text conditioning of the UNet")
+    prompt: str = option(FULL.prompt, help="text conditioning of the UNet (read as its text encoder reads it: "
+                                           "surrounding or repeated whitespace and a byte-order mark do not count)")
     timestep: int = option(FULL.timestep, help=f"diffusion timestep the latent is noised to (0..{MAX_TIMESTEP})")
     resolution: int = option(FULL.resolution, help="images are letterboxed to RESOLUTION x RESOLUTION (a multiple of 64)")
     taps: str = option(FULL.taps, help="'unet' (decoder levels), 'odise', or comma-separated module names")
