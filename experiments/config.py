@@ -159,8 +159,8 @@ class SweepConfig(ExperimentOptions):
                                                      f"0..{MAX_TIMESTEP} (e.g. 0,25,50,100,200)")
     prompts: list[str] | None = option(None, help="the prompts to try: one or more values after the flag, or the "
                                                   "flag repeated; \"\" is the empty prompt; surrounding or repeated "
-                                                  "whitespace and a byte-order mark do not count (default: the recipe's "
-                                                  f"{FULL.prompt!r})")
+                                                  "whitespace and a byte-order mark do not count (default: the "
+                                                  f"recipe's {FULL.prompt!r})")
     prompts_file: str | None = option(None, help="more prompts, one per line, each read as a --prompts value "
                                                  "(blank lines skipped; a line \"\" is the empty prompt)")
     taps: str = option(FULL.taps, help=f"the tap sets to try, comma-separated: {', '.join(TAP_SET_NAMES)}")
