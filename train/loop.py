@@ -114,11 +114,17 @@ def _setting_diff(key: str, old, now) -> str:
     return f"{key}: checkpoint {old!r} vs now {now!r}"
 
 
+def _same_setting(key: str, old, now) -> bool:
+    if key == "val" and old and now:  # one validation store however its path is spelled (./val.zarr, /abs/val.zarr)
+        return same_location(old, now)
+    return old == now
+
+
 def _check_resume(state: dict, config: dict, fingerprint: str, ckpt: Path) -> None:
     old = dict(state["config"])
     if "head_config" in old:  # a config from before a HeadConfig field existed means that field's LEGACY value
         old["head_config"] = head_config_to_dict(head_config_from_dict(old["head_config"]))
-    diff = [k for k in RESUME_KEYS if old.get(k) != config.get(k)]
+    diff = [k for k in RESUME_KEYS if not _same_setting(k, old.get(k), config.get(k))]
     if diff:
         detail = "; ".join(_setting_diff(k, old.get(k), config.get(k)) for k in diff)
         raise RunDirError(f"--resume: {ckpt} was made with other settings ({detail}); resume with the same "

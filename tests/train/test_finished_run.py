@@ -75,3 +75,17 @@ def test_a_start_from_iteration_0_keeps_no_best_of_a_run_whose_records_are_gone(
                           "--overlays", "0")
     assert code == 0, err
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["head"]["source"] == "final"
+
+
+def test_the_validation_store_is_one_setting_however_its_path_is_spelled(tmp_path, monkeypatch):
+    from tests.fixtures.cli import invoke
+    from tests.fixtures.stores import TINY
+
+    store, val = make_train_store(tmp_path, "train", n=4), make_train_store(tmp_path, "val", n=2, seed=9)
+    monkeypatch.chdir(tmp_path)
+    args = ("--cache", store, "--out", tmp_path / "run", "--batch-size", "2", "--device", "cpu", "--no-progress",
+            "--no-small", "--iters", "2", *[f"--head={k}={v}" for k, v in TINY.items()])
+    code, _, err = invoke("train", *args, "--val", "val.zarr")
+    assert code == 0, err
+    code, _, err = invoke("train", *args, "--val", val, "--resume")
+    assert code == 0 and "nothing to do" in err, err
