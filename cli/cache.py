@@ -6,6 +6,7 @@ user copies from here.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -93,7 +94,7 @@ def views_command(
     from hairdiff.cache import FeatureStore
     from hairdiff.cache.distinct import check_distinct
     from hairdiff.cli.progress import rich_progress
-    from hairdiff.core.errors import UsageError
+    from hairdiff.core.errors import NotAsStoredError, UsageError
     from hairdiff.core.paths import check_output_dir
     from hairdiff.evaluate.view_sheet import view_sheet
 
@@ -112,8 +113,19 @@ def views_command(
     for row in report["samples"]:
         ratio = row["ratio_to_original"]
         print(f"{row['id']}: hair {row['hair_fraction']:.2%} of the frame"
-              + (f", {ratio:.2f}x the original's" if ratio is not None and row["view"] != "original" else ""))
+              + (f", {ratio:.2f}x the original's" if ratio is not None and row["view"] != "original" else "")
+              + ("" if row["photo_drawn"] else " (stored label only, no photo)"))
     print(f"{report['source']}; pictures and views.json in {out_dir}")
+    problems = report["problems"]
+    if problems:
+        for line in problems[:SHOW_IDS]:
+            print(f"warning: {line}", file=sys.stderr)
+        if len(problems) > SHOW_IDS:
+            print(f"warning: and {len(problems) - SHOW_IDS} more (views.json lists them)", file=sys.stderr)
+        missing = sum(not r["photo_drawn"] for r in report["samples"])
+        raise NotAsStoredError(f"{missing} of {len(report['samples'])} panels of {s.url} are drawn without their "
+                               f"photo, which cannot be shown as the store holds it ({problems[0]}); the stored "
+                               f"labels are drawn, and {out_dir / 'views.json'} lists why")
 
 
 @app.command("verify")

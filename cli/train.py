@@ -108,6 +108,7 @@ def _print_summary(s: dict) -> None:
 
 def _announce(cfg: TrainConfig) -> None:
     """Before the first batch: what the run trains on, and for --resume where it starts."""
+    from hairdiff.model.best import BEST_DIR
     from hairdiff.model.checkpoints import latest_checkpoint, read_checkpoint_state
     from hairdiff.model.trained import read_run_json
     from hairdiff.train.data import open_stores
@@ -125,7 +126,9 @@ def _announce(cfg: TrainConfig) -> None:
     elif (ckpt := latest_checkpoint(out)) is not None:
         _say(f"resuming from {ckpt} (iteration {read_checkpoint_state(ckpt)['iteration']} of {cfg.iters})")
     else:
-        _say(f"--resume: no checkpoint in {out}, nothing to resume: starting at iteration 0")
+        _say(f"--resume: no checkpoint in {out}, nothing to resume: starting at iteration 0"
+             + (f" (its {BEST_DIR}/, from a start no checkpoint records, is dropped)" if (out / BEST_DIR).exists()
+                else ""))
 
 
 def _what_was_kept(cfg: TrainConfig) -> str:

@@ -80,6 +80,14 @@ class VerifyError(CacheError):
     exit_code = 1
 
 
+class NotAsStoredError(CacheError):
+    """`cache views` drew some panels without their photo: the photo could not be shown as the store holds it
+    (the dataset changed or is unreachable, another view rule, a label that differs); the pictures and
+    views.json are written and say which."""
+
+    exit_code = 1
+
+
 class StoreWriteError(CacheError):
     """Writing failed (disk full, quota, permissions); what was written before stays consistent."""
 

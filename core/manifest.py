@@ -6,11 +6,14 @@ decide what the folder holds (stores, ids and their digests, limits, splits, the
 compares what it was started with against the record: equal, it continues; different, it stops before doing
 anything with one line naming each difference (old -> new) and the fix, so old results are never reported
 as new ones. Keys a command may change between runs (the device, progress, worker counts) are simply not
-part of what it binds.
+part of what it binds. A folder that holds a command's results but no record of them (the manifest deleted or
+emptied) is refused too, before anything is written: its results cannot be told apart from a new run's, and
+binding it afresh would leave old results under new settings.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from hairdiff.core.errors import OutputMismatchError
@@ -59,11 +62,14 @@ def read(folder: Path) -> dict:
     return data
 
 
-def bind(folder: Path, command: str, settings: dict, *, fix: str) -> bool:
+def bind(folder: Path, command: str, settings: dict, *, fix: str, outputs: tuple[str, ...] = ()) -> bool:
     """Record `settings` for `command` in FOLDER/manifest.json, or check them against the record.
 
     Returns True when the folder was bound before (a resumed run), False on the first run. Raises
     OutputMismatchError naming every difference; `fix` says how to start afresh (e.g. "pass another --out").
+    `outputs`: the names the command writes in FOLDER; when one of them is there but the record is not, the
+    folder is refused (OutputMismatchError, its own fix) rather than bound to settings its results may not
+    have been made with.
     """
     folder = Path(folder)
     record = read(folder)
@@ -74,6 +80,11 @@ def bind(folder: Path, command: str, settings: dict, *, fix: str) -> bool:
             raise OutputMismatchError(f"{folder} was made by `{command}` with other settings ({'; '.join(diff)}): "
                                       f"{fix}")
         return True
+    found = [name for name in outputs if os.path.lexists(folder / name)]
+    if found:
+        raise OutputMismatchError(f"{folder} holds results of `{command}` ({', '.join(found)}) but no record of the "
+                                  f"settings they were made with ({folder / MANIFEST} lacks it): delete {folder} (or "
+                                  f"move it away) to compute them again, or use another output folder")
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / MANIFEST, {**record, command: settings}, indent=2, sort_keys=True)
     return False

@@ -49,7 +49,8 @@ def run_demo(cfg: DemoConfig, progress: ProgressFactory = silent, log=print) -> 
     # OUT's data, stores and run are made by these settings: a rerun with others would train on a mix of old and
     # new images (the data folder keeps files the new settings do not write) and report it as theirs.
     bind(out, "demo", {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"},
-         fix="run it with the settings it was made with, or pass another --out (or delete it) to start afresh")
+         fix="run it with the settings it was made with, or pass another --out (or delete it) to start afresh",
+         outputs=("data", "cache", "run", "eval", "demo.json"))
     data = out / "data"
     make_hairlike_dataset(data / "train", n=cfg.train_images, size=cfg.size, seed=cfg.seed)
     make_hairlike_dataset(data / "test", n=cfg.test_images, size=cfg.size, seed=cfg.seed + 1)

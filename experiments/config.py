@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from hairdiff.core.errors import UsageError
 from hairdiff.core.fields import at_least, option
 from hairdiff.core.recipe import FULL, Recipe
 from hairdiff.experiments.recipes import OPTION, provenance, recipe_for
-from hairdiff.extract.config import MAX_TIMESTEP, check_scheduler
+from hairdiff.extract.config import MAX_TIMESTEP, canonical_prompt, check_scheduler
 from hairdiff.extract.readers.registry import names, paper_datasets
 from hairdiff.extract.taps import TAP_SETS
 
@@ -48,6 +49,8 @@ class ExperimentOptions:
         if bool(self.ids_train) != bool(self.ids_test):
             raise UsageError("--ids-train and --ids-test go together: pass both, or neither for the dataset's split")
         check_device(self.device)
+        if self.model != "tiny" and os.path.exists(self.model):  # a local model is bound by where it is, not by
+            self.model = os.path.realpath(self.model)  # its spelling (./sd13 and /abs/sd13 are one model)
 
     @property
     def recipe(self) -> Recipe:
@@ -67,6 +70,7 @@ class ReproduceConfig(ExperimentOptions):
 
 
 AXES = ("timestep", "prompt", "taps")
+NO_VIEWS = "none"  # --views none: the training split's images only
 TAP_SET_NAMES = tuple(TAP_SETS)
 SWEEP_AXIS = "sweep axis"
 
@@ -116,9 +120,19 @@ def parse_taps(text: str) -> list[str]:
     return items
 
 
+EMPTY = '""'  # the empty prompt, written where an empty value cannot be (a line of a prompts file)
+
+
+def parse_prompt(text: str) -> str:
+    """One prompt as given (a --prompts value or a line of a prompts file), in its canonical spelling
+    (extract/config.py canonical_prompt); `""` is the empty prompt in both."""
+    prompt = canonical_prompt(text)
+    return "" if prompt == EMPTY else prompt
+
+
 def read_prompts_file(path: str) -> list[str]:
-    """One prompt per line, surrounding spaces stripped; blank lines are skipped and a line `""` is the empty
-    prompt (so a stray blank line never adds a point)."""
+    """One prompt per line, each read as a --prompts value is (parse_prompt); blank lines are skipped and a line
+    `""` is the empty prompt (so a stray blank line never adds a point)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -126,16 +140,15 @@ def read_prompts_file(path: str) -> list[str]:
         reason = getattr(e, "strerror", None) or type(e).__name__
         raise UsageError(f"--prompts-file {path}: cannot read it ({reason}): pass a UTF-8 text file, one prompt "
                          "per line") from None
-    lines = [line.strip() for line in text.splitlines()]
-    return ["" if line == '""' else line for line in lines if line]
+    return [parse_prompt(line) for line in text.splitlines() if canonical_prompt(line)]
 
 
-def _no_twice(flag: str, text, values: list) -> None:
+def _no_twice(flag: str, text, values: list, note: str = "") -> None:
     seen = set()
     for v in values:
         if v in seen:
-            raise UsageError(f"{flag} {text!r}: {v!r} is given twice, which would make duplicate points: give each "
-                             "value once")
+            raise UsageError(f"{flag} {text!r}: {v!r} is given twice{note}, which would make duplicate points: give "
+                             "each value once")
         seen.add(v)
 
 
@@ -145,10 +158,11 @@ class SweepConfig(ExperimentOptions):
     timesteps: str = option(str(FULL.timestep), help=f"the timesteps to try, comma-separated integers "
                                                      f"0..{MAX_TIMESTEP} (e.g. 0,25,50,100,200)")
     prompts: list[str] | None = option(None, help="the prompts to try: one or more values after the flag, or the "
-                                                  "flag repeated; \"\" is the empty prompt (default: the recipe's "
-                                                  f"{FULL.prompt!r})")
-    prompts_file: str | None = option(None, help="more prompts, one per line (blank lines skipped; a line \"\" "
-                                                 "is the empty prompt)")
+                                                  "flag repeated; \"\" is the empty prompt; surrounding or repeated "
+                                                  "whitespace and a byte-order mark do not count (default: the "
+                                                  f"recipe's {FULL.prompt!r})")
+    prompts_file: str | None = option(None, help="more prompts, one per line, each read as a --prompts value "
+                                                 "(blank lines skipped; a line \"\" is the empty prompt)")
     taps: str = option(FULL.taps, help=f"the tap sets to try, comma-separated: {', '.join(TAP_SET_NAMES)}")
     views: str | None = option(None, help="the training split's views for every point (default: the recipe's; "
                                           "'none' for the images only)")
@@ -162,7 +176,7 @@ class SweepConfig(ExperimentOptions):
         at_least(self, 1, "stop_after")
         self.grid_timesteps = parse_timesteps(self.timesteps)
         self.grid_taps = parse_taps(self.taps)
-        prompts = list(self.prompts) if self.prompts is not None else []
+        prompts = [parse_prompt(v) for v in self.prompts] if self.prompts is not None else []
         if self.prompts_file:
             from_file = read_prompts_file(self.prompts_file)
             if not from_file:
@@ -174,12 +188,13 @@ class SweepConfig(ExperimentOptions):
         if not prompts:
             raise UsageError("--prompts: no prompt given; pass one or more (\"\" is the empty prompt) or "
                              "--prompts-file")
-        _no_twice("--prompts", prompts, prompts)
+        _no_twice("--prompts", prompts, prompts, note=" (prompts that differ only in surrounding or repeated "
+                                                      "whitespace or a byte-order mark are one prompt)")
         self.grid_prompts = prompts
-        if self.views is not None and self.views.lower() != "none":
-            from hairdiff.extract.views import parse_views
+        if self.views is not None:  # bound (OUT/manifest.json) in its canonical spelling: `scale:.5` is `scale:0.5`
+            from hairdiff.extract.views import canonical_views
 
-            parse_views(self.views)
+            self.views = NO_VIEWS if self.views.strip().lower() in (NO_VIEWS, "") else canonical_views(self.views)
         check_scheduler(self.scheduler)
 
     @property
@@ -198,7 +213,7 @@ class SweepConfig(ExperimentOptions):
         r = super().recipe
         if self.views is None:
             return r
-        return replace(r, views=None if self.views.lower() == "none" else self.views)
+        return replace(r, views=None if self.views == NO_VIEWS else self.views)
 
     def provenance(self) -> list[dict]:
         """Reproduce's table of sources, with the axes and --views said as such."""
@@ -217,14 +232,20 @@ class SweepConfig(ExperimentOptions):
 
     def shared_settings(self) -> dict:
         """What OUT/manifest.json binds: everything all points share (not the grid, the device or the cluster)."""
-        ids = {part: _file_digest(p) for part, p in (("train", self.ids_train), ("test", self.ids_test)) if p}
+        ids = {part: _ids_digest(p) for part, p in (("train", self.ids_train), ("test", self.ids_test)) if p}
         return {"dataset": self.dataset, "root": str(Path(self.root).resolve()), "model": self.model,
                 "limit": self.limit, "ids": ids,
                 "recipe": {k: v for k, v in self.recipe.as_dict().items() if k not in AXES}}
 
 
-def _file_digest(path: str) -> str:
+def _ids_digest(path: str) -> str:
+    """The ids an ids file selects, as its reader reads them (comments, blank lines, line ends and a byte-order
+    mark aside): a file re-saved or re-commented with the same ids is the same setting."""
+    from hairdiff.extract.readers.ids import read_ids_file
+
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read it ({e.strerror}): pass an existing ids file") from None
+        ids = read_ids_file(path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e}): pass an existing ids "
+                         "file") from None
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]

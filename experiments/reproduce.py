@@ -31,6 +31,7 @@ FIX_SETTINGS = "run it with the options it was made with, or pass another --out 
 FIX_DATA = ("the training images changed since OUT/run was trained on them: pass another --out (or delete this one) "
             "to train on them")
 TRAINED_ON = "reproduce-trained-on"  # the manifest's record of the training data OUT/run was trained on
+OUTPUTS = ("splits", "run", "eval", "report.json", "report.md")  # a folder holding these must hold their record
 
 
 def bound_settings(cfg: ReproduceConfig, plan: dict) -> dict:
@@ -62,12 +63,12 @@ def plan(cfg: ReproduceConfig) -> dict:
     --out usable and outside every store, the root and its splits, the ids files (readable, not empty, every
     id an image of its split), test images never trained on, the cache root writable, and OUT bound to these
     settings and, once it trained, to its training data (a folder made otherwise is refused, naming each
-    difference). Only then are files written."""
+    difference; a folder holding results without their record is refused whole). Only then are files written."""
     chosen = checked_splits(cfg)
     out = Path(cfg.out)
-    bind(out, "reproduce", bound_settings(cfg, chosen), fix=FIX_SETTINGS)
-    if TRAINED_ON in read(out):
-        bind(out, TRAINED_ON, training_data(cfg, chosen), fix=FIX_DATA)
+    bind(out, "reproduce", bound_settings(cfg, chosen), fix=FIX_SETTINGS, outputs=OUTPUTS)
+    if TRAINED_ON in read(out) or os.path.lexists(out / "run"):  # a run without its record of data is refused
+        bind(out, TRAINED_ON, training_data(cfg, chosen), fix=FIX_DATA, outputs=("run",))
     return write_splits(chosen)
 
 

@@ -9,31 +9,37 @@ table, best point marked) and OUT/sweep.png (mIoU and hair IoU against the times
 
 Resuming: OUT/manifest.json binds the folder to the shared settings (core/manifest.py): a run with other shared
 settings is refused naming what differs, while the grid itself may change (points are added or dropped; each
-point's folder is named for and bound to its own settings). A finished point (point.json written after its
-eval) is read back; an unfinished one continues from its stores and its run's last checkpoint.
+point's folder is named for and bound to its own settings); a folder holding results without its record is
+refused whole. A finished point (point.json written after its eval, or after its training diverged, which the
+sweep records and goes on from) is read back while its receipt holds (experiments/receipts.py: the files it
+stands for and its stores, unchanged) and its stores hold the images --root holds now; otherwise it is
+computed again, or refused. An unfinished one continues from its stores and its run's last checkpoint.
 """
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from hairdiff.cache import FeatureStore
-from hairdiff.core.errors import Interrupted
+from hairdiff.core.errors import Interrupted, OutputMismatchError, RunDirError, TrainingDiverged
 from hairdiff.core.files import atomic_write, atomic_write_json
 from hairdiff.core.manifest import bind
 from hairdiff.core.paths import check_output_dir
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.core.urls import is_remote, local_path
+from hairdiff.experiments import receipts
 from hairdiff.experiments.chain import (checked_splits, extract_config, extract_store, finished, score_run,
                                         summary_metrics, train_config, train_run, write_splits)
 from hairdiff.experiments.config import SWEEP_AXIS, Point, SweepConfig
 from hairdiff.experiments.recipes import table
 from hairdiff.extract.backbone import sharing_backbones
 from hairdiff.extract.distributed import run_many
-from hairdiff.extract.runner import ExtractStats
+from hairdiff.extract.runner import ExtractStats, list_refs
+from hairdiff.extract.sources import data_key
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -46,29 +52,68 @@ def _row(p: Point, pdir: Path) -> dict:
             "work": {"computed": {}, "reused_samples": {}, "iterations": 0, "started_at_iteration": None}}
 
 
+POINT_OUTPUTS = ("run", "eval", "point.json")  # a point folder holding these must hold their record
+OUTPUTS = ("points", "splits", "sweep.json", "sweep.md", "sweep.png")
+# What a finished point stands for, by outcome: the files its receipt (experiments/receipts.py) digests.
+CLAIMED = {"done": ("run/run.json", "run/head.safetensors", "eval/metrics.json"),
+           "diverged": ("run/config.json", "run/log.jsonl")}
+
+
 def _bind_point(cfg: SweepConfig, p: Point, pdir: Path) -> None:
     bind(pdir, "sweep-point", {**cfg.shared_settings(), "point": asdict(p)},
-         fix=f"delete {pdir} to compute this point again")
+         fix=f"delete {pdir} to compute this point again", outputs=POINT_OUTPUTS)
 
 
-def _read_back(cfg: SweepConfig, p: Point, pdir: Path, log) -> dict | None:
-    """A finished point's row from pdir/point.json (written after its eval), marked as reused; None when the
-    point is not finished (or its record is damaged: then its eval is redone from its run, said in `log`).
-    A point folder made with other settings is refused (OutputMismatchError), never read back."""
+def _record(row: dict, outcome: str) -> dict:
+    """point.json: the row, its outcome and its receipt (written last: it makes the point finished)."""
+    pdir = Path(row["folder"])
+    return {**{k: v for k, v in row.items() if k != "status"}, "outcome": outcome,
+            "receipt": receipts.receipt(pdir, CLAIMED[outcome], row["stores"])}
+
+
+def _read_back(cfg: SweepConfig, p: Point, pdir: Path, data: Callable[[], dict], log) -> dict | None:
+    """A finished point's row from pdir/point.json, marked as reused; None when the point is to be computed:
+    not finished, its record damaged, or what its receipt claims no longer holds (retrained, rescored or edited
+    by hand, a store gone: said in `log`). Its paths are where the folder is now. A point trained on other
+    images than --root holds now is refused (OutputMismatchError), as is a folder made with other settings."""
     path = pdir / "point.json"
-    if not path.exists() or not (pdir / "eval" / "metrics.json").exists():
+    if not path.exists():
         return None
-    _bind_point(cfg, p, pdir)
     try:
         row = json.loads(path.read_text())
-        if not (isinstance(row, dict) and isinstance(row.get("metrics"), dict)):
+        outcome = row.get("outcome", "done") if isinstance(row, dict) else None
+        if outcome not in CLAIMED or (outcome == "done" and not isinstance(row.get("metrics"), dict)):
             raise ValueError("not a point record")
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        log(f"{path}: unreadable ({type(e).__name__}); scoring {p.name} again from its stores and run")
+        log(f"{path}: unreadable ({type(e).__name__}); computing {p.name} again from its stores and run")
         return None
-    row.update(status="done", reused={"extract": True, "train": True, "eval": True},
+    wrong = receipts.problems(pdir, row.get("receipt"))
+    if wrong:
+        log(f"{path}: {'; '.join(wrong)}: computing {p.name} again from its stores and run")
+        return None
+    _check_data(p, pdir, row["receipt"]["stores"], data())
+    here = {k: v for k, v in _row(p, pdir).items() if k in ("folder", "run", "eval")}
+    if any(row.get(k) != v for k, v in here.items()):  # the folder moved: report where it is now
+        row.update(here)
+        atomic_write_json(path, row, indent=2)
+    row.update(status=outcome, reused={"extract": True, "train": True, "eval": outcome == "done"},
                work={"computed": {}, "reused_samples": {}, "iterations": 0, "started_at_iteration": None})
     return row
+
+
+def _check_data(p: Point, pdir: Path, stores: dict, now: dict) -> None:
+    """OutputMismatchError unless the point's stores hold the images --root holds now (their data keys)."""
+    for part, store in stores.items():
+        if part in now and store.get("data_key") and store["data_key"] != now[part]:
+            raise OutputMismatchError(
+                f"{pdir}: point {p.name} was trained and scored on other {part} images than --root holds now (data "
+                f"{str(store['data_key'])[:16]} -> {now[part][:16]}): delete {pdir} to compute this point again, or "
+                f"pass another --out")
+
+
+def _data_keys(cfg: SweepConfig, plan: dict) -> dict:
+    """The data key of each part's images as they are now (memoised digests: a stat per file)."""
+    return {part: data_key(list_refs(extract_config(cfg, plan, part))[1]) for part in ("train", "test")}
 
 
 def _store_bytes(url: str) -> int | None:
@@ -97,7 +142,7 @@ def sweep(cfg: SweepConfig, progress: ProgressFactory = silent, log=print, comma
     check_output_dir(out, "--out")
     fix = "pass another --out, or the shared settings this folder was made with (the grid itself may change)"
     chosen = checked_splits(cfg.reproduce_config())  # --out outside stores, ids files, no test image trained on
-    bind(out, "sweep", cfg.shared_settings(), fix=fix)  # refuses a changed folder before anything in it is written
+    bind(out, "sweep", cfg.shared_settings(), fix=fix, outputs=OUTPUTS)  # before anything in OUT is written
     plan = write_splits(chosen)
     points, rows_pro = cfg.points, cfg.provenance()
     log(f"sweep of {len(points)} points ({len(cfg.grid_timesteps)} timesteps x {len(cfg.grid_prompts)} prompts x "
@@ -105,7 +150,7 @@ def sweep(cfg: SweepConfig, progress: ProgressFactory = silent, log=print, comma
     for line in table(rows_pro):
         log(line)
     log(f"splits: {plan['note']}")
-    rows, todo = _rows(cfg, points, out, log)
+    rows, todo = _rows(cfg, plan, points, out, log)
 
     def report() -> dict:
         return _report(cfg, plan, rows_pro, points, rows, t0)
@@ -116,7 +161,10 @@ def sweep(cfg: SweepConfig, progress: ProgressFactory = silent, log=print, comma
         with sharing_backbones():  # the points' stores from one loaded backbone
             for p in todo:
                 state["point"] = p.name
-                _run_point(cfg, plan, p, rows[p.name], pre_extracted.get(p.name), state, progress, log)
+                try:
+                    _run_point(cfg, plan, p, rows[p.name], pre_extracted.get(p.name), state, progress, log)
+                except TrainingDiverged as e:  # that point's result: recorded, and the grid goes on
+                    _diverged(rows[p.name], e, log)
                 write_outputs(out, report())
     except KeyboardInterrupt:
         write_outputs(out, report())
@@ -130,12 +178,21 @@ def sweep(cfg: SweepConfig, progress: ProgressFactory = silent, log=print, comma
     return final
 
 
-def _rows(cfg: SweepConfig, points: list[Point], out: Path, log) -> tuple[dict, list[Point]]:
-    """Every point's row (finished ones read back) and the points still to run (at most --stop-after)."""
-    rows, todo = {}, []
+def _rows(cfg: SweepConfig, plan: dict, points: list[Point], out: Path, log) -> tuple[dict, list[Point]]:
+    """Every point's row (finished ones read back and checked) and the points still to run (at most
+    --stop-after). Every existing point folder is checked against its record here, before any point runs."""
+    rows, todo, keys = {}, [], {}
+
+    def data() -> dict:  # computed once, and only when a finished point is read back
+        if not keys:
+            keys.update(_data_keys(cfg, plan))
+        return keys
+
     for p in points:
         pdir = out / "points" / p.name
-        row = _read_back(cfg, p, pdir, log)
+        if pdir.exists():
+            _bind_point(cfg, p, pdir)
+        row = _read_back(cfg, p, pdir, data, log)
         if row is None:
             todo.append(p)
             row = _row(p, pdir)
@@ -176,10 +233,20 @@ def _run_point(cfg, plan, p: Point, row: dict, extracted: dict | None, state, pr
     row["metrics"] = summary_metrics(metrics)
     row["train"] = {k: summary.get(k) for k in ("iterations", "final_loss", "images_per_s")}
     row["status"] = "done"
-    # Written last: its presence (with eval/metrics.json) is what makes the point finished.
-    atomic_write_json(pdir / "point.json", {k: v for k, v in row.items() if k not in ("status",)}, indent=2)
+    # Written last: its presence, with its receipt holding, is what makes the point finished.
+    atomic_write_json(pdir / "point.json", _record(row, "done"), indent=2)
     m = row["metrics"]
     log(f"  {p.name}: mIoU {m['mIoU']:.2f}, hair IoU {m['hair_iou']:.2f} ({m['images']} test images)")
+
+
+def _diverged(row: dict, e: TrainingDiverged, log) -> None:
+    """A point whose training diverged: recorded as such (point.json), so the grid goes on and a rerun reads it
+    back instead of training it into the same divergence."""
+    pdir = Path(row["folder"])
+    row.update(status="diverged", metrics=None, diverged=str(e))
+    atomic_write_json(pdir / "point.json", _record(row, "diverged"), indent=2)
+    log(f"  {row['name']}: training diverged ({e}); recorded as diverged, the sweep goes on (delete {pdir} to "
+        f"train this point again)")
 
 
 def _point_stores(cfg, plan, p: Point, row: dict, extracted: dict, progress, log) -> None:
@@ -210,7 +277,11 @@ def _point_run(cfg, run: Path, row: dict, progress, log) -> dict:
     row["crop"] = crop
     finished_before = finished(run, iters)
     t = time.perf_counter()
-    summary = train_run(tcfg, cfg.device, progress)
+    try:
+        summary = train_run(tcfg, cfg.device, progress)
+    except RunDirError as e:  # the run folder holds a run of other settings or data (trained there by hand)
+        raise OutputMismatchError(f"point {row['name']}: {e} (for this sweep: delete {run.parent} to compute this "
+                                  "point again)") from None
     row["seconds"]["train"] = round(time.perf_counter() - t, 2)
     row["reused"]["train"] = finished_before
     if finished_before:
@@ -251,6 +322,7 @@ def _report(cfg: SweepConfig, plan: dict, provenance_rows: list[dict], points: l
             "recipe": cfg.recipe.as_dict(), "provenance": provenance_rows, "scheduler": cfg.scheduler,
             "points": ordered, "best": _best(ordered),
             "finished": sum(r["status"] == "done" for r in ordered), "total": len(ordered),
+            "diverged": [r["name"] for r in ordered if r["status"] == "diverged"],
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -272,7 +344,9 @@ def _f(v) -> str:
 
 def markdown(report: dict) -> str:
     lines = [f"# Sweep: {report['dataset']}, {report['model']}", "",
-             f"{report['finished']} of {report['total']} points finished. Splits: {report['splits']}."
+             f"{report['finished']} of {report['total']} points finished"
+             + (f", {len(report['diverged'])} diverged in training (no scores)" if report["diverged"] else "")
+             + f". Splits: {report['splits']}."
              + (f" Limited to the first {report['limit']} images of each split." if report["limit"] else ""), ""]
     if report["random_weights"]:
         lines += ["**Smoke run with the random-weight `tiny` model: these numbers show that every step runs, "
@@ -291,7 +365,7 @@ def markdown(report: dict) -> str:
                      f"{_f(m.get('f1'))} | {_f(m.get('accuracy'))} | {_f(m.get('precision'))} | "
                      f"{_f((m.get('per_image_mean') or {}).get('mIoU'))} | {r.get('crop') or '-'} | "
                      f"{s['extract']} | {s['train']} | "
-                     f"{s['eval']} | {reused} | `{r['name']}`" + (" (pending)" if r["status"] != "done" else "")
+                     f"{s['eval']} | {reused} | `{r['name']}`" + ("" if r["status"] == "done" else f" ({r['status']})")
                      + " |")
     lines += ["", "## Shared settings", "", "Where each setting comes from (core/recipe.py); the rows marked "
               f"`{SWEEP_AXIS}` are this grid's.", ""]

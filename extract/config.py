@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,6 +35,15 @@ def check_scheduler(scheduler: str | None) -> None:
         raise UsageError(f"--scheduler {scheduler!r}: use local:N (N worker processes) or tcp://HOST:PORT")
 
 
+def canonical_prompt(text: str) -> str:
+    """A prompt as the text encoder reads it: Unicode NFC, a leading byte-order mark dropped, surrounding
+    whitespace stripped and inner runs of whitespace made one space (SD's CLIP tokenizer does the same before it
+    tokenizes, so spellings that differ only so give the same features and must name the same store). Case is
+    kept: the recorded prompt stays the one the user wrote."""
+    text = unicodedata.normalize("NFC", str(text)).lstrip("\ufeff")
+    return " ".join(text.split())
+
+
 @dataclass(kw_only=True)
 class ExtractConfig:
     dataset: str = option(help=f"the dataset's layout: {' | '.join(names())} (extract/readers/)")
@@ -42,7 +52,8 @@ class ExtractConfig:
                                            "dataset's splits). Default: all, or the paper's training split")
     model: str = option(FULL.model, help="hub id, local diffusers folder, .safetensors/.ckpt file, or 'tiny'")
     revision: str | None = option(None, help="hub revision (branch, tag or commit)")
-    prompt: str = option(FULL.prompt, help="text conditioning of the UNet")
+    prompt: str = option(FULL.prompt, help="text conditioning of the UNet (read as its text encoder reads it: "
+                                           "surrounding or repeated whitespace and a byte-order mark do not count)")
     timestep: int = option(FULL.timestep, help=f"diffusion timestep the latent is noised to (0..{MAX_TIMESTEP})")
     resolution: int = option(FULL.resolution, help="images are letterboxed to RESOLUTION x RESOLUTION (a multiple of 64)")
     taps: str = option(FULL.taps, help="'unet' (decoder levels), 'odise', or comma-separated module names")
@@ -77,6 +88,11 @@ class ExtractConfig:
     def __post_init__(self):
         if str(self.batch_size).isdigit() or isinstance(self.batch_size, int):
             self.batch_size = int(self.batch_size)
+        from hairdiff.extract.views import canonical_views
+
+        # Normalised once, here: the store's fingerprint and every record take these spellings.
+        self.prompt = canonical_prompt(self.prompt)
+        self.views = canonical_views(self.views)
         self.validate()
 
     def validate(self) -> None:

@@ -136,6 +136,32 @@ def parse_views(recipe: str | None) -> tuple[View, ...]:
     return tuple(views)
 
 
+def _number(f: float) -> str:
+    short = f"{f:g}"
+    return short if float(short) == f else repr(f)
+
+
+def canonical_views(recipe: str | None) -> str | None:
+    """The one spelling of a recipe (None for no views): `scale:.5` and ` scale:0.50 ` are `scale:0.5`, terms
+    of one kind in a row are one term, the order (which sets the store's sample order) is kept. UsageError for a
+    recipe parse_views refuses."""
+    terms: list[tuple[str, list]] = []
+    for v in parse_views(recipe):
+        if terms and terms[-1][0] == v.kind and v.kind != "flip":
+            terms[-1][1].append(v)
+        else:
+            terms.append((v.kind, [v]))
+    out = []
+    for kind, vs in terms:
+        if kind == "flip":
+            out.append("flip")
+        elif kind == "scale":
+            out.append("scale:" + ",".join(_number(v.factor) for v in vs))
+        else:
+            out.append(f"{kind}:{len(vs)}")
+    return "+".join(out) or None
+
+
 def record(views, seed: int) -> dict | None:
     """What the views add to a store's fingerprint (None without views: fingerprints stay as they were)."""
     if not views:

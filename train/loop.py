@@ -44,7 +44,7 @@ import torch
 
 from hairdiff.cache import FeatureStore
 from hairdiff.cache.distinct import check_distinct, same_location
-from hairdiff.core.errors import RunDirError, StoreMismatchError, TrainingDiverged, UsageError
+from hairdiff.core.errors import RunDirError, RunFileError, StoreMismatchError, TrainingDiverged, UsageError
 from hairdiff.core.files import atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.model.best import BEST_DIR, METRIC, read_best, save_best
@@ -52,7 +52,8 @@ from hairdiff.model.checkpoints import latest_checkpoint, read_checkpoint_state
 from hairdiff.model.mask2former.batch_criterion import build_batch_criterion
 from hairdiff.model.mask2former.head import Mask2FormerHead
 from hairdiff.model.mask2former.targets import check_label_values
-from hairdiff.model.trained import head_config_from_dict, head_config_to_dict, read_run_json, write_final
+from hairdiff.model.records import check_weights
+from hairdiff.model.trained import FIX_FINAL, head_config_from_dict, head_config_to_dict, read_run_json, write_final
 from hairdiff.train.augment import check_crop, crop_batch
 from hairdiff.train.checkpoint import check_optimizer_format, load_checkpoint, save_checkpoint
 from hairdiff.train.config import RESUME_KEYS, TrainConfig
@@ -113,11 +114,17 @@ def _setting_diff(key: str, old, now) -> str:
     return f"{key}: checkpoint {old!r} vs now {now!r}"
 
 
+def _same_setting(key: str, old, now) -> bool:
+    if key == "val" and old and now:  # one validation store however its path is spelled (./val.zarr, /abs/val.zarr)
+        return same_location(old, now)
+    return old == now
+
+
 def _check_resume(state: dict, config: dict, fingerprint: str, ckpt: Path) -> None:
     old = dict(state["config"])
     if "head_config" in old:  # a config from before a HeadConfig field existed means that field's LEGACY value
         old["head_config"] = head_config_to_dict(head_config_from_dict(old["head_config"]))
-    diff = [k for k in RESUME_KEYS if old.get(k) != config.get(k)]
+    diff = [k for k in RESUME_KEYS if not _same_setting(k, old.get(k), config.get(k))]
     if diff:
         detail = "; ".join(_setting_diff(k, old.get(k), config.get(k)) for k in diff)
         raise RunDirError(f"--resume: {ckpt} was made with other settings ({detail}); resume with the same "
@@ -162,6 +169,24 @@ def _check_same_stores(out: Path, stores: list[dict]) -> None:
                           f"the --cache it began with, or pass --overwrite or another --out to train on these")
 
 
+def _finished(out: Path, cfg: TrainConfig, config: dict, fingerprint: str) -> dict | None:
+    """With --resume, the record of a run that finished already; None when it has not. Its results stand for this
+    run only when they were made with its settings (iters included) and its head is there: a record of other
+    settings, or one that names none, is refused, never returned as this run's."""
+    if not (cfg.resume and os.path.lexists(out / "run.json")):
+        return None
+    record = out / "run.json"
+    done = read_run_json(out)  # checked: a damaged run.json is one line naming it
+    if not (isinstance(done.get("config"), dict) and isinstance(done.get("meta"), dict)
+            and "fingerprint" in done["meta"]):
+        raise RunFileError(f"{record} records no settings (config and meta with the features' fingerprint), so it "
+                           f"cannot be told whether it is this run: pass --overwrite to train it again, or another "
+                           f"--out")
+    _check_resume(done, config, fingerprint, record)
+    check_weights(out / "head.safetensors", FIX_FINAL)
+    return done if done.get("iterations") == cfg.iters else None
+
+
 # ---------------------------------------------------------------------------------------------- train
 def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = None,
           progress: ProgressFactory = silent, validation: Validation | None = None) -> dict:
@@ -197,12 +222,9 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
         if cfg.resume:  # the run folder is bound to its stores and settings: checked before any result is used
             _check_same_stores(out, meta["stores"])
     dist.barrier()
-    if cfg.resume and (out / "run.json").exists():
-        done = read_run_json(out)  # checked: a damaged run.json is one line naming it
-        if done.get("iterations") == cfg.iters:
-            if "config" in done and "meta" in done:  # its results are returned only for the same settings
-                _check_resume(done, config, data.fingerprint, out / "run.json")
-            return done  # finished already: nothing to do
+    done = _finished(out, cfg, config, data.fingerprint)
+    if done is not None:
+        return done  # finished already, with these settings: nothing to do
 
     is_cuda = torch.device(device).type == "cuda"
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -232,6 +254,8 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
     log_path = out / "log.jsonl"
     if dist.is_main:
         _truncate_log(log_path, start) if cfg.resume else log_path.unlink(missing_ok=True)
+        if ckpt is None and (out / BEST_DIR).exists():  # a start from iteration 0 is a new run, rebuilt whole: a
+            shutil.rmtree(out / BEST_DIR)  # best/ of a start no checkpoint records never stands for it
         atomic_write_json(out / "config.json", {"config": config, "meta": meta}, durable=True, sort_keys=True)
     model = head
     if dist.active:
@@ -262,7 +286,7 @@ class _Loop:
         self.stats = StepLog(step.names, cfg.log_every, device)
         self.log_path = out / "log.jsonl"
         self.log_file = open(self.log_path, "a") if dist.is_main else None
-        self.best = read_best(out) if cfg.resume else None  # a resumed run keeps the best it had
+        self.best = read_best(out) if last_ckpt is not None else None  # a resumed run keeps the best it had
         self.last, self.images, self.t_val = {}, 0, 0.0
         self.end = cfg.iters if cfg.stop_at is None else None
         self.host_rows, self.t_read, self.t_run = [], time.perf_counter(), time.perf_counter()
