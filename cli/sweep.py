@@ -61,12 +61,15 @@ def sweep(cfg: SweepConfig) -> None:
         err.print(f"best of {rep['finished']} points: timestep {best['timestep']}, prompt {best['prompt']!r}, taps "
                   f"{best['taps']}: mIoU {m['mIoU']:.2f}, hair IoU {m['hair_iou']:.2f} ({rep['seconds']} s)",
                   markup=False, highlight=False)
-    if rep["diverged"]:
-        err.print(f"warning: {len(rep['diverged'])} of {rep['total']} points diverged in training and have no scores "
-                  f"({', '.join(rep['diverged'])}): recorded as diverged in sweep.json; delete a point's folder under "
-                  f"{Path(cfg.out) / 'points'} to train it again", markup=False, highlight=False)
     pending = rep["total"] - rep["finished"] - len(rep["diverged"])
     if pending:
         err.print(f"{pending} of {rep['total']} points not computed yet: run the same command again to continue",
                   markup=False, highlight=False)
     print(Path(cfg.out) / "sweep.md")
+    if rep["diverged"]:  # after every other point and every output: exit 3, as a training that diverges
+        from hairdiff.core.errors import TrainingDiverged
+
+        raise TrainingDiverged(f"{len(rep['diverged'])} of {rep['total']} points diverged in training and have no "
+                               f"scores ({', '.join(rep['diverged'])}): recorded as diverged in sweep.json, the other "
+                               f"points are scored; delete a point's folder under {Path(cfg.out) / 'points'} to train "
+                               "it again (with another --iters or recipe)")

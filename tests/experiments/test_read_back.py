@@ -85,8 +85,9 @@ def files_state(folder: Path) -> dict:
 
 
 def test_a_diverged_point_is_recorded_and_the_sweep_goes_on(swept):
-    base, code, _, err = swept
-    assert code == 0, err
+    base, code, out, err = swept
+    assert code == 3, err  # the other points scored, every output written, then exit 3 for the divergence
+    assert out.strip().splitlines()[-1] == str(base / "sw" / "sweep.md")
     rep = report(base / "sw")
     first, second = rep["points"]
     assert first["status"] == "diverged" and "non-finite" in first["diverged"] and first["metrics"] is None
@@ -94,8 +95,8 @@ def test_a_diverged_point_is_recorded_and_the_sweep_goes_on(swept):
     assert rep["diverged"] == [first["name"]] and rep["best"] == second["name"] and rep["finished"] == 1
     assert json.loads((Path(first["folder"]) / "point.json").read_text())["outcome"] == "diverged"
     assert f"| `{first['name']}` (diverged) |" in (base / "sw" / "sweep.md").read_text()
-    warning = [line for line in err.splitlines() if line.startswith("warning:")]
-    assert len(warning) == 1 and first["name"] in warning[0] and "Traceback" not in err
+    error = [line for line in err.splitlines() if line.startswith("error:")]
+    assert error == [err.strip().splitlines()[-1]] and first["name"] in error[0] and "Traceback" not in err
 
 
 def test_a_moved_sweep_reports_where_it_is_now_and_computes_nothing_again(swept, tmp_path):
