@@ -108,7 +108,8 @@ def own_rows(meta: dict, cfg: dict) -> list[dict]:
     model = fi["model"]
     if model.get("kind") == "tiny":
         rows.append(_row("model", f"tiny ({model.get('name')})", FULL.model, "",
-                         Source(SMOKE_RUN, "hairdiff's random-weight stand-in of the SD architecture: nothing learned")))
+                         Source(SMOKE_RUN, "hairdiff's random-weight stand-in of the SD architecture: nothing "
+                                           "learned")))
     else:
         rows.append(_row("model", model.get("name"), FULL.model, "the backbone the features came from"))
     taps = next((name for name, names in TAP_SETS.items() if names == fi.get("taps")), ",".join(fi.get("taps", [])))
@@ -164,8 +165,10 @@ def _backbone_text(model: dict) -> tuple[str, str]:
     if kind == "tiny":
         return f"`tiny` ({name}), a random-weight model", "hairdiff builds it on first use, nothing to download"
     if kind == "hub":
-        return f"`{name}`", f"downloaded from the Hugging Face Hub by its id `{name}` (revision {model.get('revision')})"
-    return f"a local model `{name}`", f"not in this folder: pass its folder, `from_pretrained(..., model=\"/path/{name}\")`"
+        return f"`{name}`", (f"downloaded from the Hugging Face Hub by its id `{name}` (revision "
+                             f"{model.get('revision')})")
+    return f"a local model `{name}`", (f"not in this folder: pass its folder, `from_pretrained(..., "
+                                       f"model=\"/path/{name}\")`")
 
 
 def card_text(card: dict, head: dict, where: str = "DIR") -> str:
@@ -198,8 +201,8 @@ def card_text(card: dict, head: dict, where: str = "DIR") -> str:
               "only.", "", "## Limits", ""]
     if card["random_weights"]:
         lines.append(f"- Not a model of hair: {RANDOM_WEIGHTS}. Train on real Stable Diffusion features for one.")
-    lines += [f"- Measured only on the data above; other photos (other lighting, ages, hair styles and colours, skin "
-              f"tones, drawings) are untested.",
+    lines += ["- Measured only on the data above; other photos (other lighting, ages, hair styles and colours, skin "
+              "tones, drawings) are untested.",
               f"- Two classes; each image is letterboxed to {f.get('resolution')} x {f.get('resolution')} px for the "
               "backbone, so strands finer than the head's stride at that scale are blurred.",
               f"- Needs the backbone it was trained on ({backbone}); its own licence and limits apply "

@@ -90,7 +90,7 @@ def check_model_out(folder: Path) -> None:
         try:
             read_model_record(folder)
         except ModelFolderError:
-            raise UsageError(f"--out {folder}: holds a {CONFIG} that does not read as a hairdiff model's: pass a new or "
-                             "empty folder (a hairdiff model folder is replaced), or delete that file") from None
+            raise UsageError(f"--out {folder}: holds a {CONFIG} that does not read as a hairdiff model's: pass a new "
+                             "or empty folder (a hairdiff model folder is replaced), or delete that file") from None
     elif (folder / WEIGHTS).exists():
         raise UsageError(f"--out {folder}: holds {WEIGHTS} without a hairdiff {CONFIG}: pass a new or empty folder")

@@ -24,8 +24,16 @@ from hairdiff.core.devices import resolve_device, resolve_dtype
 from hairdiff.core.errors import ModelFolderError, RunMismatchError, UsageError
 from hairdiff.evaluate.config import DEFAULT_BATCH_SIZE, check_run_dir
 from hairdiff.evaluate.inputs import image_name, to_rgb_array
-from hairdiff.model.portable import (CARD, CONFIG, NOT_A_MODEL, WEIGHTS, is_run_folder, model_record, model_source,
-                                     read_model_record)
+from hairdiff.model.portable import (
+    CARD,
+    CONFIG,
+    NOT_A_MODEL,
+    WEIGHTS,
+    is_run_folder,
+    model_record,
+    model_source,
+    read_model_record,
+)
 from hairdiff.model.trained import head_record, head_source, load_head
 
 
@@ -256,7 +264,8 @@ class HairSegmenter(ModelHubMixin, library_name="hairdiff", pipeline_tag="image-
         save_model(self.head, str(Path(save_directory) / WEIGHTS))
 
     def generate_model_card(self, *args, where: str = "DIR", **kwargs) -> ModelCard:
-        """README.md: huggingface_hub's metadata block (library, task, tags, base model) over evaluate/card.py's text."""
+        """README.md: huggingface_hub's metadata block (library, task, tags, base model) over evaluate/card.py's
+        text."""
         from hairdiff.evaluate.card import card_text
 
         data = ModelCardData(**self._hub_mixin_info.model_card_data.to_dict())

@@ -66,8 +66,7 @@ def test_dask_arrays_are_the_verified_samples(store_url):
 
 
 def test_samples_not_extracted_are_left_out_and_lost_data_is_an_error(tmp_path):
-    from tests.fixtures.stores import INPUTS, R, synthetic_samples
-    from tests.fixtures.stores import make_eval_store
+    from tests.fixtures.stores import INPUTS, R, make_eval_store, synthetic_samples
 
     url = make_eval_store(tmp_path, "figaro", synthetic_samples(), root=str(tmp_path), done=[0, 1, 3])
     store = open_store(url)

@@ -8,12 +8,12 @@ import shutil
 import pytest
 from huggingface_hub import ModelCard
 
+from hairdiff.core.recipe import SMOKE
 from hairdiff.evaluate.card import TINY_LINE
 from hairdiff.evaluate.config import EvalConfig
 from hairdiff.evaluate.metrics import METRICS
 from hairdiff.evaluate.run import evaluate_run
 from hairdiff.experiments.recipes import provenance
-from hairdiff.core.recipe import SMOKE
 from tests.fixtures.cli import invoke
 from tests.fixtures.stores import make_eval_store, make_run, synthetic_samples
 
@@ -42,7 +42,7 @@ def test_the_card_shows_the_evaluation_of_this_head(tmp_path, evaluated):
     assert {"hairdiff", "hair-segmentation"} <= set(card.data.tags)
     text = card.text
     assert TINY_LINE not in text  # a backbone with weights: no warning line
-    assert f"Measured on figaro / test: all 5 images" in text and m["store"] in text
+    assert "Measured on figaro / test: all 5 images" in text and m["store"] in text
     keys = [mt.key for mt in METRICS]
     assert "| pooled | " + " | ".join(f"{m[k]:.2f}" for k in keys) + " |" in text
     per = m["per_image_mean"]

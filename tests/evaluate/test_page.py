@@ -62,7 +62,7 @@ def test_the_prediction_endpoint_gives_the_api_mask_and_names_a_bad_file(served,
     assert len(overlays) == 1 and f"hair {want.mean():.1%} of the image" in overlays[0]["caption"]
     shown = np.asarray(Image.open(overlays[0]["image"]))
     assert shown.shape[0] > want.shape[0] and shown.shape[1] >= want.shape[1]  # the picture, its colour key under it
-    assert f"**broken.png: not segmented.** broken.png: cannot decode the image" in text
+    assert "**broken.png: not segmented.** broken.png: cannot decode the image" in text
     assert "Traceback" not in text and f"hair covers {want.mean():.1%} of the image" in text
 
 

@@ -84,7 +84,8 @@ def test_bad_images_are_one_error_each(tmp_path, tiny_run, segmenter):
     code, _, err = invoke("predict", broken, "--run", tiny_run, "--out", tmp_path / "p", "--device", "cpu")
     assert code == 1 and err.strip().splitlines()[-1].startswith(f"error: {line}; stopped there"), err
     for bad, says in [(np.zeros((4, 4, 3), np.float32), "a float32 array, not uint8"),
-                      (np.zeros((4, 4, 2), np.uint8), "is not an image's"), (np.zeros((0, 5, 3), np.uint8), "no pixel")]:
+                      (np.zeros((4, 4, 2), np.uint8), "is not an image's"),
+                      (np.zeros((0, 5, 3), np.uint8), "no pixel")]:
         with pytest.raises(BadSampleError, match=says) as e:
             segmenter(bad)
         assert one_line(e.value).startswith("image 0 (a numpy.ndarray)")
