@@ -173,7 +173,8 @@ class HairSegmenter(ModelHubMixin, library_name="hairdiff", pipeline_tag="image-
             read_model_record(path)  # not a model: one line, before huggingface_hub reads anything
             name = str(path)
         elif path.exists() or hub.looks_like_path(name):
-            raise ModelFolderError(f"{name}: no such folder: {NOT_A_MODEL}")
+            what = "a file, not a folder" if path.exists() else "no such folder"
+            raise ModelFolderError(f"{name}: {what}: {NOT_A_MODEL}")
         else:
             read_model_record(hub.hub_file(name, CONFIG, revision, cache_dir, token, local_files_only).parent)
         hub_kw = {"revision": revision, "cache_dir": cache_dir, "token": token, "local_files_only": local_files_only,
