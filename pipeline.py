@@ -5,7 +5,6 @@ from a checkout this script maps them itself, then runs `hairdiff.cli.main`.
 """
 from __future__ import annotations
 
-import importlib.machinery
 import importlib.util
 import sys
 from pathlib import Path
@@ -15,9 +14,12 @@ def use_checkout() -> None:
     """Make `import hairdiff` load the folders beside this file (for this script and bench/ scripts)."""
     # This checkout's code, even when another hairdiff is installed: that is what running its script means.
     here = Path(__file__).resolve().parent
-    spec = importlib.machinery.ModuleSpec("hairdiff", None, is_package=True)
-    spec.submodule_search_locations = [str(here)]
-    sys.modules["hairdiff"] = importlib.util.module_from_spec(spec)
+    # The package's own module is the __init__.py beside this file (lazy names: loading it costs nothing).
+    spec = importlib.util.spec_from_file_location("hairdiff", here / "__init__.py",
+                                                  submodule_search_locations=[str(here)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["hairdiff"] = module
+    spec.loader.exec_module(module)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import zarr
 from PIL import Image
 
 from hairdiff.cache import digests as dg
+from hairdiff.cache import dimensions as dims
 from hairdiff.cache import shard_codec
 from hairdiff.cache.codecs import DEFAULT_CODEC, array_codec, checksum_only, feature_compressors, small_compressors
 from hairdiff.cache.fingerprint import SCHEMA_VERSION, features_fingerprint
@@ -249,28 +250,30 @@ class FeatureStore:
             g.create_array(f"features/{lv.key}", shape=(n, lv.channels, lv.height, lv.width),
                            dtype=np.dtype(stored_dtype(precision)).name, chunks=(1, lv.channels, lv.height, lv.width),
                            shards=(s, lv.channels, lv.height, lv.width), compressors=feature_compressors(codec),
-                           fill_value=0, overwrite=True, attributes={"tap": lv.name, "stride": lv.stride})
+                           fill_value=0, overwrite=True, attributes={"tap": lv.name, "stride": lv.stride},
+                           dimension_names=dims.level(lv))
             if precision == "int8":
                 for part in ("scale", "offset"):
                     g.create_array(f"features/{lv.key}__{part}", shape=(n, lv.channels), dtype="float32",
-                                   chunks=(s, lv.channels), compressors=checksum_only(), fill_value=0, overwrite=True)
+                                   chunks=(s, lv.channels), compressors=checksum_only(), fill_value=0, overwrite=True,
+                                   dimension_names=dims.level(lv)[:2])
         g.create_array("masks", shape=(n, resolution, resolution), dtype="uint8", chunks=(1, resolution, resolution),
                        shards=(s, resolution, resolution), compressors=small_compressors(), fill_value=IGNORE,
-                       overwrite=True)
+                       overwrite=True, dimension_names=dims.MASKS)
         from zarr.core.dtype import VariableLengthBytes
 
         g.create_array("labels", shape=(n,), dtype=VariableLengthBytes(), chunks=(s,), compressors=checksum_only(),
-                       overwrite=True)
+                       overwrite=True, dimension_names=dims.SAMPLE)
         for name in ("orig_sizes", "label_sizes"):
             g.create_array(name, shape=(n, 2), dtype="int32", chunks=(s, 2), compressors=checksum_only(),
-                           fill_value=0, overwrite=True)
+                           fill_value=0, overwrite=True, dimension_names=dims.SIZES)
         cols = dg.columns([lv.key for lv in levels])
         g.create_array("digests", shape=(n, len(cols)), dtype="uint32", chunks=(s, len(cols)),
-                       compressors=checksum_only(), fill_value=0, overwrite=True)
+                       compressors=checksum_only(), fill_value=0, overwrite=True, dimension_names=dims.DIGESTS)
         g.create_array("done", shape=(n,), dtype="uint8", chunks=(s,), compressors=checksum_only(), fill_value=0,
-                       overwrite=True)
+                       overwrite=True, dimension_names=dims.SAMPLE)
         ids_arr = g.create_array("ids", shape=(n,), dtype=str, chunks=(max(1, n),), compressors=checksum_only(),
-                                 overwrite=True)
+                                 overwrite=True, dimension_names=dims.SAMPLE)
         ids_arr[:] = np.array(ids, dtype=object)
         # Attributes last: a store without them is not a store yet, so a crash here just recreates it.
         g.attrs.update({
@@ -494,11 +497,13 @@ class FeatureStore:
                     raise self._corrupt(int(i), f"{name}: does not match its checksum (lost or changed since it "
                                                 f"was written)")
 
-    def read_batch(self, indices) -> dict:
+    def read_batch(self, indices, levels: list[str] | None = None) -> dict:
         """Samples by index, in the given order: ids, features {name: (B,C,H,W) float16}, masks, orig_sizes.
-        Raises CorruptSampleError when a done sample's data is lost or changed."""
+        levels: the levels to read (names or keys; None: all). Raises CorruptSampleError when a done sample's
+        data is lost or changed."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        keys = {lv.key: f"features/{lv.key}" for lv in self.levels}
+        wanted = self.levels if levels is None else [self.level(name) for name in levels]
+        keys = {lv.key: f"features/{lv.key}" for lv in wanted}
         names = [n for key in keys.values() for n in ([key, f"{key}__scale", f"{key}__offset"]
                                                       if self.precision == "int8" else [key])]
         if not self.has_digests:
@@ -507,7 +512,7 @@ class FeatureStore:
         got = self._read(names + ["masks", "orig_sizes", "label_sizes"]
                          + (["done", "digests"] if self.has_digests else []), idx)
         feats, parts = {}, {}
-        for lv in self.levels:
+        for lv in wanted:
             key = keys[lv.key]
             if self.precision == "int8":
                 parts[lv.key] = [got[key], got[f"{key}__scale"], got[f"{key}__offset"]]

@@ -38,12 +38,14 @@ def _mount() -> None:
     from hairdiff.cli.cache import app as cache_app
     from hairdiff.cli.demo import demo
     from hairdiff.cli.evaluate import evaluate, predict
+    from hairdiff.cli.export import export
     from hairdiff.cli.extract import extract
     from hairdiff.cli.reproduce import reproduce
+    from hairdiff.cli.serve import serve
     from hairdiff.cli.sweep import sweep
     from hairdiff.cli.train import train
     from hairdiff.demo.run import DemoConfig
-    from hairdiff.evaluate.config import EvalConfig, PredictConfig
+    from hairdiff.evaluate.config import EvalConfig, ExportConfig, PredictConfig, ServeConfig
     from hairdiff.experiments.config import ReproduceConfig, SweepConfig
     from hairdiff.extract.config import ExtractConfig
     from hairdiff.train.config import TrainConfig
@@ -55,6 +57,8 @@ def _mount() -> None:
     app.command("train")(config_command(TrainConfig, train, extra=train_extra))
     app.command("eval")(config_command(EvalConfig, evaluate))
     app.command("predict")(config_command(PredictConfig, predict))
+    app.command("export")(config_command(ExportConfig, export))
+    app.command("serve")(config_command(ServeConfig, serve))
     app.command("reproduce")(config_command(ReproduceConfig, reproduce))
     app.command("sweep")(config_command(SweepConfig, sweep))
     app.command("demo")(config_command(DemoConfig, demo))

@@ -160,3 +160,21 @@ class OutputMismatchError(HairdiffError):
 class PathClashError(HairdiffError):
     """Paths or inputs that must differ do not: an output inside a feature store, a held-out store that shares
     the training images, train and test ids that overlap (cache/distinct.py); names both sides."""
+
+
+# ---------------------------------------------------------------------- model folders, the hub (issue 24)
+class ModelFolderError(CheckpointError):
+    """A folder given as a model is neither a model folder (config.json + model.safetensors, as `pipeline export` and
+    `save_pretrained` write them) nor a run folder, or one of its files is missing, damaged or does not fit the
+    other; the message names the file and the fix."""
+
+
+class HubError(HairdiffError):
+    """A Hugging Face Hub id cannot be reached (no network, offline mode, an unknown repository); one line naming
+    the id and what to pass instead."""
+
+
+class HubPushError(HubError):
+    """Publishing a model folder to the Hub failed; the local folder is kept."""
+
+    exit_code = 1

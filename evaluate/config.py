@@ -10,6 +10,9 @@ from hairdiff.core.errors import UsageError
 from hairdiff.core.fields import at_least, option
 
 OnError = Literal["stop", "skip"]
+# Images per backbone pass of `pipeline predict` and of the Python API alike: a batch's masks equal those of 1 up
+# to float rounding, so one default keeps the two giving the same masks.
+DEFAULT_BATCH_SIZE = 1
 
 
 def check_run_dir(run) -> None:
@@ -49,7 +52,8 @@ class PredictConfig:
     model: str | None = option(None, help="backbone to load when the run's model is not reachable by its "
                                           "recorded name (a local folder)")
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
-    batch_size: int = option(1, help="images per backbone pass (the masks equal those of 1, up to float rounding)")
+    batch_size: int = option(DEFAULT_BATCH_SIZE, help="images per backbone pass (the masks equal those of 1, up to "
+                                                      "float rounding)")
     on_error: OnError = option("stop", help="an image that cannot be read: stop there (keeping what was written), "
                                             "or skip it (listed in predictions.json and on stderr)")
     best: bool = option(True, help="use RUN/best/ (the head with the best validation mIoU, as `pipeline eval` "
@@ -60,3 +64,39 @@ class PredictConfig:
         _check_common(self)
         if self.on_error not in ("stop", "skip"):
             raise UsageError(f"--on-error {self.on_error!r}: use stop or skip")
+
+
+@dataclass(kw_only=True)
+class ExportConfig:
+    run: str = option(argument=True, help="run folder of `pipeline train` (or `pipeline reproduce`/`demo`'s OUT/run)")
+    out: str = option(help="model folder to write: config.json, model.safetensors, README.md (the model card)")
+    metrics: str | None = option(None, help="metrics.json of `pipeline eval` for the card (default: RUN/eval/ or the "
+                                            "eval/ beside RUN, when it scored this head)")
+    best: bool = option(True, help="export RUN/best/ (the head with the best validation mIoU) when the run has one, "
+                                   "as `pipeline eval` scores it; --no-best: the final head")
+    push_to: str | None = option(None, help="then publish the folder to this Hugging Face Hub repository "
+                                            "(user/name; a token from `hf auth login` or HF_TOKEN)")
+
+    def __post_init__(self):
+        self.run, self.out = str(self.run), str(self.out)
+        if not Path(self.run).is_dir():
+            raise UsageError(f"RUN {self.run}: no such folder; pass the --out folder of a `pipeline train` run")
+
+
+@dataclass(kw_only=True)
+class ServeConfig:
+    model: str = option(argument=True, help="a run folder, a model folder (`pipeline export`) or a Hugging Face Hub "
+                                            "id of one")
+    host: str = option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    port: int = option(7860, help="port to listen on (0: any free port)")
+    device: str = option("auto", help="auto | cpu | cuda | cuda:N")
+    backbone: str | None = option(None, help="where to load the backbone from when its recorded name is not "
+                                             "reachable (a local folder)")
+    max_images: int = option(8, help="images segmented per request")
+
+    def __post_init__(self):
+        self.model = str(self.model)
+        check_device(self.device)
+        at_least(self, 1, "max_images")
+        if not 0 <= self.port <= 65535:
+            raise UsageError(f"--port {self.port}: use 0..65535")

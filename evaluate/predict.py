@@ -1,4 +1,5 @@
-"""`pipeline predict`: the whole chain on new images, with the backbone and preprocessing of the run."""
+"""`pipeline predict`: the whole chain on new image files, with the backbone and preprocessing of the run: the
+Python API's HairSegmenter (evaluate/segmenter.py) writing masks, overlays and predictions.json."""
 from __future__ import annotations
 
 import json
@@ -6,31 +7,17 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from hairdiff.cache import fingerprint
-from hairdiff.cache.geometry import letterbox_image, unletterbox
-from hairdiff.cache.quantize import round_trip
-from hairdiff.core.devices import resolve_device
-from hairdiff.core.errors import BadInputStop, BadSampleError, RunMismatchError, UsageError
-from hairdiff.evaluate.config import PredictConfig, check_run_dir
+from hairdiff.core.errors import BadInputStop, BadSampleError, UsageError
+from hairdiff.evaluate.config import PredictConfig
 from hairdiff.evaluate.overlay import mask_overlay
+from hairdiff.evaluate.segmenter import HairSegmenter
 
 # The image files a folder contributes (the folder dataset's own list, so both commands read the same files).
 from hairdiff.extract.readers.base import list_files
 from hairdiff.extract.readers.folder import IMAGE_EXT
-from hairdiff.model.trained import head_source, load_head
-
-
-def describe_head(source: dict) -> str:
-    """One line saying which head of a run is used (eval and predict say it alike)."""
-    if source["source"] == "best":
-        return (f"the best validated head: {source['weights']} (iteration {source['iteration']}, val "
-                f"{source['metric']} {source['score']:.2f}); --no-best takes the final head")
-    if source["source"] == "final":
-        return f"the final head: {source['weights']} (iteration {source['iteration']})"
-    return (f"the latest checkpoint of an unfinished run: {source['weights']} (iteration {source['iteration']})")
+from hairdiff.model.trained import head_record
 
 
 def image_paths(items: list[str]) -> list[Path]:
@@ -59,69 +46,12 @@ def image_paths(items: list[str]) -> list[Path]:
     return paths
 
 
-def _model_arg(identity: dict, override: str | None) -> str:
-    if override:
-        return override
-    if identity.get("kind") == "tiny":
-        return "tiny"
-    if identity.get("kind") == "hub":
-        return identity["name"]
-    raise RunMismatchError(f"the run's backbone was a local model ({identity.get('name')}): pass its folder with "
-                           "--model /path/to/model")
-
-
-def segment(fx, head, images: list[np.ndarray], resolution: int) -> list[torch.Tensor]:
-    """Class probabilities (K, H, W) at each image's own size, from one backbone pass over the batch."""
-    from hairdiff.extract.loading import to_model_input
-    from hairdiff.model.mask2former.head import semantic_probs
-
-    bb = fx.bb
-    x = to_model_input([letterbox_image(img, resolution) for img in images], bb.device, bb.dtype)
-    with torch.inference_mode():
-        # The head trained on features as its store gave them back (float16, or int8's round trip), as float32.
-        feats = {k: torch.from_numpy(round_trip(v.cpu().numpy(), fx.precision)).to(bb.device).float()
-                 for k, v in fx(x).items()}
-        prob = semantic_probs(head(feats), out_size=(resolution, resolution))
-    return [unletterbox(prob[j:j + 1], img.shape[:2], img.shape[:2])[0] for j, img in enumerate(images)]
-
-
 def _read(path: Path) -> np.ndarray:
     from hairdiff.extract.imageio import load_rgb
 
     if not os.path.lexists(path):  # checked at the start; gone since then (a dangling link: named by load_rgb)
         raise BadSampleError(path, "the file is missing (removed while predicting?)", "restore it or leave it out")
     return load_rgb(path)
-
-
-def head_record(source: dict) -> dict:
-    """Which head predicted, as predictions.json and the command's output say it (train.checkpoint.head_source's
-    answer without the provenance)."""
-    return {k: v for k, v in source.items() if k != "meta"}
-
-
-def _load(cfg: PredictConfig, source: dict):
-    """The run's head (the one `source` names) and the feature extractor that reproduces its training
-    features, checked."""
-    from hairdiff.extract.backbone import load_backbone
-    from hairdiff.extract.features import FeatureExtractor
-
-    run_dir, device = Path(cfg.run), str(resolve_device(cfg.device))
-    head, meta = load_head(run_dir, device=device, source=source)
-    fi = meta["fingerprint_inputs"]
-    if fingerprint(fi) != meta["fingerprint"]:
-        raise RunMismatchError(f"{source['record']}: its fingerprint_inputs do not hash to its fingerprint (edited "
-                               "by hand?): use the run folder as `pipeline train` wrote it")
-    identity = fi["model"]
-    bb = load_backbone(_model_arg(identity, cfg.model), device=device, dtype=getattr(torch, fi["compute_dtype"]),
-                       revision=identity.get("revision"))
-    fx = FeatureExtractor.from_fingerprint_inputs(bb, fi)
-    mine = fx.fingerprint_inputs
-    if fingerprint(mine) != meta["fingerprint"]:
-        differ = sorted(k for k in set(mine) | set(fi) if mine.get(k) != fi.get(k))
-        raise RunMismatchError(f"{run_dir}: the backbone and settings loaded now do not reproduce the features the "
-                               f"head was trained on (differs in: {', '.join(differ)}; run: "
-                               f"{fi.get('model')}, now: {mine.get('model')}); pass the run's own model with --model")
-    return head, fx, fi["resolution"]
 
 
 def predict_images(cfg: PredictConfig, warn=None, say=None) -> list[dict]:
@@ -137,12 +67,9 @@ def predict_images(cfg: PredictConfig, warn=None, say=None) -> list[dict]:
     order of the images.
     """
     paths = image_paths(cfg.images)
-    check_run_dir(cfg.run)
-    source = head_source(Path(cfg.run), cfg.best)
-    if say is not None:
-        say(describe_head(source))
-    head, fx, resolution = _load(cfg, source)
-    out = _Predictions(cfg, source, len(paths), lambda images: segment(fx, head, images, resolution))
+    segmenter = HairSegmenter.from_run(cfg.run, device=cfg.device, model=cfg.model, best=cfg.best,
+                                       batch_size=cfg.batch_size, say=say)
+    out = _Predictions(cfg, segmenter.source, len(paths), segmenter.segment_arrays)
     for k, path in enumerate(paths):
         try:
             img = _read(path)
@@ -186,8 +113,9 @@ class _Predictions:
     def flush(self) -> None:
         if not self.pending:
             return
-        for (k, path, img), prob in zip(self.pending, self.segment_batch([p[2] for p in self.pending])):
-            pred = prob.argmax(0).to(torch.uint8).cpu().numpy()
+        batch = self.segment_batch([p[2] for p in self.pending], [str(p[1]) for p in self.pending])
+        for (k, path, img), seg in zip(self.pending, batch):
+            pred = seg.mask
             stem = path.stem
             while stem in self.used:  # a.jpg from two folders must not overwrite each other's mask
                 stem += "_"

@@ -13,6 +13,7 @@ import torch
 
 from hairdiff.core.errors import ModelNotFoundError
 from hairdiff.core.files import atomic_write_json
+from hairdiff.core.hub import hub_reachable
 from hairdiff.core.paths import models_dir
 
 HOW = "pass a local diffusers folder with --model /path/to/stable-diffusion-v1-3, or --model tiny"
@@ -119,22 +120,6 @@ def _hub_revision(model: str, revision: str | None) -> str | None:
         return None
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def load_backbone(model: str, *, device="cpu", dtype: torch.dtype | None = None, revision: str | None = None,
                   reuse: bool = True) -> Backbone:
     """The frozen backbone of `model` on `device` in `dtype`. Inside `sharing_backbones()` the one loaded already
@@ -158,7 +143,7 @@ def load_backbone(model: str, *, device="cpu", dtype: torch.dtype | None = None,
         raise ModelNotFoundError(f"model {model!r} not found: no such folder or file; {HOW}")
     else:
         cached = _hub_revision(model, revision)
-        if cached is None and not _hub_reachable():
+        if cached is None and not hub_reachable():
             # huggingface_hub would retry for ~25 s per file before failing the same way
             raise ModelNotFoundError(f"model {model!r} is not in the local Hugging Face cache and the hub is "
                                      f"unreachable; {HOW}")

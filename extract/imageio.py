@@ -54,8 +54,12 @@ def _open(path: Path) -> Image.Image:
 
 def load_rgb(path) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB, upright."""
-    path = Path(path)
-    img = _open(path)
+    return to_rgb(_open(Path(path)))
+
+
+def to_rgb(img: Image.Image) -> np.ndarray:
+    """A decoded image as (H, W, 3) uint8 RGB, upright: the conversions above (the Python API's way for PIL
+    images it is handed)."""
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:

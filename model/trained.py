@@ -110,19 +110,33 @@ def head_source(run_dir: Path, prefer_best: bool = False) -> dict:
 def load_head(run_dir: Path, device: str = "cpu", prefer_best: bool = False, source: dict | None = None):
     """The trained head of a run and its provenance: (Mask2FormerHead in eval mode, meta).
 
-    Reads what `head_source` names (or `source`, one of its answers): RUN/best/ (only with prefer_best), else
-    RUN/head.safetensors + RUN/run.json, else for an interrupted run the latest checkpoint.
-    meta: fingerprint, fingerprint_inputs, levels (list of dicts), stores, head_config, iteration.
+    Reads what `head_source` names (or `source`, one of its answers, or a model folder's: model/portable.py):
+    RUN/best/ (only with prefer_best), else RUN/head.safetensors + RUN/run.json, else for an interrupted run the
+    latest checkpoint. meta: fingerprint, fingerprint_inputs, levels (list of dicts), stores, head_config,
+    iteration. Weights that do not fit the described head are `source["error"]` (CheckpointError) naming both
+    files and `source["fix"]`.
     """
     src = source or head_source(run_dir, prefer_best)
     meta, weights = {k: src["meta"][k] for k in META_KEYS}, src["weights"]
     try:
         head = Mask2FormerHead([LevelSpec(**lv) for lv in meta["levels"]], head_config_from_dict(meta["head_config"]))
     except (TypeError, ValueError, KeyError, AttributeError) as e:  # hand-edited levels or head_config
-        raise RunFileError(f"{src.get('record', run_dir)} is damaged (its levels or head_config do not build a head: "
-                           f"{type(e).__name__}: {e})") from None
-    missing, unexpected = load_model(head, weights, strict=False, device=str(device))
+        raise src.get("error", RunFileError)(f"{src.get('record', run_dir)} is damaged (its levels or head_config do "
+                                             f"not build a head: {type(e).__name__}: {e})") from None
+    record, error = src.get("record", run_dir), src.get("error", CheckpointError)
+    fix = src.get("fix", "use the weights and the record the run wrote together")
+    try:
+        missing, unexpected = load_model(head, weights, strict=False, device=str(device))
+    except RuntimeError as e:  # a tensor of another shape: load_state_dict's size mismatch
+        first = str(e).strip().splitlines()[-1].strip()[:160]
+        raise error(f"{weights} does not fit the head described in {record} ({first}): {fix}") from None
     if missing or unexpected:
-        raise CheckpointError(f"{weights} does not fit the head described in its run metadata "
-                              f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+        raise error(f"{weights} does not fit the head described in {record} (missing {sorted(missing)[:5]}, "
+                    f"unexpected {sorted(unexpected)[:5]}): {fix}")
     return head.to(device).eval(), meta
+
+
+def head_record(source: dict) -> dict:
+    """Which head it is, as predictions.json, a model folder's config.json and the command's output say it:
+    `head_source`'s answer without the provenance (and without how errors about it are worded)."""
+    return {k: v for k, v in source.items() if k not in ("meta", "error", "fix")}

@@ -5,7 +5,7 @@ import pytest
 
 from tests.fixtures.cli import invoke, run_pipeline
 
-COMMANDS = ("extract", "train", "eval", "predict", "reproduce", "demo", "cache")
+COMMANDS = ("extract", "train", "eval", "predict", "export", "serve", "reproduce", "demo", "cache")
 
 
 def test_help_lists_every_command_and_each_has_help():

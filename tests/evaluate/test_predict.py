@@ -17,19 +17,8 @@ from hairdiff.evaluate.predict import predict_images
 from hairdiff.evaluate.run import predict_batch, to_annotation
 from hairdiff.model.trained import load_head
 from tests.fixtures.cli import invoke
+from tests.fixtures.images import R, photo
 from tests.fixtures.stores import make_run as make_run_with
-
-R = 64
-
-
-@pytest.fixture(scope="module")
-def extractor():
-    from hairdiff.extract.backbone import load_backbone
-    from hairdiff.extract.features import FeatureExtractor
-    from hairdiff.extract.taps import resolve_taps
-
-    bb = load_backbone("tiny", device="cpu", dtype=torch.float32)
-    return FeatureExtractor(bb, resolve_taps("unet", bb), resolution=R)
 
 
 def make_run(tmp: Path, fx, edit=None) -> Path:
@@ -38,13 +27,6 @@ def make_run(tmp: Path, fx, edit=None) -> Path:
 
 def predict(run, images, out, **kw):
     return predict_images(PredictConfig(images=images, run=run, out=out, device="cpu", **kw))
-
-
-def photo(h, w, seed) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    img = np.stack([yy * 255 // h, xx * 255 // w, (yy + xx) % 256], -1) + rng.integers(0, 40, (h, w, 3))
-    return img.clip(0, 255).astype(np.uint8)
 
 
 @pytest.fixture(params=["fp16", "int8"])
@@ -88,7 +70,7 @@ def test_predict_writes_masks_at_image_size_matching_the_eval_path(tmp_path, ext
     batch = store.read_batch([0, 1])
     probs = predict_batch(head, batch["features"], "cpu", R)
     from hairdiff.cache.geometry import unletterbox
-    from hairdiff.evaluate.predict import segment
+    from hairdiff.evaluate.segmenter import segment
 
     for j, p in enumerate(segment(extractor, head, images, R)):  # the probabilities, not only their argmax
         want = unletterbox(probs[j:j + 1], images[j].shape[:2], images[j].shape[:2])[0]
@@ -171,7 +153,7 @@ def test_folders_expand_to_their_image_files_sorted(tmp_path, extractor):
 
 
 def test_batches_give_the_masks_of_batch_size_1(tmp_path, extractor):
-    from hairdiff.evaluate.predict import segment
+    from hairdiff.evaluate.segmenter import segment
 
     run = make_run(tmp_path, extractor)
     images = [photo(h, w, k) for k, (h, w) in enumerate([(50, 37), (64, 90), (30, 30), (70, 40)])]
