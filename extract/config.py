@@ -13,6 +13,7 @@ from hairdiff.core.devices import DTYPE_NAMES, check_device, check_dtype
 from hairdiff.core.errors import UsageError
 from hairdiff.core.fields import at_least, option
 from hairdiff.core.recipe import FULL
+from hairdiff.extract.readers.ids import SYNTAX as IDS_SYNTAX
 from hairdiff.extract.readers.registry import names
 
 Precision = Literal["fp16", "int8"]
@@ -57,7 +58,8 @@ class ExtractConfig:
     channels_last: bool = option(True, help="channels-last memory layout for the convolutions")
     sdpa: bool = option(True, help="PyTorch's fused scaled-dot-product attention (off: plain attention)")
     limit: int | None = option(None, help="only the first N samples in id order")
-    ids_file: str | None = option(None, flag="--ids", help="file of sample ids (one per line) to extract")
+    ids_file: str | None = option(None, flag="--ids", help="a local file of the sample ids to extract (not a URL): "
+                                                           f"{IDS_SYNTAX}")
     cache_root: str | None = option(None, help="where stores live (path or s3://, gs://, file:// URL); "
                                                "default $HAIRDIFF_CACHE or ~/.cache/hairdiff")
     precision: Precision = option("fp16", help="stored precision: fp16 (lossless) | int8 (per-channel)")
