@@ -22,6 +22,17 @@ def option(default=REQUIRED, help: str = "", *, flag: str | None = None, cli: bo
     return dataclasses.field(default=default, metadata=meta)
 
 
+# Bounds shared by every command's numbers (issue 26): what the code can hold, not a taste in settings.
+FLOAT32_MAX = 3.4028234663852886e38  # learning rates and weights live in float32 tensors
+SEED_MAX = 2**32 - 1                 # seeds go to numpy (SeedSequence: non-negative) and torch
+MAX_BATCH = 1024                     # samples in memory at once (a batch is allocated whole)
+MAX_THREADS = 256                    # threads or processes a command starts
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
 def at_least(cfg, minimum: int, *names: str) -> None:
     """UsageError for the first of `names` (config fields, None allowed) whose value is below `minimum`."""
     from hairdiff.core.errors import UsageError
@@ -29,7 +40,45 @@ def at_least(cfg, minimum: int, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
         if value is not None and value < minimum:
-            raise UsageError(f"--{name.replace('_', '-')} {value}: use {minimum} or more")
+            raise UsageError(f"{_flag(name)} {value}: use {minimum} or more")
+
+
+def at_most(cfg, maximum: int, why: str, *names: str) -> None:
+    """UsageError for the first of `names` (None allowed) above `maximum`; why: what bounds it."""
+    from hairdiff.core.errors import UsageError
+
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value > maximum:
+            raise UsageError(f"{_flag(name)} {value}: use at most {maximum} ({why})")
+
+
+def finite(cfg, *names: str, positive: bool = False, hint: str = "") -> None:
+    """UsageError for the first of `names` (None allowed) that is NaN, infinite, beyond float32 or negative
+    (with `positive`: not above 0). hint: what a usual value is, said in the message."""
+    import math
+
+    from hairdiff.core.errors import UsageError
+
+    for name in names:
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        bad = not math.isfinite(value) or abs(value) > FLOAT32_MAX or value < 0 or (positive and value == 0)
+        if bad:
+            what = "a finite number above 0" if positive else "a finite number of 0 or more"
+            raise UsageError(f"{_flag(name)} {value}: use {what} (at most {FLOAT32_MAX:.3g}, what float32 holds)"
+                             + (f"; {hint}" if hint else ""))
+
+
+def seed_range(cfg, *names: str) -> None:
+    """UsageError unless each seed is 0..SEED_MAX."""
+    from hairdiff.core.errors import UsageError
+
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and not 0 <= value <= SEED_MAX:
+            raise UsageError(f"{_flag(name)} {value}: use a seed from 0 to {SEED_MAX}")
 
 
 def to_dict(cfg) -> dict:

@@ -12,8 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hairdiff.core.fields import at_least, option
+from hairdiff.core.fields import at_least, option, seed_range
 from hairdiff.core.progress import ProgressFactory, silent
+
+
+MAX_SIZE = 1024
 
 
 @dataclass(kw_only=True)
@@ -26,7 +29,13 @@ class DemoConfig:
     seed: int = option(0, help="seed of data, noise and training")
 
     def __post_init__(self):
+        from hairdiff.core.errors import UsageError
+
         at_least(self, 1, "train_images", "test_images", "iters")
+        seed_range(self, "seed")
+        if not (64 <= self.size <= MAX_SIZE and self.size % 64 == 0):
+            raise UsageError(f"--size {self.size}: use a multiple of 64 from 64 to {MAX_SIZE} (the tiny model "
+                             "downsamples 64x; the procedural images are drawn in memory)")
 
 
 def run_demo(cfg: DemoConfig, progress: ProgressFactory = silent, log=print) -> dict:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from hairdiff.core.devices import check_device
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import at_least, option
+from hairdiff.core.fields import MAX_BATCH, at_least, at_most, option
 
 OnError = Literal["stop", "skip"]
 
@@ -20,6 +20,7 @@ def check_run_dir(run) -> None:
 
 def _check_common(cfg) -> None:
     at_least(cfg, 1, "batch_size")
+    at_most(cfg, MAX_BATCH, "a batch is held in memory whole", "batch_size")
     check_device(cfg.device)
 
 

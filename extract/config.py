@@ -11,7 +11,7 @@ from typing import Literal
 
 from hairdiff.core.devices import DTYPE_NAMES, check_device, check_dtype
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import at_least, option
+from hairdiff.core.fields import MAX_BATCH, MAX_THREADS, at_least, at_most, option, seed_range
 from hairdiff.core.recipe import FULL
 from hairdiff.extract.readers.ids import SYNTAX as IDS_SYNTAX
 from hairdiff.extract.readers.registry import names
@@ -22,8 +22,13 @@ OnError = Literal["stop", "skip"]
 
 def default_writers() -> int:
     """Compression is the host's heaviest work: every core but the ones decoding and feeding the device."""
-    return max(1, (os.cpu_count() or 2) - 2)
+    from hairdiff.core.fields import MAX_THREADS
 
+    return min(MAX_THREADS, max(1, (os.cpu_count() or 2) - 2))
+
+
+MAX_RESOLUTION = 4096  # 64x the pixels of SD 1.x's 512: a sample's features are held whole in memory
+MAX_SHARD = 256  # samples per shard file (default 16): shard buffers are held whole in memory
 
 # The SD 1.x family trains on 1000 steps; the loaded scheduler's own count is checked again after loading.
 MAX_TIMESTEP = 999
@@ -87,16 +92,19 @@ class ExtractConfig:
 
         if self.dataset not in names():
             raise UsageError(f"--dataset {self.dataset!r}: use one of {', '.join(names())}")
-        if self.resolution < 64 or self.resolution % 64:
-            raise UsageError(f"--resolution {self.resolution}: use a multiple of 64 of at least 64 (the UNet "
-                             f"downsamples 64x), e.g. 512")
+        if self.resolution < 64 or self.resolution % 64 or self.resolution > MAX_RESOLUTION:
+            raise UsageError(f"--resolution {self.resolution}: use a multiple of 64 from 64 (the UNet downsamples "
+                             f"64x) to {MAX_RESOLUTION} (every sample is held whole in memory), e.g. 512")
         if not 0 <= self.timestep <= MAX_TIMESTEP:
             raise UsageError(f"--timestep {self.timestep}: use 0..{MAX_TIMESTEP} (the diffusion schedule's steps; "
                              f"the paper uses 0)")
-        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise UsageError(f"--batch-size {self.batch_size}: use a number of 1 or more, or auto")
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and 1 <= self.batch_size <= MAX_BATCH):
+            raise UsageError(f"--batch-size {self.batch_size}: use a number from 1 to {MAX_BATCH}, or auto")
         at_least(self, 1, "shard_size", "writers", "limit")
         at_least(self, 0, "workers")
+        at_most(self, MAX_SHARD, "a shard is assembled and written whole from memory", "shard_size")
+        at_most(self, MAX_THREADS, "each is a process or thread of this machine", "workers", "writers")
+        seed_range(self, "seed")
         if self.precision not in ("fp16", "int8"):
             raise UsageError(f"--precision {self.precision!r}: use fp16 or int8")
         if self.codec is not None:
