@@ -138,6 +138,10 @@ class StoreMetadataError(CacheError):
         return (StoreMetadataError, (self.url, self.problems))
 
 
+class NonFiniteHeadError(CheckpointError):
+    """A head's weights hold NaN or infinite values (a diverged training): never scored, used or exported."""
+
+
 class RunFileError(CheckpointError):
     """A file a run folder points to (run.json, config.json, head.safetensors, best/, a checkpoint) is missing
     or damaged; the message names it and how to get a usable head back."""

@@ -15,7 +15,6 @@ from pathlib import Path
 from hairdiff.core.fields import at_least, option, seed_range
 from hairdiff.core.progress import ProgressFactory, silent
 
-
 MAX_SIZE = 1024
 
 

@@ -49,6 +49,7 @@ from hairdiff.core.files import atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.model.best import BEST_DIR, METRIC, read_best, save_best
 from hairdiff.model.checkpoints import latest_checkpoint, read_checkpoint_state
+from hairdiff.model.finite import nonfinite_count, value_count
 from hairdiff.model.mask2former.batch_criterion import build_batch_criterion
 from hairdiff.model.mask2former.head import Mask2FormerHead
 from hairdiff.model.mask2former.targets import check_label_values
@@ -310,7 +311,10 @@ class _Loop:
 
     def _read(self) -> list[dict]:
         """The log rows of the iterations since the last read; TrainingDiverged at the first bad one."""
-        device_rows, now = self.stats.read(self.dist), time.perf_counter()
+        # The head's weights are checked in the same copy: a step can leave them non-finite while its loss and
+        # gradient norm (computed before the update) were finite, and nothing may save such weights.
+        device_rows, nonfinite = self.stats.read(self.dist, also=nonfinite_count(self.head))
+        now = time.perf_counter()
         ips = len(device_rows) * self.cfg.batch_size / max(now - self.t_read, 1e-9)
         rows = [{"iter": h["iter"], "epoch": h["epoch"], "loss": d["loss"],
                  **{k: d[k] for k in self.step.names[1:-1]}, "lr": h["lr"], "grad_norm": d["grad_norm"],
@@ -326,6 +330,13 @@ class _Loop:
                 f"non-finite {bad[1]} at iteration {row['iter']} ({values}); kept the last good checkpoint "
                 f"{self.last_ckpt or '(none yet)'}. Check the features (`pipeline cache verify STORE`) or lower "
                 f"--lr, then --resume.")
+        if nonfinite:
+            self._write(rows)  # their losses were finite: the log keeps them
+            raise TrainingDiverged(
+                f"the head's weights became non-finite by iteration {rows[-1]['iter']} ({int(nonfinite):,} of "
+                f"{value_count(self.head):,} values; its loss and gradient norm were finite before the update); kept "
+                f"the last good checkpoint {self.last_ckpt or '(none yet)'}. Lower --lr (or --weight-decay), then "
+                f"--resume.")
         return rows
 
     def _validate(self, done: int) -> dict:

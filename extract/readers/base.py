@@ -27,7 +27,6 @@ from hairdiff.core.errors import DatasetError
 from hairdiff.extract.readers.ids import unknown_hint
 
 
-
 @dataclass(frozen=True)
 class SampleRef:
     id: str
