@@ -38,6 +38,7 @@ import math
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -60,6 +61,7 @@ from hairdiff.train.config import RESUME_KEYS, TrainConfig
 from hairdiff.train.data import BatchStream, CachedFeatures, Position
 from hairdiff.train.distributed import DistContext
 from hairdiff.train.optim import build_optimizer
+from hairdiff.train.run_lock import hold_run_dir
 from hairdiff.train.schedule import set_lr
 from hairdiff.train.step import StepLog, TrainStep, first_divergence
 from hairdiff.train.validation import Validation
@@ -192,7 +194,14 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
             "stores": [{k: d[k] for k in ("dataset", "split", "ids_digest", "fingerprint", "url", "data_key", "root")}
                        for d in data.describe()],
             "head_config": config["head_config"]}
+    # One training at a time in a folder: the lock is taken before the folder is looked at.
+    with hold_run_dir(out) if dist.is_main else nullcontext():
+        return _train_in(cfg, data, out, hcfg, config, meta, device=device, dist=dist, progress=progress,
+                         crop_step=crop_step, validation=validation)
 
+
+def _train_in(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progress, crop_step, validation):
+    """The run folder prepared (or checked for --resume), then the run, unless it finished already."""
     if dist.is_main:
         _prepare_run_dir(out, cfg.resume, cfg.overwrite)
         if cfg.resume:  # the run folder is bound to its stores and settings: checked before any result is used
