@@ -44,6 +44,18 @@ class ModelNotFoundError(HairdiffError):
     """The backbone could not be found or loaded; the message says how to pass a local path."""
 
 
+class ClusterError(HairdiffError):
+    """The Dask scheduler of --scheduler cannot be reached (exit 2), or was lost mid-run (exit 1: what the
+    workers wrote is kept); the message names the address and how long it was waited for."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def __reduce__(self):
+        return (ClusterError, (str(self), self.exit_code))
+
+
 # --------------------------------------------------------------------------------------------- cache
 class CacheError(HairdiffError):
     """A feature-store problem the user can act on; the message names the store."""

@@ -38,6 +38,9 @@ def check_scheduler(scheduler: str | None) -> None:
     """UsageError unless --scheduler is absent, local:N or a scheduler address (tcp:// or tls://)."""
     if scheduler and not (re.fullmatch(r"local:[1-9]\d*", scheduler) or scheduler.startswith(("tcp://", "tls://"))):
         raise UsageError(f"--scheduler {scheduler!r}: use local:N (N worker processes) or tcp://HOST:PORT")
+    if scheduler and scheduler.startswith("local:") and int(scheduler[6:]) > MAX_THREADS:
+        raise UsageError(f"--scheduler {scheduler}: use local:N with N at most {MAX_THREADS} (worker processes of "
+                         "this machine)")
 
 
 @dataclass(kw_only=True)
