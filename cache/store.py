@@ -49,7 +49,7 @@ from hairdiff.core.errors import (
     UsageError,
 )
 from hairdiff.core.labels import IGNORE
-from hairdiff.core.urls import filesystem, is_remote, local_path
+from hairdiff.core.urls import filesystem, is_remote, local_path, require_backend
 from hairdiff.core.versions import versions
 
 warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
@@ -84,6 +84,7 @@ def codec_threads(n: int | None) -> None:
 
 def _zarr_store(url: str, read_only: bool):
     if is_remote(url):
+        require_backend(url)  # a missing s3fs is one line naming it, never "damaged metadata"
         return zarr.storage.FsspecStore.from_url(url, read_only=read_only)
     return zarr.storage.LocalStore(local_path(url), read_only=read_only)
 
@@ -93,9 +94,26 @@ def _meta(url: str, path: str = "") -> str:
     return "/".join(p for p in (str(url).rstrip("/"), path, "zarr.json") if p)
 
 
+def _check_reachable(url: str) -> None:
+    """StoreNotFoundError when the store's metadata cannot be fetched for a reason other than its absence (no
+    credentials, no network, no permission): what cannot be read is never called damaged."""
+    if not is_remote(url):
+        return  # local errors are OSErrors, named below
+    fs, base = filesystem(url)
+    try:
+        fs.info(_meta(base))
+    except FileNotFoundError:
+        return  # absent: said below (no store, or arrays without their group)
+    except Exception as e:  # botocore's NoCredentialsError, a timeout, access denied ...
+        raise StoreNotFoundError(f"cannot read the feature store {url} ({type(e).__name__}: {str(e)[:120]}): check "
+                                 "the URL and that your credentials (the usual environment or config files) can read "
+                                 "it") from None
+
+
 def _open_group(url: str, writable: bool) -> zarr.Group:
     """The store's root group. Read-only first (never creating a folder); a writable handle only once the
     group is known to exist. Errors name the store or its zarr.json."""
+    _check_reachable(url)
     try:
         return zarr.open_group(_zarr_store(url, read_only=not writable), mode="r+" if writable else "r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:

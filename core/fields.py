@@ -9,14 +9,21 @@ import dataclasses
 from typing import Any
 
 REQUIRED: Any = dataclasses.MISSING
+LOCAL, URL = "local", "url"  # option(path=...): what an option naming files or folders accepts
 
 
 def option(default=REQUIRED, help: str = "", *, flag: str | None = None, cli: bool = True, factory=None,
-           argument: bool = False, **typer_kw):
+           argument: bool = False, path: str | None = None, **typer_kw):
     """A config field. flag: the option's name when not --field-name; cli=False: set by code only;
-    factory: default factory (lists); argument: a positional argument, not an option; typer_kw: extra
+    factory: default factory (lists); argument: a positional argument, not an option; path: "local" or "url"
+    for an option that names files or folders (said in its help, checked by check_paths); typer_kw: extra
     typer settings."""
-    meta = {"help": help, "flag": flag, "cli": cli, "argument": argument, "typer": typer_kw}
+    from hairdiff.core.urls import LOCAL_ONLY, URL_OK
+
+    if path is not None:
+        label = {LOCAL: LOCAL_ONLY, URL: URL_OK}[path]
+        help = f"{help} [{label}]"
+    meta = {"help": help, "flag": flag, "cli": cli, "argument": argument, "path": path, "typer": typer_kw}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -79,6 +86,32 @@ def seed_range(cfg, *names: str) -> None:
         value = getattr(cfg, name)
         if value is not None and not 0 <= value <= SEED_MAX:
             raise UsageError(f"{_flag(name)} {value}: use a seed from 0 to {SEED_MAX}")
+
+
+def option_name(f: dataclasses.Field) -> str:
+    """How the command line names a field: its flag, --field-name, or FIELD for an argument."""
+    if f.metadata.get("argument"):
+        return f.name.upper()
+    return f.metadata.get("flag") or _flag(f.name)
+
+
+def check_paths(cfg) -> None:
+    """For every field declared with option(path=...): a local-only one given a URL is a UsageError (file:// is
+    taken as its path, in place); a URL one needs its fsspec backend installed (UsageError naming the package)."""
+    from hairdiff.core.urls import local_option, require_backend
+
+    for f in dataclasses.fields(cfg):
+        kind, value = f.metadata.get("path"), getattr(cfg, f.name)
+        if kind is None or value is None:
+            continue
+        name = option_name(f)
+        values = value if isinstance(value, list) else [value]
+        if kind == LOCAL:
+            values = [local_option(v, name) for v in values]
+            setattr(cfg, f.name, values if isinstance(value, list) else values[0])
+        else:
+            for v in values:
+                require_backend(v, name)
 
 
 def to_dict(cfg) -> dict:

@@ -11,8 +11,9 @@ from typing import Literal
 
 from hairdiff.core.devices import DTYPE_NAMES, check_device, check_dtype
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import MAX_BATCH, MAX_THREADS, at_least, at_most, option, seed_range
+from hairdiff.core.fields import LOCAL, MAX_BATCH, MAX_THREADS, URL, at_least, at_most, check_paths, option, seed_range
 from hairdiff.core.recipe import FULL
+from hairdiff.core.urls import local_option
 from hairdiff.extract.readers.ids import SYNTAX as IDS_SYNTAX
 from hairdiff.extract.readers.registry import names
 
@@ -46,10 +47,11 @@ def check_scheduler(scheduler: str | None) -> None:
 @dataclass(kw_only=True)
 class ExtractConfig:
     dataset: str = option(help=f"the dataset's layout: {' | '.join(names())} (extract/readers/)")
-    root: str = option(help="dataset root in its published layout")
+    root: str = option(help="dataset root in its published layout", path=LOCAL)
     split: str | None = option(None, help="a split of the dataset (an unknown one is refused, naming the "
                                            "dataset's splits). Default: all, or the paper's training split")
-    model: str = option(FULL.model, help="hub id, local diffusers folder, .safetensors/.ckpt file, or 'tiny'")
+    model: str = option(FULL.model, help="hub id, local diffusers folder, .safetensors/.ckpt file, or 'tiny' (not a "
+                                          "URL)")
     revision: str | None = option(None, help="hub revision (branch, tag or commit)")
     prompt: str = option(FULL.prompt, help="text conditioning of the UNet")
     timestep: int = option(FULL.timestep, help=f"diffusion timestep the latent is noised to (0..{MAX_TIMESTEP})")
@@ -66,9 +68,9 @@ class ExtractConfig:
     channels_last: bool = option(True, help="channels-last memory layout for the convolutions")
     sdpa: bool = option(True, help="PyTorch's fused scaled-dot-product attention (off: plain attention)")
     limit: int | None = option(None, help="only the first N samples in id order")
-    ids_file: str | None = option(None, flag="--ids", help="a local file of the sample ids to extract (not a URL): "
-                                                           f"{IDS_SYNTAX}")
-    cache_root: str | None = option(None, help="where stores live (path or s3://, gs://, file:// URL); "
+    ids_file: str | None = option(None, flag="--ids", help=f"file of the sample ids to extract: {IDS_SYNTAX}",
+                                  path=LOCAL)
+    cache_root: str | None = option(None, path=URL, help="where stores live; "
                                                "default $HAIRDIFF_CACHE or ~/.cache/hairdiff")
     precision: Precision = option("fp16", help="stored precision: fp16 (lossless) | int8 (per-channel)")
     codec: str | None = option(None, help="features' compression in a NEW store: lz4 (default; fastest to write "
@@ -82,9 +84,11 @@ class ExtractConfig:
                                           "extract/views.py)")
     on_error: OnError = option("stop", help="stop: stop at the first bad file; skip: report it and go on")
     scheduler: str | None = option(None, help="Dask: local:N (N worker processes) or tcp://HOST:PORT")
-    report: str | None = option(None, help="JSON report path (default under the local cache folder)")
+    report: str | None = option(None, help="JSON report path (default under the local cache folder)", path=LOCAL)
 
     def __post_init__(self):
+        check_paths(self)
+        self.model = local_option(self.model, "--model")
         if str(self.batch_size).isdigit() or isinstance(self.batch_size, int):
             self.batch_size = int(self.batch_size)
         self.validate()
@@ -134,16 +138,17 @@ class ExtractConfig:
 
     def check_cache_root(self) -> None:
         """A cache root that does not exist yet must be creatable: found before any model is loaded. An existing
-        one may be read-only (a shared cache): its complete stores are reused, and a store that needs writing
-        there fails at its first write, with one line naming it."""
+        one may be read-only (a shared cache) when it holds a complete store of the images: runner's
+        check_root_writable says so before the model loads too. A URL's fsspec backend must be installed."""
         import tempfile
         from pathlib import Path
 
         from hairdiff.cache import default_cache_root
-        from hairdiff.core.urls import is_remote, local_path
+        from hairdiff.core.urls import is_remote, local_path, require_backend
 
         root = self.cache_root or default_cache_root()
         if is_remote(root):
+            require_backend(root, "--cache-root" if self.cache_root else "HAIRDIFF_CACHE")
             return  # object stores say so on the first write, with the URL
         path = Path(local_path(root))
         if path.is_dir():

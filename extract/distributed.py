@@ -118,7 +118,7 @@ def run_many(cfgs: list[ExtractConfig], stats: list[ExtractStats], scheduler: st
              progress: ProgressFactory = silent, log=None) -> None:
     """Fill several stores (`pipeline sweep`'s points) on one cluster: every store's shards are submitted at
     once, so the workers share all of them. stats[i].seconds: from the submission to store i's last shard."""
-    from hairdiff.extract.runner import list_refs
+    from hairdiff.extract.runner import check_root_writable, list_refs
     from hairdiff.extract.sources import data_key
 
     log = log or (lambda message: print(message, file=sys.stderr))
@@ -128,6 +128,7 @@ def run_many(cfgs: list[ExtractConfig], stats: list[ExtractStats], scheduler: st
         keys.append(data_key(refs))
         st.no_hair = sum(r.no_hair for r in refs)
         cfg.check_cache_root()
+        check_root_writable(cfg, keys[-1])
     client, cluster = _client(scheduler)
     try:
         with _scheduler_kept(scheduler):

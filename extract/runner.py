@@ -287,6 +287,44 @@ def write_report(path: Path, cfg: ExtractConfig, stats: ExtractStats) -> None:
                       indent=2)
 
 
+def _writable(folder: Path) -> str | None:
+    """None when a file can be made in `folder`, else why not."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as e:
+        return e.strerror or str(e)
+
+
+def check_root_writable(cfg: ExtractConfig, key: str) -> None:
+    """Before the model loads: the store of these images will be written under an existing local cache root
+    unless a complete one is there already (a shared, read-only cache serves its complete stores). A root where
+    nothing can be written and no complete store of these images is found is refused now (UsageError), not at
+    the first write after loading the model. (Which of the stores found is this one, the fingerprint says after
+    loading: one of other settings is still refused then, at its first write.)"""
+    from hairdiff.core.errors import HairdiffError, UsageError
+    from hairdiff.core.urls import is_remote, local_path
+
+    root = cfg.cache_root or default_cache_root()
+    if is_remote(root) or not Path(local_path(root)).is_dir():
+        return  # object stores say so at the first write; a root to be made was checked by check_cache_root
+    folder = Path(local_path(root)) / cfg.dataset / cfg.split
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    reason = _writable(existing)
+    if reason is None:
+        return
+    for store in sorted(folder.glob(f"*-{key[:12]}.zarr")) if folder.is_dir() else []:
+        try:
+            if not len(planned_indices(cfg, FeatureStore.open(str(store)))):
+                return  # complete for this command: reused, nothing written
+        except HairdiffError:
+            continue
+    raise UsageError(f"cannot write to the cache root {root} ({reason}) and it holds no complete store of these "
+                     f"images to reuse (in {folder}): pass --cache-root to a writable folder or set HAIRDIFF_CACHE")
+
+
 def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory = silent, log=print,
               extractor=None) -> None:
     """The whole single-process extraction: list samples, key the data, load the model, open the store, fill it.
@@ -297,6 +335,7 @@ def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory
     stats.no_hair = sum(r.no_hair for r in refs)
     key = data_key(refs)
     cfg.check_cache_root()
+    check_root_writable(cfg, key)
     if extractor is None:
         log(f"{len(refs)} samples in {cfg.dataset}/{cfg.split}; loading model {cfg.model} ...")
         extractor = build_extractor(cfg)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from hairdiff.core.devices import check_device
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import MAX_BATCH, at_least, at_most, finite, option, seed_range
+from hairdiff.core.fields import LOCAL, MAX_BATCH, URL, at_least, at_most, check_paths, finite, option, seed_range
 from hairdiff.core.recipe import FULL
 
 LOG_EVERY = 20
@@ -34,9 +34,9 @@ def parse_head_overrides(items: list[str]) -> dict:
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    cache: list[str] = option(flag="--cache", help="feature store path or URL (repeatable; all must share one "
+    cache: list[str] = option(flag="--cache", path=URL, help="feature store (repeatable; all must share one "
                                                    "fingerprint)")
-    out: str = option(help="run folder: log.jsonl, checkpoints/, head.safetensors, run.json")
+    out: str = option(help="run folder: log.jsonl, checkpoints/, head.safetensors, run.json", path=LOCAL)
     iters: int = option(FULL.iters, help="optimizer steps")
     batch_size: int = option(FULL.batch_size, help="global batch size (split across --nproc processes)")
     lr: float = option(FULL.lr, help="AdamW base learning rate (poly decay, power 0.9)")
@@ -60,7 +60,7 @@ class TrainConfig:
     crop: int | None = option(None, help="train on random SIZE x SIZE crops (store pixels) of the cached maps and "
                                          "labels, placed on the coarsest stored stride's grid so every level is "
                                          "cut exactly (e.g. 384 for the unet taps at 512); default: whole maps")
-    val: str | None = option(None, help="validation store: scored like `pipeline eval` every --val-every "
+    val: str | None = option(None, path=URL, help="validation store: scored like `pipeline eval` every --val-every "
                                         "iterations and at the end, logged and plotted; the best head (val mIoU) "
                                         "is kept in RUN/best/, which `pipeline eval` then prefers")
     val_every: int = option(1000, help="iterations between validations (with --val)")
@@ -78,6 +78,7 @@ class TrainConfig:
         self.cache = [str(c) for c in self.cache]
         self.out = str(self.out)
         self.val = None if self.val is None else str(self.val)
+        check_paths(self)
         if self.log_every is None and isinstance(self.iters, int):
             self.log_every = min(LOG_EVERY, max(1, self.iters))
         self.validate()
