@@ -450,6 +450,44 @@ class FeatureStore:
                 dig[p, col] = dg.digest(*(out[n][p] for n in names))
         return out
 
+    def add_digests(self) -> int:
+        """Give a store written before per-sample digests its `digests`, computed from what each done sample holds
+        now (so a shard swapped for another valid one before this is not found; every change after it is).
+        Shard by shard, the attribute last: until then the store reads as before. Returns the samples digested."""
+        self._require_writable()
+        if self.has_digests:
+            return 0
+        cols = dg.columns([lv.key for lv in self.levels])
+        g, s = self.group, self.shard_size
+        table = g.create_array("digests", shape=(self.num_samples, len(cols)), dtype="uint32", chunks=(s, len(cols)),
+                               compressors=checksum_only(), fill_value=0, overwrite=True)
+        feats = {lv.key: [f"features/{lv.key}"] + ([f"features/{lv.key}__scale", f"features/{lv.key}__offset"]
+                                                   if self.precision == "int8" else []) for lv in self.levels}
+        done, count = self.done_mask(), 0
+        for k in range(self.num_shards):
+            rng = self.shard_range(k)
+            idx = np.array([i for i in rng if done[i]], dtype=np.int64)
+            if not len(idx):
+                continue
+            for name in [*(v[0] for v in feats.values()), "masks"]:
+                self._check_present(name, idx, self._array(name).ndim)  # never digest fill values
+            got = self._read([n for names in feats.values() for n in names] + ["masks", "orig_sizes", "label_sizes"],
+                             idx)
+            rows = np.zeros((len(rng), len(cols)), np.uint32)
+            for j, i in enumerate(idx):
+                label = self._get("labels", slice(int(i), int(i) + 1))[0]
+                if not label:
+                    raise self._corrupt(int(i), "labels: missing")
+                rows[i - rng.start] = [*(dg.digest(*(got[n][j] for n in names)) for names in feats.values()),
+                                       dg.digest(got["masks"][j]), dg.digest(bytes(label)),
+                                       dg.digest(dg.size_bytes(got["orig_sizes"][j], got["label_sizes"][j]))]
+            table[rng.start:rng.stop] = rows
+            count += len(idx)
+        g.attrs["digests"] = {"algorithm": "crc32c", "columns": cols}
+        self.attrs["digests"], self.has_digests = g.attrs["digests"], True
+        self._arrays.pop("digests", None)
+        return count
+
     # ------------------------------------------------------------------ reading
     def _corrupt(self, i: int, part: str) -> CorruptSampleError:
         """part: "<array>: <what is wrong>"."""

@@ -131,7 +131,8 @@ def verify_command(store: Annotated[str, typer.Argument(help=f"a feature store [
                                                                "extracted yet")] = False,
                    repair: Annotated[bool, typer.Option(help="clear the done flags of the corrupt samples, so "
                                                              "the same `pipeline extract` command recomputes "
-                                                             "exactly those")] = False,
+                                                             "exactly those; a store written before per-sample "
+                                                             "digests also gets them")] = False,
                    json_out: Annotated[Optional[str], typer.Option(help=f"also write the report here [{LOCAL_ONLY}]")]
                    = None,
                    json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
@@ -154,6 +155,8 @@ def verify_command(store: Annotated[str, typer.Argument(help=f"a feature store [
     if repair and st is not None:
         try:
             report["repaired"] = [{"index": i, "id": st.ids[i]} for i in repair_store(st, report)]
+            if not report["damaged"]:  # a store written before digests gets them (of what it holds now)
+                report["digests_added"] = st.add_digests()
         except OSError as e:  # a read-only or full filesystem
             raise StoreWriteError(f"cannot repair {st.url} ({e.strerror or e}): no done sample was lost (a flag "
                                   f"cleared before the failure only makes extract recompute that sample); make "
@@ -187,6 +190,13 @@ def _print_report(report: dict) -> None:
         print(f"{report['url']}: {report['readable']} of {report['num_samples']} samples done and readable, "
               f"{len(report['not_extracted'])} not extracted yet, {len(report['corrupt'])} corrupt"
               + (f", {len(report['damaged'])} metadata problem(s)" if report.get("damaged") else ""))
+    if report.get("digests") is False and "digests_added" in report:
+        print(f"added per-sample digests: {report['digests_added']} done sample(s) recorded as they are now; from "
+              "here on every read checks them")
+    elif report.get("digests") is False:
+        print(f"note: {report['url']} predates per-sample digests: its reads check that shard files exist, not "
+              f"their content, so a shard swapped for another valid one reads without an error; `pipeline cache "
+              f"verify {report['url']} --repair` adds them (recording the samples as they are now)")
     for d in report.get("damaged", []):
         print(f"damaged: {d['file']}: {d['problem']}")
     for r in report["corrupt"]:
