@@ -131,6 +131,17 @@ def _open_group(url: str, writable: bool) -> zarr.Group:
         raise StoreMetadataError(url, [(_meta(url), f"does not decode ({type(e).__name__}: {str(e)[:80]})")]) from None
 
 
+IMAGE_DIGESTS = "image_digests"
+IMAGE_DIGESTS_ATTR = {"algorithm": "sha256", "of": "each image's file, in image order"}
+
+
+def _write_image_digests(g: zarr.Group, digests: list[str]) -> None:
+    n = len(digests)
+    arr = g.create_array(IMAGE_DIGESTS, shape=(n,), dtype=str, chunks=(max(1, n),), compressors=checksum_only(),
+                         overwrite=True)
+    arr[:] = np.array(list(digests), dtype=object)
+
+
 def _png(label: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8)).save(buf, format="PNG", compress_level=6)
@@ -165,6 +176,9 @@ class FeatureStore:
         self.layout = ViewLayout.from_attrs(self.views, self.num_samples, url)
         self.num_images: int = self.layout.num_images
         self._ids: list[str] | None = None
+        self._image_digests: list[str] | None = None
+        # Content digests of each image's file (sha256), in image order: stores written before them have none.
+        self.has_image_digests: bool = bool(a.get("image_digests"))
         self._present: set[tuple[str, int]] = set()  # (array, shard) found on disk, for stores without digests
         self._arrays: dict = {}  # opened once: each `group[name]` reads the array's metadata
         # Seconds writer threads spent compressing and writing shard files (extraction's stage report).
@@ -207,7 +221,7 @@ class FeatureStore:
         if self.precision == "int8":
             paths += [f"features/{lv.key}__{part}" for lv in self.levels for part in ("scale", "offset")]
         return paths + ["masks", "labels", "ids", "orig_sizes", "label_sizes", "done"] + (
-            ["digests"] if self.has_digests else [])
+            ["digests"] if self.has_digests else []) + ([IMAGE_DIGESTS] if self.has_image_digests else [])
 
     def metadata_problems(self) -> list[tuple[str, str]]:
         """(file, what is wrong) for each array whose zarr.json is missing, does not decode, or disagrees with
@@ -225,9 +239,11 @@ class FeatureStore:
                 continue
             if not isinstance(arr, zarr.Array):
                 problems.append((_meta(self.url, path), "describes a group, not an array"))
-            elif not arr.shape or arr.shape[0] != self.num_samples:
-                problems.append((_meta(self.url, path), f"shape {arr.shape}, not {self.num_samples} samples as the "
-                                                        f"store's attributes say"))
+            elif not arr.shape or arr.shape[0] != (rows := self.num_images if path == IMAGE_DIGESTS else
+                                                   self.num_samples):
+                what = "images" if path == IMAGE_DIGESTS else "samples"
+                problems.append((_meta(self.url, path), f"shape {arr.shape}, not {rows} {what} as the store's "
+                                                        f"attributes say"))
         return problems
 
     @classmethod
@@ -235,9 +251,11 @@ class FeatureStore:
                        root: str, ids: list[str], levels: list[LevelSpec], resolution: int, preprocessing: dict,
                        precision: str = "fp16", shard_size: int = 16, ids_digest: str | None = None,
                        data_key: str | None = None, views: dict | None = None,
-                       codec: str | None = None) -> "FeatureStore":
+                       codec: str | None = None, image_digests: list[str] | None = None) -> "FeatureStore":
         """codec: the features' codec of a new store (None: DEFAULT_CODEC). An existing store keeps its own
-        (not part of what it holds): compare `store.codec` to say so."""
+        (not part of what it holds): compare `store.codec` to say so. image_digests: the content digest of each
+        image's file, in image order (extract/sources.py); an existing store of the same data without them gets
+        them (when it can be written)."""
         url = str(url)
         if precision not in PRECISIONS:
             raise UsageError(f"--precision {precision!r}: use {' or '.join(PRECISIONS)}")
@@ -257,18 +275,20 @@ class FeatureStore:
                 raise StoreMismatchError(f"{url} holds another sample list or other source files "
                                          f"({store.num_samples} samples, data {str(store.data_key)[:16]}): "
                                          "pass another --cache-root")
+            if image_digests is not None and not store.has_image_digests and store.data_key == data_key:
+                store._record_image_digests(image_digests)
             return store
         try:
             return cls._create(url, fingerprint, fingerprint_inputs, dataset, split, root, list(ids), levels,
                                resolution, preprocessing, precision, shard_size, ids_digest, data_key, views,
-                               codec or DEFAULT_CODEC)
+                               codec or DEFAULT_CODEC, image_digests)
         except OSError as e:
             raise StoreWriteError(f"cannot create the store {url} ({e.strerror or e}): pass a writable "
                                   "--cache-root") from None
 
     @classmethod
     def _create(cls, url, fp, inputs, dataset, split, root, ids, levels, resolution, preprocessing, precision,
-                shard_size, ids_digest, data_key, views, codec) -> "FeatureStore":
+                shard_size, ids_digest, data_key, views, codec, image_digests) -> "FeatureStore":
         n, s = len(ids), shard_size
         g = zarr.open_group(_zarr_store(url, read_only=False), mode="a")
         for lv in levels:
@@ -298,6 +318,8 @@ class FeatureStore:
         ids_arr = g.create_array("ids", shape=(n,), dtype=str, chunks=(max(1, n),), compressors=checksum_only(),
                                  overwrite=True)
         ids_arr[:] = np.array(ids, dtype=object)
+        if image_digests is not None:
+            _write_image_digests(g, image_digests)
         # Attributes last: a store without them is not a store yet, so a crash here just recreates it.
         g.attrs.update({
             "schema_version": SCHEMA_VERSION, "fingerprint": fp, "fingerprint_inputs": inputs, "dataset": dataset,
@@ -305,6 +327,7 @@ class FeatureStore:
             "levels": [lv.to_dict() for lv in levels], "resolution": resolution, "preprocessing": preprocessing,
             "precision": precision, "codec": codec, "shard_size": s, "num_samples": n,
             "digests": {"algorithm": "crc32c", "columns": cols},
+            "image_digests": IMAGE_DIGESTS_ATTR if image_digests is not None else None,
             "versions": versions(("zarr", "numcodecs", "numpy", "torch")),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
@@ -316,6 +339,28 @@ class FeatureStore:
         if self._ids is None:
             self._ids = [str(x) for x in self.group["ids"][:]]
         return self._ids
+
+    @property
+    def image_digests(self) -> list[str] | None:
+        """The content digest (sha256 of the file) of each image, in image order; None for a store written
+        before them. Two stores hold one photo exactly when they share a digest, whatever its id or folder."""
+        if not self.has_image_digests:
+            return None
+        if self._image_digests is None:
+            self._image_digests = [str(x) for x in self.group[IMAGE_DIGESTS][:]]
+        return self._image_digests
+
+    def _record_image_digests(self, digests: list[str]) -> None:
+        """Add the image digests to a store of the same data written before them; a store that cannot be written
+        (a shared, read-only cache) keeps reading as it is."""
+        if len(digests) != self.num_images or not self.writable:
+            return
+        try:
+            _write_image_digests(self.group, digests)
+            self.group.attrs["image_digests"] = IMAGE_DIGESTS_ATTR
+        except OSError:
+            return
+        self.attrs["image_digests"], self.has_image_digests = IMAGE_DIGESTS_ATTR, True
 
     @property
     def codec(self) -> str:

@@ -56,11 +56,11 @@ def _state(cfg_dict: dict):
         return _WORKER_STATE[key]
 
 
-def _prepare(cfg_dict: dict, data_key: str) -> str:
+def _prepare(cfg_dict: dict, data_key: str, image_digests: list[str]) -> str:
     from hairdiff.extract.runner import open_store
 
     cfg, _, refs, extractor, samples = _state(cfg_dict)
-    return open_store(cfg, extractor, refs, data_key, samples).url
+    return open_store(cfg, extractor, refs, data_key, samples, image_digests=image_digests).url
 
 
 def _extract_range(cfg_dict: dict, url: str, indices: list[int]) -> dict:
@@ -119,16 +119,16 @@ def run_many(cfgs: list[ExtractConfig], stats: list[ExtractStats], scheduler: st
     """Fill several stores (`pipeline sweep`'s points) on one cluster: every store's shards are submitted at
     once, so the workers share all of them. stats[i].seconds: from the submission to store i's last shard."""
     from hairdiff.extract.runner import check_root_writable, list_refs
-    from hairdiff.extract.sources import data_key
+    from hairdiff.extract.sources import source_digests
 
     log = log or (lambda message: print(message, file=sys.stderr))
     keys = []
     for cfg, st in zip(cfgs, stats):
         refs = list_refs(cfg)[1]  # also settles cfg.split before the workers get the config
-        keys.append(data_key(refs))
+        keys.append(source_digests(refs))  # (data key, image digests)
         st.no_hair = sum(r.no_hair for r in refs)
         cfg.check_cache_root()
-        check_root_writable(cfg, keys[-1])
+        check_root_writable(cfg, keys[-1][0])
     client, cluster = _client(scheduler)
     try:
         with _scheduler_kept(scheduler):
@@ -139,8 +139,8 @@ def run_many(cfgs: list[ExtractConfig], stats: list[ExtractStats], scheduler: st
             cluster.close()
 
 
-def _fill(client, cfgs: list[ExtractConfig], stats: list[ExtractStats], keys: list[str], scheduler: str, progress,
-          log) -> None:
+def _fill(client, cfgs: list[ExtractConfig], stats: list[ExtractStats], keys: list[tuple], scheduler: str,
+          progress, log) -> None:
     """Open (or create) every store on a worker, then submit all their missing shards and collect them."""
     from distributed import as_completed
 
@@ -148,7 +148,7 @@ def _fill(client, cfgs: list[ExtractConfig], stats: list[ExtractStats], keys: li
     from hairdiff.extract.runner import codec_note, planned_indices
 
     cfg_dicts = [to_dict(cfg) for cfg in cfgs]
-    urls = client.gather([client.submit(_prepare, d, k, pure=False) for d, k in zip(cfg_dicts, keys)])
+    urls = client.gather([client.submit(_prepare, d, k, images, pure=False) for d, (k, images) in zip(cfg_dicts, keys)])
     owner, total = {}, 0
     t0 = time.perf_counter()
     for i, (cfg, st, url) in enumerate(zip(cfgs, stats, urls)):

@@ -94,9 +94,11 @@ def viewed(cfg: ExtractConfig, refs):
     return ViewedSamples(refs, parse_views(cfg.views), cfg.seed, cfg.views)
 
 
-def open_store(cfg: ExtractConfig, extractor, refs, data_key: str, samples=None, log=None) -> FeatureStore:
+def open_store(cfg: ExtractConfig, extractor, refs, data_key: str, samples=None, log=None,
+               image_digests: list[str] | None = None) -> FeatureStore:
     """The store for these features of exactly these files: keyed by the fingerprint and the data. The codec
-    is not part of the key: an existing store is reused with its own codec (said when --codec differs)."""
+    is not part of the key: an existing store is reused with its own codec (said when --codec differs).
+    image_digests: each image file's content digest (extract/sources.py), kept in the store."""
     samples = viewed(cfg, refs) if samples is None else samples
     inputs = dict(extractor.fingerprint_inputs)
     views = samples.record()
@@ -109,6 +111,7 @@ def open_store(cfg: ExtractConfig, extractor, refs, data_key: str, samples=None,
         root=str(Path(cfg.root).resolve()), ids=samples.ids(), levels=extractor.levels, resolution=cfg.resolution,
         preprocessing=preprocessing_record(cfg.resolution), precision=cfg.precision, shard_size=cfg.shard_size,
         ids_digest=cfg.ids_digest(), data_key=data_key, views=samples.layout.attrs(), codec=cfg.codec,
+        image_digests=image_digests,
     )
     note = codec_note(cfg, store)
     if note and log is not None:
@@ -329,18 +332,18 @@ def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory
               extractor=None) -> None:
     """The whole single-process extraction: list samples, key the data, load the model, open the store, fill it.
     `extractor`: one built by build_extractor(cfg) already (benchmarks reuse one)."""
-    from hairdiff.extract.sources import data_key
+    from hairdiff.extract.sources import source_digests
 
     reader, refs = list_refs(cfg)
     stats.no_hair = sum(r.no_hair for r in refs)
-    key = data_key(refs)
+    key, image_digests = source_digests(refs)
     cfg.check_cache_root()
     check_root_writable(cfg, key)
     if extractor is None:
         log(f"{len(refs)} samples in {cfg.dataset}/{cfg.split}; loading model {cfg.model} ...")
         extractor = build_extractor(cfg)
     samples = viewed(cfg, refs)  # the recipe, parsed once for the run
-    store = open_store(cfg, extractor, refs, key, samples, log=log)
+    store = open_store(cfg, extractor, refs, key, samples, log=log, image_digests=image_digests)
     todo = planned_indices(cfg, store)
     stats.store, stats.planned = store.url, len(todo)
     layout = store.layout

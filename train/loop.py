@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from hairdiff.cache import FeatureStore
-from hairdiff.cache.distinct import check_distinct, same_location
+from hairdiff.cache.distinct import check_distinct, images, same_location
 from hairdiff.core.errors import RunDirError, StoreMismatchError, TrainingDiverged, UsageError
 from hairdiff.core.files import atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
@@ -55,6 +55,7 @@ from hairdiff.model.mask2former.batch_criterion import build_batch_criterion
 from hairdiff.model.mask2former.head import Mask2FormerHead
 from hairdiff.model.mask2former.targets import check_label_values
 from hairdiff.model.trained import head_config_from_dict, head_config_to_dict, read_run_json, write_final
+from hairdiff.model.trained_images import TRAINED_IMAGES, record_trained_images
 from hairdiff.train.augment import check_crop, crop_batch
 from hairdiff.train.checkpoint import check_optimizer_format, load_checkpoint, save_checkpoint
 from hairdiff.train.config import RESUME_KEYS, TrainConfig
@@ -66,7 +67,8 @@ from hairdiff.train.schedule import set_lr
 from hairdiff.train.step import StepLog, TrainStep, first_divergence
 from hairdiff.train.validation import Validation
 
-RUN_FILES = ("run.json", "head.safetensors", "log.jsonl", "config.json", "curves.png", "checkpoints", BEST_DIR)
+RUN_FILES = ("run.json", "head.safetensors", "log.jsonl", "config.json", "curves.png", "checkpoints", BEST_DIR,
+             TRAINED_IMAGES)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -213,6 +215,8 @@ def _train_in(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, 
             if "config" in done and "meta" in done:  # its results are returned only for the same settings
                 _check_resume(done, config, data.fingerprint, out / "run.json")
             return done  # finished already: nothing to do
+    if dist.is_main:  # which images this head sees, by content: what `pipeline eval` calls training data
+        record_trained_images(out, [images(s) for s in data.stores])
 
     is_cuda = torch.device(device).type == "cuda"
     was_deterministic = torch.are_deterministic_algorithms_enabled()
