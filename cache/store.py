@@ -49,7 +49,7 @@ from hairdiff.core.errors import (
     UsageError,
 )
 from hairdiff.core.labels import IGNORE
-from hairdiff.core.urls import filesystem, is_remote, local_path, require_backend
+from hairdiff.core.urls import filesystem, is_remote, local_path, remote_access, require_backend
 from hairdiff.core.versions import versions
 
 warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
@@ -95,19 +95,16 @@ def _meta(url: str, path: str = "") -> str:
 
 
 def _check_reachable(url: str) -> None:
-    """StoreNotFoundError when the store's metadata cannot be fetched for a reason other than its absence (no
-    credentials, no network, no permission): what cannot be read is never called damaged."""
+    """StoreAccessError when the store's metadata cannot be fetched for a reason other than its absence (no
+    credentials, no network, no permission): what cannot be read is never called missing or damaged."""
     if not is_remote(url):
         return  # local errors are OSErrors, named below
     fs, base = filesystem(url)
     try:
-        fs.info(_meta(base))
+        with remote_access(url, "read the feature store"):  # botocore's NoCredentialsError, a timeout, access denied
+            fs.info(_meta(base))
     except FileNotFoundError:
         return  # absent: said below (no store, or arrays without their group)
-    except Exception as e:  # botocore's NoCredentialsError, a timeout, access denied ...
-        raise StoreNotFoundError(f"cannot read the feature store {url} ({type(e).__name__}: {str(e)[:120]}): check "
-                                 "the URL and that your credentials (the usual environment or config files) can read "
-                                 "it") from None
 
 
 def _open_group(url: str, writable: bool) -> zarr.Group:

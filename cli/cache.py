@@ -38,12 +38,14 @@ def ls_command(cache_root: Annotated[Optional[str], typer.Option(help="default $
                json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List the stores under a cache root (a folder or a URL), with their full paths."""
     from hairdiff.cache import FeatureStore, default_cache_root, list_stores
-    from hairdiff.core.urls import require_backend
+    from hairdiff.core.urls import remote_access, require_backend
 
     root = str(cache_root or default_cache_root())
     require_backend(root, "--cache-root")
     rows = []
-    for url in list_stores(root):
+    with remote_access(root, "list the cache root"):
+        urls = list_stores(root)
+    for url in urls:
         try:
             s = FeatureStore.open(url)
         except Exception as e:  # one unreadable store must not hide the others
@@ -211,14 +213,15 @@ def _transfer(src: str, dest: str) -> None:
     from hairdiff.cache.transfer import transfer
     from hairdiff.core.errors import StoreWriteError, VerifyError
     from hairdiff.core.paths import check_output_dir
-    from hairdiff.core.urls import is_remote, local_path, require_backend
+    from hairdiff.core.urls import is_remote, local_path, remote_access, require_backend
 
     require_backend(src, "the source")
     require_backend(dest, "DEST")
     if not is_remote(dest):
         check_output_dir(local_path(dest), "DEST")
     try:
-        target, report = transfer(src, dest)
+        with remote_access(src, "copy from"), remote_access(dest, "copy to"):
+            target, report = transfer(src, dest)
     except OSError as e:  # a full disk, a read-only or unreachable destination
         raise StoreWriteError(f"copying {src} to {dest} failed ({e.strerror or e}): the source is unchanged; free "
                               f"space or pass another DEST, and run the same command again") from None

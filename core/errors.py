@@ -65,6 +65,11 @@ class StoreNotFoundError(CacheError):
     pass
 
 
+class StoreAccessError(CacheError):
+    """A store or cache root at a URL cannot be reached or read (credentials, network, permissions): never called
+    missing or damaged; the message names the URL and the client's own reason."""
+
+
 class StoreMismatchError(CacheError):
     """Stores or runs that must share feature settings do not."""
 

@@ -8,6 +8,7 @@ named `s3:`. A URL whose fsspec backend is not installed is one line naming the 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 # How the options' help says it, so every option says it alike.
 LOCAL_ONLY = "a local path, not a URL"
@@ -66,6 +67,25 @@ def local_option(value, option: str):
     raise UsageError(f"{option} {value}: {option} takes a local path, not a URL (only feature stores and cache roots "
                      "may be URLs): pass a local path, and copy the result with `pipeline cache push` or your "
                      "storage's own tools")
+
+
+@contextmanager
+def remote_access(url, doing: str):
+    """Errors of an object store's client while `doing` something with `url` (no credentials, no network, access
+    denied: botocore's, aiohttp's ... exceptions) become one StoreAccessError naming the URL; our own errors and
+    everything on local paths pass through unchanged."""
+    from hairdiff.core.errors import HairdiffError, StoreAccessError
+
+    if not is_remote(url):
+        yield
+        return
+    try:
+        yield
+    except (HairdiffError, FileNotFoundError):  # ours, and absence (which callers tell apart)
+        raise
+    except Exception as e:
+        raise StoreAccessError(f"cannot {doing} {url} ({type(e).__name__}: {str(e)[:160]}): check the URL and that "
+                               "your credentials (the usual environment or config files) allow it") from None
 
 
 def filesystem(url):

@@ -144,12 +144,15 @@ class ExtractConfig:
         from pathlib import Path
 
         from hairdiff.cache import default_cache_root
-        from hairdiff.core.urls import is_remote, local_path, require_backend
+        from hairdiff.core.urls import filesystem, is_remote, local_path, remote_access, require_backend
 
         root = self.cache_root or default_cache_root()
         if is_remote(root):
             require_backend(root, "--cache-root" if self.cache_root else "HAIRDIFF_CACHE")
-            return  # object stores say so on the first write, with the URL
+            fs, base = filesystem(root)
+            with remote_access(root, "reach the cache root"):  # credentials and network, before the model loads
+                fs.exists(base)
+            return  # a read-only object store says so on the first write, with the URL
         path = Path(local_path(root))
         if path.is_dir():
             return

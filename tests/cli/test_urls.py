@@ -61,7 +61,8 @@ def test_a_file_url_is_taken_as_its_path(tmp_path, monkeypatch):
 # point and reports its exit status and stderr.
 DRIVER = """
 import contextlib, io, json, os, sys
-sys.modules["s3fs"] = None  # `import s3fs` fails, as without the package
+if os.environ.pop("HIDE_S3FS", None):
+    sys.modules["s3fs"] = None  # `import s3fs` fails, as without the package
 from hairdiff.cli import main
 results = []
 for env, args in json.loads(sys.argv[1]):
@@ -103,16 +104,44 @@ def test_without_s3fs_every_command_says_which_package_to_install(tmp_path):
          ["extract", "--dataset", "folder", "--root", str(folder), "--model", "tiny"]),
     ]
     before = {p for p in tmp_path.rglob("*")}
-    p = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(commands)], capture_output=True, text=True,
-                       env=cli_env(), timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    for r in json.loads(p.stdout):
+    for r in drive(commands, HIDE_S3FS="1"):
         lines = r["err"].strip().splitlines()
         assert r["code"] == 2 and lines and lines[-1].startswith("error: "), r
         assert "Traceback" not in r["err"] and "damaged" not in r["err"], r
         assert "s3:// URLs need the package s3fs" in lines[-1] and "pip install s3fs" in lines[-1], r
     created = {p for p in tmp_path.rglob("*") if "xdg" not in p.parts and "home-cache" not in p.parts} - before
     assert created == set(), sorted(map(str, created))
+
+
+def drive(commands: list, **env) -> list[dict]:
+    """Run the command lines in one process of their own (DRIVER); their exit statuses and stderr."""
+    clean = {k: v for k, v in cli_env(**env).items() if not k.startswith("AWS_")}
+    clean.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE=
+                 "/nonexistent")  # no credentials from anywhere
+    p = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(commands)], capture_output=True, text=True,
+                       env=clean, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout)
+
+
+def test_without_credentials_a_url_is_one_line_naming_it_never_missing_or_damaged(tmp_path):
+    store = make_train_store(tmp_path, n=2)
+    folder = make_folder(tmp_path / "data", stems=("a", "b"))
+    env = {"HAIRDIFF_CACHE": str(tmp_path / "home-cache"), "HAIRDIFF_MODELS": str(tmp_path / "models")}
+    commands = [
+        (env, ["cache", "ls", "--cache-root", "s3://bucket/cache"]),
+        (env, ["cache", "push", store, "s3://bucket/cache"]),
+        (env, ["cache", "verify", "s3://bucket/x.zarr"]),
+        (env, ["train", "--cache", "s3://bucket/x.zarr", "--out", str(tmp_path / "run"), "--device", "cpu"]),
+        (env, ["extract", "--dataset", "folder", "--root", str(folder), "--model", "tiny", "--cache-root",
+               "s3://bucket/cache"]),
+    ]
+    for r in drive(commands):
+        lines = r["err"].strip().splitlines()
+        assert r["code"] == 2 and lines[-1].startswith("error: cannot ") and "s3://bucket/" in lines[-1], r
+        assert "NoCredentialsError" in lines[-1] and "credentials" in lines[-1], r
+        assert "Traceback" not in r["err"] and "damaged" not in r["err"] and "loading model" not in r["err"], r
+    assert not (tmp_path / "models").exists()  # extract stopped before building the model
 
 
 def test_every_option_naming_a_path_says_whether_it_takes_urls():
