@@ -8,7 +8,18 @@ from dataclasses import dataclass
 
 from hairdiff.core.devices import check_device
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import LOCAL, MAX_BATCH, URL, at_least, at_most, check_paths, finite, option, seed_range
+from hairdiff.core.fields import (
+    LOCAL,
+    MAX_BATCH,
+    MAX_THREADS,
+    URL,
+    at_least,
+    at_most,
+    check_paths,
+    finite,
+    option,
+    seed_range,
+)
 from hairdiff.core.recipe import FULL
 
 LOG_EVERY = 20
@@ -99,6 +110,7 @@ class TrainConfig:
         at_most(self, MAX_BATCH, "a batch is held in memory whole", "batch_size")
         at_most(self, MAX_PREFETCH, "batches read ahead are held in memory", "prefetch")
         at_most(self, MAX_PREFETCH, "each reader thread holds a batch", "workers")
+        at_most(self, MAX_THREADS, "each is a process of this machine", "nproc")
         if self.batch_size % self.nproc:
             raise UsageError(f"--batch-size {self.batch_size} is not divisible by --nproc {self.nproc}: choose a "
                              f"multiple of {self.nproc}")

@@ -35,6 +35,7 @@ CASES = {
     "train-batch-billion": (train("--batch-size", BIG), f"--batch-size {BIG}"),
     "train-workers-billion": (train("--workers", BIG), f"--workers {BIG}"),
     "train-prefetch-billion": (train("--prefetch", BIG), f"--prefetch {BIG}"),
+    "train-nproc-thousands": (train("--nproc", "1024", "--batch-size", "1024"), "--nproc 1024"),
     "train-seed-negative": (train("--seed", "-1"), "--seed -1"),
     "train-seed-huge": (train("--seed", str(SEED_MAX + 1)), f"--seed {SEED_MAX + 1}"),
     "head-nheads-0": (train("--head", "nheads=0"), "--head nheads=0"),
