@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hairdiff.cache import FeatureStore
-from hairdiff.core.errors import CorruptSampleError
+from hairdiff.core.errors import CorruptSampleError, StoreMismatchError
 from tests.fixtures.cli import invoke
 from tests.fixtures.stores import make_eval_store, make_train_store, synthetic_samples
 
@@ -58,3 +58,20 @@ def test_digests_added_to_an_int8_store_match_what_reads_check(tmp_path):
     for k in before["features"]:
         np.testing.assert_array_equal(before["features"][k], after["features"][k])
     assert again.read_label(3).shape == samples[3][2].shape and again.read_sizes(1)[0] == samples[1][1]
+
+
+def test_a_store_written_before_image_digests_gets_them_when_extract_reopens_it(tmp_path):
+    from hairdiff.cache import fingerprint
+    from hairdiff.cache.geometry import preprocessing_record
+    from tests.fixtures.stores import INPUTS, LEVELS, R
+
+    kw = dict(fingerprint=fingerprint(INPUTS), fingerprint_inputs=INPUTS, dataset="folder", split="all",
+              root=str(tmp_path), ids=["a", "b"], levels=LEVELS, resolution=R, preprocessing=preprocessing_record(R),
+              data_key="k" * 64)
+    url = str(tmp_path / "s.zarr")
+    assert FeatureStore.create_or_open(url, **kw).image_digests is None  # as stores were written before them
+    assert FeatureStore.create_or_open(url, **kw, image_digests=["d1", "d2"]).image_digests == ["d1", "d2"]
+    assert FeatureStore.open(url).image_digests == ["d1", "d2"]
+    other = {**kw, "data_key": "o" * 64}
+    with pytest.raises(StoreMismatchError, match="another sample list or other source files"):
+        FeatureStore.create_or_open(url, **other, image_digests=["x", "y"])
