@@ -54,10 +54,8 @@ def write(s: FeatureStore, indices: list[int]) -> None:
 
 
 @pytest.fixture()
-def tmp(tmp_path, monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("HAIRDIFF_CACHE", str(tmp_path / "home-cache"))
-    monkeypatch.setenv("HAIRDIFF_MODELS", str(tmp_path_factory.getbasetemp() / "models"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the session's cache folder keeps the built tiny model
     return tmp_path
 
 
