@@ -340,17 +340,22 @@ class _Loop:
             row = rows[bad[0]]
             values = {k: row[k] for k in ("loss", "grad_norm") if not math.isfinite(row[k])}
             raise TrainingDiverged(
-                f"non-finite {bad[1]} at iteration {row['iter']} ({values}); kept the last good checkpoint "
-                f"{self.last_ckpt or '(none yet)'}. Check the features (`pipeline cache verify STORE`) or lower "
-                f"--lr, then --resume.")
+                f"non-finite {bad[1]} at iteration {row['iter']} ({values}); {self._kept()}. Check the features "
+                f"(`pipeline cache verify STORE`) or lower --lr, then {self._again()}.")
         if nonfinite:
             self._write(rows)  # their losses were finite: the log keeps them
             raise TrainingDiverged(
                 f"the head's weights became non-finite by iteration {rows[-1]['iter']} ({int(nonfinite):,} of "
-                f"{value_count(self.head):,} values; its loss and gradient norm were finite before the update); kept "
-                f"the last good checkpoint {self.last_ckpt or '(none yet)'}. Lower --lr (or --weight-decay), then "
-                f"--resume.")
+                f"{value_count(self.head):,} values; its loss and gradient norm were finite before the update); "
+                f"{self._kept()}. Lower --lr (or --weight-decay), then {self._again()}.")
         return rows
+
+    def _kept(self) -> str:
+        return (f"kept the last good checkpoint {self.last_ckpt}" if self.last_ckpt else
+                "no checkpoint was written before it")
+
+    def _again(self) -> str:
+        return "--resume" if self.last_ckpt else "run again with --overwrite"
 
     def _validate(self, done: int) -> dict:
         """Score the head on --val; a better score than the best so far becomes RUN/best/."""
