@@ -5,15 +5,20 @@ inside a feature store (a `*.zarr` folder or a Zarr group, existing or where one
 that is scored as held-out data (`--val`) must hold none of the training stores' images. Locations are
 compared by real path (links and `..` resolved), remote ones by URL.
 
-Two stores share images when they have the same data key (the same files: a store with `--views` and one
-without, a copy elsewhere), or when they come from one dataset root and split and their image ids overlap
-(an `--ids` subset, reproduce's held-out stand-in). The images are a store's original samples
-(`ViewLayout.image_ids`): augmented views are images of theirs, not others.
+Two stores share images when they share a photo among the images they hold done (extracted, so trained on
+or scored): compared by the content digest of each image's file, which stores keep (`image_digests`), so
+neither ids nor folders, masks, splits or data keys decide (a store of the same photos with re-saved masks
+shares them; CelebAMask-HQ's `all` shares `test`'s; frames 5-6 do not share anything with a `--limit 4`
+store of frames 1-4, whatever its list of ids). A store written before image digests is compared as before,
+on its done images: the same data key (the same files), or one dataset root and split with ids in common.
+Augmented views are images of theirs, not others.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import numpy as np
 
 from hairdiff.core.errors import PathClashError
 from hairdiff.core.urls import is_remote, local_path
@@ -45,18 +50,32 @@ def enclosing_store(path) -> str | None:
     return None
 
 
+def used_images(store) -> list[int]:
+    """The images (0..N-1) of a store with at least one done sample (in any view): what training reads and
+    scoring scores."""
+    layout = store.layout
+    return sorted({int(j) for j in layout.image_of(np.flatnonzero(store.done_mask()))}) if layout.num_images else []
+
+
 def images(store) -> dict:
-    """What identifies a store's images: dataset, root (real path), split, data key, the images' ids."""
+    """What identifies the images a store holds done: dataset, root (real path), split, data key, their ids and,
+    where the store keeps them, their content digests."""
+    used = used_images(store)
+    ids = store.layout.image_ids(store.ids)
+    digests = store.image_digests
     return {"url": store.url, "dataset": store.dataset, "root": location(store.root), "split": store.split,
-            "data_key": store.data_key, "ids": store.layout.image_ids(store.ids)}
+            "data_key": store.data_key, "ids": [ids[j] for j in used],
+            "digests": None if digests is None else [digests[j] for j in used]}
 
 
 def shared_images(a: dict, b: dict) -> list[str]:
-    """The image ids two `images()` records share ([] for none): all of them for one data key, else the ids
-    in common of one dataset root and split."""
-    if a.get("data_key") and a.get("data_key") == b.get("data_key"):
-        return list(a["ids"])
-    if (a["dataset"], a["root"], a["split"]) != (b["dataset"], b["root"], b["split"]):
+    """The ids of `a`'s images that `b` holds too ([] for none): by content digest when both records have them,
+    else by id within one data key (the same files) or one dataset root and split."""
+    if a.get("digests") is not None and b.get("digests") is not None:
+        theirs = set(b["digests"])
+        return [i for i, d in zip(a["ids"], a["digests"]) if d in theirs]
+    same_key = bool(a.get("data_key")) and a.get("data_key") == b.get("data_key")
+    if not same_key and (a["dataset"], a["root"], a["split"]) != (b["dataset"], b["root"], b["split"]):
         return []
     theirs = set(b["ids"])
     return [i for i in a["ids"] if i in theirs]

@@ -42,7 +42,7 @@ from hairdiff.cache.quantize import PRECISIONS, dequantize_int8, quantize_int8, 
 from hairdiff.core.errors import (CorruptSampleError, ReadOnlyStoreError, SchemaVersionError, StoreMetadataError,
                                   StoreMismatchError, StoreNotFoundError, StoreWriteError, UsageError)
 from hairdiff.core.labels import IGNORE
-from hairdiff.core.urls import filesystem, is_remote, local_path
+from hairdiff.core.urls import filesystem, is_remote, local_path, remote_access, require_backend
 from hairdiff.core.versions import versions
 
 warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
@@ -77,6 +77,7 @@ def codec_threads(n: int | None) -> None:
 
 def _zarr_store(url: str, read_only: bool):
     if is_remote(url):
+        require_backend(url)  # a missing s3fs is one line naming it, never "damaged metadata"
         return zarr.storage.FsspecStore.from_url(url, read_only=read_only)
     return zarr.storage.LocalStore(local_path(url), read_only=read_only)
 
@@ -86,9 +87,23 @@ def _meta(url: str, path: str = "") -> str:
     return "/".join(p for p in (str(url).rstrip("/"), path, "zarr.json") if p)
 
 
+def _check_reachable(url: str) -> None:
+    """StoreAccessError when the store's metadata cannot be fetched for a reason other than its absence (no
+    credentials, no network, no permission): what cannot be read is never called missing or damaged."""
+    if not is_remote(url):
+        return  # local errors are OSErrors, named below
+    fs, base = filesystem(url)
+    try:
+        with remote_access(url, "read the feature store"):  # botocore's NoCredentialsError, a timeout, access denied
+            fs.info(_meta(base))
+    except FileNotFoundError:
+        return  # absent: said below (no store, or arrays without their group)
+
+
 def _open_group(url: str, writable: bool) -> zarr.Group:
     """The store's root group. Read-only first (never creating a folder); a writable handle only once the
     group is known to exist. Errors name the store or its zarr.json."""
+    _check_reachable(url)
     try:
         return zarr.open_group(_zarr_store(url, read_only=not writable), mode="r+" if writable else "r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
@@ -104,6 +119,17 @@ def _open_group(url: str, writable: bool) -> zarr.Group:
                                  "that it is readable") from None
     except Exception as e:  # JSON that does not parse, or metadata zarr rejects
         raise StoreMetadataError(url, [(_meta(url), f"does not decode ({type(e).__name__}: {str(e)[:80]})")]) from None
+
+
+IMAGE_DIGESTS = "image_digests"
+IMAGE_DIGESTS_ATTR = {"algorithm": "sha256", "of": "each image's file, in image order"}
+
+
+def _write_image_digests(g: zarr.Group, digests: list[str]) -> None:
+    n = len(digests)
+    arr = g.create_array(IMAGE_DIGESTS, shape=(n,), dtype=str, chunks=(max(1, n),), compressors=checksum_only(),
+                         overwrite=True)
+    arr[:] = np.array(list(digests), dtype=object)
 
 
 def _png(label: np.ndarray) -> bytes:
@@ -140,6 +166,9 @@ class FeatureStore:
         self.layout = ViewLayout.from_attrs(self.views, self.num_samples, url)
         self.num_images: int = self.layout.num_images
         self._ids: list[str] | None = None
+        self._image_digests: list[str] | None = None
+        # Content digests of each image's file (sha256), in image order: stores written before them have none.
+        self.has_image_digests: bool = bool(a.get("image_digests"))
         self._present: set[tuple[str, int]] = set()  # (array, shard) found on disk, for stores without digests
         self._arrays: dict = {}  # opened once: each `group[name]` reads the array's metadata
         # Seconds writer threads spent compressing and writing shard files (extraction's stage report).
@@ -182,7 +211,7 @@ class FeatureStore:
         if self.precision == "int8":
             paths += [f"features/{lv.key}__{part}" for lv in self.levels for part in ("scale", "offset")]
         return paths + ["masks", "labels", "ids", "orig_sizes", "label_sizes", "done"] + (
-            ["digests"] if self.has_digests else [])
+            ["digests"] if self.has_digests else []) + ([IMAGE_DIGESTS] if self.has_image_digests else [])
 
     def metadata_problems(self) -> list[tuple[str, str]]:
         """(file, what is wrong) for each array whose zarr.json is missing, does not decode, or disagrees with
@@ -200,9 +229,11 @@ class FeatureStore:
                 continue
             if not isinstance(arr, zarr.Array):
                 problems.append((_meta(self.url, path), "describes a group, not an array"))
-            elif not arr.shape or arr.shape[0] != self.num_samples:
-                problems.append((_meta(self.url, path), f"shape {arr.shape}, not {self.num_samples} samples as the "
-                                                        f"store's attributes say"))
+            elif not arr.shape or arr.shape[0] != (rows := self.num_images if path == IMAGE_DIGESTS else
+                                                   self.num_samples):
+                what = "images" if path == IMAGE_DIGESTS else "samples"
+                problems.append((_meta(self.url, path), f"shape {arr.shape}, not {rows} {what} as the store's "
+                                                        f"attributes say"))
         return problems
 
     @classmethod
@@ -210,9 +241,11 @@ class FeatureStore:
                        root: str, ids: list[str], levels: list[LevelSpec], resolution: int, preprocessing: dict,
                        precision: str = "fp16", shard_size: int = 16, ids_digest: str | None = None,
                        data_key: str | None = None, views: dict | None = None,
-                       codec: str | None = None) -> "FeatureStore":
+                       codec: str | None = None, image_digests: list[str] | None = None) -> "FeatureStore":
         """codec: the features' codec of a new store (None: DEFAULT_CODEC). An existing store keeps its own
-        (not part of what it holds): compare `store.codec` to say so."""
+        (not part of what it holds): compare `store.codec` to say so. image_digests: the content digest of each
+        image's file, in image order (extract/sources.py); an existing store of the same data without them gets
+        them (when it can be written)."""
         url = str(url)
         if precision not in PRECISIONS:
             raise UsageError(f"--precision {precision!r}: use {' or '.join(PRECISIONS)}")
@@ -232,18 +265,20 @@ class FeatureStore:
                 raise StoreMismatchError(f"{url} holds another sample list or other source files "
                                          f"({store.num_samples} samples, data {str(store.data_key)[:16]}): "
                                          "pass another --cache-root")
+            if image_digests is not None and not store.has_image_digests and store.data_key == data_key:
+                store._record_image_digests(image_digests)
             return store
         try:
             return cls._create(url, fingerprint, fingerprint_inputs, dataset, split, root, list(ids), levels,
                                resolution, preprocessing, precision, shard_size, ids_digest, data_key, views,
-                               codec or DEFAULT_CODEC)
+                               codec or DEFAULT_CODEC, image_digests)
         except OSError as e:
             raise StoreWriteError(f"cannot create the store {url} ({e.strerror or e}): pass a writable "
                                   "--cache-root") from None
 
     @classmethod
     def _create(cls, url, fp, inputs, dataset, split, root, ids, levels, resolution, preprocessing, precision,
-                shard_size, ids_digest, data_key, views, codec) -> "FeatureStore":
+                shard_size, ids_digest, data_key, views, codec, image_digests) -> "FeatureStore":
         n, s = len(ids), shard_size
         g = zarr.open_group(_zarr_store(url, read_only=False), mode="a")
         for lv in levels:
@@ -275,6 +310,8 @@ class FeatureStore:
         ids_arr = g.create_array("ids", shape=(n,), dtype=str, chunks=(max(1, n),), compressors=checksum_only(),
                                  overwrite=True, dimension_names=dims.SAMPLE)
         ids_arr[:] = np.array(ids, dtype=object)
+        if image_digests is not None:
+            _write_image_digests(g, image_digests)
         # Attributes last: a store without them is not a store yet, so a crash here just recreates it.
         g.attrs.update({
             "schema_version": SCHEMA_VERSION, "fingerprint": fp, "fingerprint_inputs": inputs, "dataset": dataset,
@@ -282,6 +319,7 @@ class FeatureStore:
             "levels": [lv.to_dict() for lv in levels], "resolution": resolution, "preprocessing": preprocessing,
             "precision": precision, "codec": codec, "shard_size": s, "num_samples": n,
             "digests": {"algorithm": "crc32c", "columns": cols},
+            "image_digests": IMAGE_DIGESTS_ATTR if image_digests is not None else None,
             "versions": versions(("zarr", "numcodecs", "numpy", "torch")),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
@@ -293,6 +331,28 @@ class FeatureStore:
         if self._ids is None:
             self._ids = [str(x) for x in self.group["ids"][:]]
         return self._ids
+
+    @property
+    def image_digests(self) -> list[str] | None:
+        """The content digest (sha256 of the file) of each image, in image order; None for a store written
+        before them. Two stores hold one photo exactly when they share a digest, whatever its id or folder."""
+        if not self.has_image_digests:
+            return None
+        if self._image_digests is None:
+            self._image_digests = [str(x) for x in self.group[IMAGE_DIGESTS][:]]
+        return self._image_digests
+
+    def _record_image_digests(self, digests: list[str]) -> None:
+        """Add the image digests to a store of the same data written before them; a store that cannot be written
+        (a shared, read-only cache) keeps reading as it is."""
+        if len(digests) != self.num_images or not self.writable:
+            return
+        try:
+            _write_image_digests(self.group, digests)
+            self.group.attrs["image_digests"] = IMAGE_DIGESTS_ATTR
+        except OSError:
+            return
+        self.attrs["image_digests"], self.has_image_digests = IMAGE_DIGESTS_ATTR, True
 
     @property
     def codec(self) -> str:
@@ -426,6 +486,44 @@ class FeatureStore:
             for p in pos:
                 dig[p, col] = dg.digest(*(out[n][p] for n in names))
         return out
+
+    def add_digests(self) -> int:
+        """Give a store written before per-sample digests its `digests`, computed from what each done sample holds
+        now (so a shard swapped for another valid one before this is not found; every change after it is).
+        Shard by shard, the attribute last: until then the store reads as before. Returns the samples digested."""
+        self._require_writable()
+        if self.has_digests:
+            return 0
+        cols = dg.columns([lv.key for lv in self.levels])
+        g, s = self.group, self.shard_size
+        table = g.create_array("digests", shape=(self.num_samples, len(cols)), dtype="uint32", chunks=(s, len(cols)),
+                               compressors=checksum_only(), fill_value=0, overwrite=True)
+        feats = {lv.key: [f"features/{lv.key}"] + ([f"features/{lv.key}__scale", f"features/{lv.key}__offset"]
+                                                   if self.precision == "int8" else []) for lv in self.levels}
+        done, count = self.done_mask(), 0
+        for k in range(self.num_shards):
+            rng = self.shard_range(k)
+            idx = np.array([i for i in rng if done[i]], dtype=np.int64)
+            if not len(idx):
+                continue
+            for name in [*(v[0] for v in feats.values()), "masks"]:
+                self._check_present(name, idx, self._array(name).ndim)  # never digest fill values
+            got = self._read([n for names in feats.values() for n in names] + ["masks", "orig_sizes", "label_sizes"],
+                             idx)
+            rows = np.zeros((len(rng), len(cols)), np.uint32)
+            for j, i in enumerate(idx):
+                label = self._get("labels", slice(int(i), int(i) + 1))[0]
+                if not label:
+                    raise self._corrupt(int(i), "labels: missing")
+                rows[i - rng.start] = [*(dg.digest(*(got[n][j] for n in names)) for names in feats.values()),
+                                       dg.digest(got["masks"][j]), dg.digest(bytes(label)),
+                                       dg.digest(dg.size_bytes(got["orig_sizes"][j], got["label_sizes"][j]))]
+            table[rng.start:rng.stop] = rows
+            count += len(idx)
+        g.attrs["digests"] = {"algorithm": "crc32c", "columns": cols}
+        self.attrs["digests"], self.has_digests = g.attrs["digests"], True
+        self._arrays.pop("digests", None)
+        return count
 
     # ------------------------------------------------------------------ reading
     def _corrupt(self, i: int, part: str) -> CorruptSampleError:

@@ -196,6 +196,7 @@ def verify(store) -> dict:
         damaged.append({"file": f"{store.url.rstrip('/')}/ids", "problem": f"ids repeated: {', '.join(twice)}"})
     ok = not bad and not damaged
     return {"url": store.url, "ok": ok, "complete": ok and not not_extracted, "damaged": damaged,
+            "digests": store.has_digests,
             "num_samples": store.num_samples, "done": int(done.sum()),
             "readable": int(done.sum()) - int(sum(done[i] for i in corrupt)),
             "corrupt": bad, "not_extracted": not_extracted}

@@ -12,11 +12,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from hairdiff.core.urls import LOCAL_ONLY, URL_OK
+
 app = typer.Typer(help="Inspect, verify and copy feature stores.", no_args_is_help=True)
 SHOW_IDS = 20  # sample ids named per line before "and N more"
 
 DEST_HELP = ("a cache root: the store lands at DEST/<dataset>/<split>/<fingerprint16>.zarr, where --cache-root "
-             "finds it; or a path ending in .zarr: the store lands exactly there")
+             "finds it; or a path ending in .zarr: the store lands exactly there. STORE, URL and DEST: "
+             f"{URL_OK}")
 
 
 def _columns(rows: list[list[str]]) -> list[str]:
@@ -32,14 +35,18 @@ def _some(ids: list[str]) -> str:
 
 @app.command("ls")
 def ls_command(cache_root: Annotated[Optional[str], typer.Option(help="default $HAIRDIFF_CACHE, else "
-                                                                      "~/.cache/hairdiff")] = None,
+                                                                      f"~/.cache/hairdiff [{URL_OK}]")] = None,
                json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List the stores under a cache root (a folder or a URL), with their full paths."""
     from hairdiff.cache import FeatureStore, default_cache_root, list_stores
+    from hairdiff.core.urls import remote_access, require_backend
 
     root = str(cache_root or default_cache_root())
+    require_backend(root, "--cache-root")
     rows = []
-    for url in list_stores(root):
+    with remote_access(root, "list the cache root"):
+        urls = list_stores(root)
+    for url in urls:
         try:
             s = FeatureStore.open(url)
         except Exception as e:  # one unreadable store must not hide the others
@@ -65,7 +72,8 @@ def ls_command(cache_root: Annotated[Optional[str], typer.Option(help="default $
 
 
 @app.command("info")
-def info_command(store: str, json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+def info_command(store: Annotated[str, typer.Argument(help=f"a feature store [{URL_OK}]")],
+                 json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Show a store's full path, dataset, fingerprint inputs, levels, progress and size."""
     from hairdiff.cache import FeatureStore
 
@@ -84,8 +92,9 @@ def info_command(store: str, json_: Annotated[bool, typer.Option("--json", help=
 
 @app.command("views")
 def views_command(
-        store: str,
-        out: Annotated[str, typer.Option(help="folder for the pictures (one PNG per image) and views.json")] = "views",
+        store: Annotated[str, typer.Argument(help=f"a feature store [{URL_OK}]")],
+        out: Annotated[str, typer.Option(help="folder for the pictures (one PNG per image) and views.json "
+                                              f"[{LOCAL_ONLY}]")] = "views",
         images: Annotated[int, typer.Option(help="how many images (the first ones whose views are all extracted)")] = 4,
 ) -> None:
     """Picture a store's views: for each image, every view in the original's frame with the label the store
@@ -96,13 +105,15 @@ def views_command(
     from hairdiff.cli.progress import rich_progress
     from hairdiff.core.errors import NotAsStoredError, UsageError
     from hairdiff.core.paths import check_output_dir
+    from hairdiff.core.urls import local_option, require_backend
     from hairdiff.evaluate.view_sheet import view_sheet
 
     if images < 1:
         raise UsageError(f"--images {images}: use 1 or more")
-    out_dir = Path(out)
+    out_dir = Path(local_option(out, "--out"))
+    require_backend(store, "STORE")
     check_output_dir(out_dir, "--out")
-    check_distinct(outputs={"--out": out})
+    check_distinct(outputs={"--out": out_dir})
     s = FeatureStore.open(store)
     report = view_sheet(s, out_dir, images, progress=rich_progress)
     if not report["images"]:
@@ -129,13 +140,15 @@ def views_command(
 
 
 @app.command("verify")
-def verify_command(store: str,
+def verify_command(store: Annotated[str, typer.Argument(help=f"a feature store [{URL_OK}]")],
                    complete: Annotated[bool, typer.Option(help="also fail (exit 1) when samples are not "
                                                                "extracted yet")] = False,
                    repair: Annotated[bool, typer.Option(help="clear the done flags of the corrupt samples, so "
                                                              "the same `pipeline extract` command recomputes "
-                                                             "exactly those")] = False,
-                   json_out: Annotated[Optional[Path], typer.Option(help="also write the report here")] = None,
+                                                             "exactly those; a store written before per-sample "
+                                                             "digests also gets them")] = False,
+                   json_out: Annotated[Optional[str], typer.Option(help=f"also write the report here [{LOCAL_ONLY}]")]
+                   = None,
                    json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Read every sample flagged done and name each corrupt one (absent, failing its checksum, non-finite).
 
@@ -148,12 +161,16 @@ def verify_command(store: str,
     from hairdiff.cache.verify import damaged_report, open_checked, verify
     from hairdiff.cache.verify import repair as repair_store
     from hairdiff.core.errors import StoreWriteError, VerifyError
+    from hairdiff.core.urls import local_option
 
+    json_out = Path(local_option(json_out, "--json-out")) if json_out else None
     st, damaged = open_checked(store, mode="r+" if repair else "r")
     report = verify(st) if st is not None else damaged_report(store, damaged)
     if repair and st is not None:
         try:
             report["repaired"] = [{"index": i, "id": st.ids[i]} for i in repair_store(st, report)]
+            if not report["damaged"]:  # a store written before digests gets them (of what it holds now)
+                report["digests_added"] = st.add_digests()
         except OSError as e:  # a read-only or full filesystem
             raise StoreWriteError(f"cannot repair {st.url} ({e.strerror or e}): no done sample was lost (a flag "
                                   f"cleared before the failure only makes extract recompute that sample); make "
@@ -187,6 +204,13 @@ def _print_report(report: dict) -> None:
         print(f"{report['url']}: {report['readable']} of {report['num_samples']} samples done and readable, "
               f"{len(report['not_extracted'])} not extracted yet, {len(report['corrupt'])} corrupt"
               + (f", {len(report['damaged'])} metadata problem(s)" if report.get("damaged") else ""))
+    if report.get("digests") is False and "digests_added" in report:
+        print(f"added per-sample digests: {report['digests_added']} done sample(s) recorded as they are now; from "
+              "here on every read checks them")
+    elif report.get("digests") is False:
+        print(f"note: {report['url']} predates per-sample digests: its reads check that shard files exist, not "
+              f"their content, so a shard swapped for another valid one reads without an error; `pipeline cache "
+              f"verify {report['url']} --repair` adds them (recording the samples as they are now)")
     for d in report.get("damaged", []):
         print(f"damaged: {d['file']}: {d['problem']}")
     for r in report["corrupt"]:
@@ -201,12 +225,15 @@ def _transfer(src: str, dest: str) -> None:
     from hairdiff.cache.transfer import transfer
     from hairdiff.core.errors import StoreWriteError, VerifyError
     from hairdiff.core.paths import check_output_dir
-    from hairdiff.core.urls import is_remote
+    from hairdiff.core.urls import is_remote, local_path, remote_access, require_backend
 
+    require_backend(src, "the source")
+    require_backend(dest, "DEST")
     if not is_remote(dest):
-        check_output_dir(dest, "DEST")
+        check_output_dir(local_path(dest), "DEST")
     try:
-        target, report = transfer(src, dest)
+        with remote_access(src, "copy from"), remote_access(dest, "copy to"):
+            target, report = transfer(src, dest)
     except OSError as e:  # a full disk, a read-only or unreachable destination
         raise StoreWriteError(f"copying {src} to {dest} failed ({e.strerror or e}): the source is unchanged; free "
                               f"space or pass another DEST, and run the same command again") from None

@@ -44,6 +44,18 @@ class ModelNotFoundError(HairdiffError):
     """The backbone could not be found or loaded; the message says how to pass a local path."""
 
 
+class ClusterError(HairdiffError):
+    """The Dask scheduler of --scheduler cannot be reached (exit 2), or was lost mid-run (exit 1: what the
+    workers wrote is kept); the message names the address and how long it was waited for."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def __reduce__(self):
+        return (ClusterError, (str(self), self.exit_code))
+
+
 # --------------------------------------------------------------------------------------------- cache
 class CacheError(HairdiffError):
     """A feature-store problem the user can act on; the message names the store."""
@@ -51,6 +63,11 @@ class CacheError(HairdiffError):
 
 class StoreNotFoundError(CacheError):
     pass
+
+
+class StoreAccessError(CacheError):
+    """A store or cache root at a URL cannot be reached or read (credentials, network, permissions): never called
+    missing or damaged; the message names the URL and the client's own reason."""
 
 
 class StoreMismatchError(CacheError):
@@ -144,6 +161,10 @@ class StoreMetadataError(CacheError):
 
     def __reduce__(self):
         return (StoreMetadataError, (self.url, self.problems))
+
+
+class NonFiniteHeadError(CheckpointError):
+    """A head's weights hold NaN or infinite values (a diverged training): never scored, used or exported."""
 
 
 class RunFileError(CheckpointError):

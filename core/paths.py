@@ -43,6 +43,9 @@ def models_dir() -> Path:
     env = os.environ.get("HAIRDIFF_MODELS")
     if not env:
         return local_cache_dir() / "models"
+    from hairdiff.core.urls import local_option
+
+    env = local_option(env, "HAIRDIFF_MODELS")  # built models are loaded from local files: never a URL
     blocking = _blocking_file(Path(env))
     if blocking is not None:
         from hairdiff.core.errors import UsageError

@@ -12,13 +12,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hairdiff.core.fields import at_least, option
+from hairdiff.core.fields import LOCAL, at_least, check_paths, option, seed_range
 from hairdiff.core.progress import ProgressFactory, silent
+
+MAX_SIZE = 1024
 
 
 @dataclass(kw_only=True)
 class DemoConfig:
-    out: str = option("hairdiff-demo", help="folder for the demo's data, stores, run and evaluation")
+    out: str = option("hairdiff-demo", help="folder for the demo's data, stores, run and evaluation", path=LOCAL)
     train_images: int = option(64, help="procedural training images")
     test_images: int = option(16, help="procedural held-out images")
     size: int = option(128, help="image and feature-input resolution (a multiple of 64)")
@@ -26,7 +28,14 @@ class DemoConfig:
     seed: int = option(0, help="seed of data, noise and training")
 
     def __post_init__(self):
+        from hairdiff.core.errors import UsageError
+
+        check_paths(self)
         at_least(self, 1, "train_images", "test_images", "iters")
+        seed_range(self, "seed")
+        if not (64 <= self.size <= MAX_SIZE and self.size % 64 == 0):
+            raise UsageError(f"--size {self.size}: use a multiple of 64 from 64 to {MAX_SIZE} (the tiny model "
+                             "downsamples 64x; the procedural images are drawn in memory)")
 
 
 def run_demo(cfg: DemoConfig, progress: ProgressFactory = silent, log=print) -> dict:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from hairdiff.core.devices import check_device
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import at_least, option
+from hairdiff.core.fields import LOCAL, MAX_BATCH, URL, at_least, at_most, check_paths, option
 
 OnError = Literal["stop", "skip"]
 # Images per backbone pass of `pipeline predict` and of the Python API alike: a batch's masks equal those of 1 up
@@ -23,14 +23,15 @@ def check_run_dir(run) -> None:
 
 def _check_common(cfg) -> None:
     at_least(cfg, 1, "batch_size")
+    at_most(cfg, MAX_BATCH, "a batch is held in memory whole", "batch_size")
     check_device(cfg.device)
 
 
 @dataclass(kw_only=True)
 class EvalConfig:
-    run: str = option(help="run folder of `pipeline train`")
-    cache: str = option(help="feature store to score (path or URL)")
-    out: str = option(help="folder for metrics.json, metrics.md, per_image.json, overlays/")
+    run: str = option(help="run folder of `pipeline train`", path=LOCAL)
+    cache: str = option(help="feature store to score", path=URL)
+    out: str = option(help="folder for metrics.json, metrics.md, per_image.json, overlays/", path=LOCAL)
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
     batch_size: int = option(8, help="samples per forward pass")
     overlays: int = option(4, help="overlays of the best and of the worst images")
@@ -39,6 +40,7 @@ class EvalConfig:
 
     def __post_init__(self):
         self.run, self.cache, self.out = str(self.run), str(self.cache), str(self.out)
+        check_paths(self)
         _check_common(self)
         at_least(self, 0, "overlays")
 
@@ -46,10 +48,10 @@ class EvalConfig:
 @dataclass(kw_only=True)
 class PredictConfig:
     images: list[str] = option(argument=True, help="image files, or folders: their .jpg .jpeg .png .bmp .webp "
-                                                   "files, sorted by name (not subfolders)")
-    run: str = option(help="run folder of `pipeline train`")
-    out: str = option(help="folder for <stem>_mask.png, <stem>_overlay.png, predictions.json")
-    model: str | None = option(None, help="backbone to load when the run's model is not reachable by its "
+                                                   "files, sorted by name (not subfolders)", path=LOCAL)
+    run: str = option(help="run folder of `pipeline train`", path=LOCAL)
+    out: str = option(help="folder for <stem>_mask.png, <stem>_overlay.png, predictions.json", path=LOCAL)
+    model: str | None = option(None, path=LOCAL, help="backbone to load when the run's model is not reachable by its "
                                           "recorded name (a local folder)")
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
     batch_size: int = option(DEFAULT_BATCH_SIZE, help="images per backbone pass (the masks equal those of 1, up to "
@@ -61,6 +63,7 @@ class PredictConfig:
 
     def __post_init__(self):
         self.images, self.run, self.out = [str(i) for i in self.images], str(self.run), str(self.out)
+        check_paths(self)
         _check_common(self)
         if self.on_error not in ("stop", "skip"):
             raise UsageError(f"--on-error {self.on_error!r}: use stop or skip")

@@ -55,31 +55,39 @@ def _original_image(store: FeatureStore, i: int):
         return None
 
 
-def training_store(store: FeatureStore, trained: list[dict]) -> tuple[dict, int] | None:
-    """(the record of the run's training store whose images `store` holds, how many of its images), or None.
-    The same location; the same dataset, split, sample list (ids digest; runs that did not record it match
-    on the rest) and features; the same files (data key: a store with views holds the images of one
-    without); or the same dataset root and split with image ids in common (cache/distinct.py)."""
-    from hairdiff.cache.distinct import images, location, same_location, shared_images
+def training_store(store: FeatureStore, trained: list[dict], record: list[dict] | None = None
+                   ) -> tuple[dict, int] | None:
+    """(the record of the run's training store whose images `store` holds, how many of the images it scores), or
+    None. Decided by the images: those `store` holds done (what is scored) against those the run trained on,
+    by content digest where both sides keep them (cache/distinct.py). record: RUN/trained_images.json (what the
+    run saw, exactly); a run without it is compared with its training stores as they are now, where reachable,
+    or, when none is, with what it recorded of them (same location, sample list and features, or data key)."""
+    from hairdiff.cache.distinct import images, same_location, shared_images
     from hairdiff.core.errors import HairdiffError
 
+    mine = images(store)
+    if record is not None:
+        for i, seen in enumerate(record):
+            shared = shared_images(mine, seen)
+            if shared:
+                return (trained[i] if i < len(trained) else seen), len(shared)
+        return None
     for t in trained:
-        if t.get("url") and same_location(t["url"], store.url):
-            return t, store.num_images
-        same = (t.get("dataset"), t.get("split"), t.get("fingerprint")) == (store.dataset, store.split,
-                                                                            store.fingerprint)
-        if same and t.get("ids_digest", store.ids_digest) == store.ids_digest:
-            return t, store.num_images
-        if t.get("data_key") and t["data_key"] == store.data_key:
-            return t, store.num_images
-        if (t.get("dataset"), t.get("split")) == (store.dataset, store.split) and t.get("root") \
-                and location(t["root"]) == location(store.root) and t.get("url"):
-            try:  # an --ids subset of the training split: which ids, the training store itself says
-                shared = shared_images(images(store), images(FeatureStore.open(t["url"])))
-            except HairdiffError:
-                continue  # not reachable from here: nothing to compare with
+        try:
+            theirs = images(FeatureStore.open(t["url"])) if t.get("url") else None
+        except HairdiffError:
+            theirs = None  # not reachable from here: what the run recorded of it decides
+        if theirs is not None:
+            shared = shared_images(mine, theirs)
             if shared:
                 return t, len(shared)
+            continue
+        same = (t.get("dataset"), t.get("split"), t.get("fingerprint")) == (store.dataset, store.split,
+                                                                            store.fingerprint)
+        if (t.get("url") and same_location(t["url"], store.url)) or (
+                same and t.get("ids_digest", store.ids_digest) == store.ids_digest) or (
+                t.get("data_key") and t["data_key"] == store.data_key):
+            return t, len(mine["ids"])
     return None
 
 
@@ -134,6 +142,7 @@ def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=No
     warn(message): told at the start when the store is one the run trained on.
     """
     from hairdiff.model.trained import head_source, load_head
+    from hairdiff.model.trained_images import read_trained_images
 
     run_dir, out_dir, batch_size = Path(cfg.run), Path(cfg.out), cfg.batch_size
     check_run_dir(run_dir)
@@ -144,7 +153,7 @@ def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=No
     if store.features_fingerprint != meta["fingerprint"]:
         raise StoreMismatchError(f"{cfg.cache} has feature fingerprint {store.features_fingerprint[:16]} but the run was "
                                  f"trained on {meta['fingerprint'][:16]}: extract this dataset with the run's settings")
-    seen, trained_images = training_store(store, meta["stores"]) or (None, 0)
+    seen, trained_images = training_store(store, meta["stores"], read_trained_images(run_dir)) or (None, 0)
     if seen is not None and warn is not None:
         held = ("is a store this run trained on" if trained_images == store.num_images else
                 f"holds {trained_images} of its {store.num_images} images in a store this run trained on")

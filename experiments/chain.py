@@ -25,7 +25,7 @@ from hairdiff.evaluate.run import evaluate_run
 from hairdiff.experiments.config import ExperimentOptions
 from hairdiff.experiments.recipes import HELD_OUT
 from hairdiff.extract.config import ExtractConfig
-from hairdiff.extract.readers.ids import read_ids_file
+from hairdiff.extract.readers.ids import id_line, read_ids_file, unknown_hint
 from hairdiff.extract.readers.registry import dataset, get_reader
 from hairdiff.extract.runner import ExtractStats, run_local
 from hairdiff.model.trained import read_run_json
@@ -107,7 +107,8 @@ def known_ids(reader, cfg: ExperimentOptions, split: str, option: str, path: str
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
         raise DatasetError(f"{option} {path}: {len(unknown)} id(s) are not images of {cfg.dataset}/{split} under "
-                           f"{cfg.root}: {shown}; correct the file (ids look like {known[0]!r})")
+                           f"{cfg.root}: {shown}{unknown_hint(unknown)}; correct the file (ids look like "
+                           f"{known[0]!r})")
     return ids
 
 
@@ -117,7 +118,7 @@ def write_splits(plan: dict) -> dict:
         for part in ("train", "test"):
             path = Path(plan[part][1])
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, "\n".join(plan["ids"][part]) + "\n")
+            atomic_write(path, "\n".join(id_line(i) for i in plan["ids"][part]) + "\n")
     return plan
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from hairdiff.core.devices import check_device
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import at_least, option
+from hairdiff.core.fields import LOCAL, URL, at_least, check_paths, option
 from hairdiff.core.recipe import FULL, Recipe
+from hairdiff.core.urls import local_option
 from hairdiff.experiments.recipes import OPTION, provenance, recipe_for
 from hairdiff.extract.config import MAX_TIMESTEP, canonical_prompt, check_scheduler
 from hairdiff.extract.readers.registry import names, paper_datasets
@@ -29,17 +30,21 @@ class ExperimentOptions:
 
     dataset: str = option(help=f"the dataset: one of {' | '.join(names())} that declares the paper's train/test "
                                "splits (extract/readers/)")
-    root: str = option(help="the dataset's root in its published layout")
+    root: str = option(help="the dataset's root in its published layout", path=LOCAL)
     model: str = option(FULL.model, help="the backbone: hub id, local folder, or 'tiny' (a CPU smoke run of the "
                                          "same steps)")
     limit: int | None = option(None, help="only the first N images of each split (a smoke run)")
     iters: int | None = option(None, help="training iterations (default: the recipe's)")
-    ids_train: str | None = option(None, help="ids file of the training images (with --ids-test: your own split)")
-    ids_test: str | None = option(None, help="ids file of the test images")
-    cache_root: str | None = option(None, help="where stores live (default $HAIRDIFF_CACHE or ~/.cache/hairdiff)")
+    ids_train: str | None = option(None, help="ids file of the training images (with --ids-test: your own split)",
+                                   path=LOCAL)
+    ids_test: str | None = option(None, help="ids file of the test images", path=LOCAL)
+    cache_root: str | None = option(None, help="where stores live (default $HAIRDIFF_CACHE or ~/.cache/hairdiff)",
+                                    path=URL)
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
 
     def __post_init__(self):
+        check_paths(self)
+        self.model = local_option(self.model, "--model")
         if self.dataset not in paper_datasets():
             raise UsageError(f"--dataset {self.dataset!r}: use one of {', '.join(paper_datasets())} (the datasets "
                              "with the paper's train/test splits)")
@@ -66,7 +71,7 @@ class ExperimentOptions:
 
 @dataclass(kw_only=True)
 class ReproduceConfig(ExperimentOptions):
-    out: str = option("reproduce", help="folder for the splits, run, evaluation and report")
+    out: str = option("reproduce", help="folder for the splits, run, evaluation and report", path=LOCAL)
 
 
 AXES = ("timestep", "prompt", "taps")
@@ -154,7 +159,8 @@ def _no_twice(flag: str, text, values: list, note: str = "") -> None:
 
 @dataclass(kw_only=True)
 class SweepConfig(ExperimentOptions):
-    out: str = option("sweep", help="folder for points/<name>/{run,eval}, sweep.json, sweep.md, sweep.png")
+    out: str = option("sweep", help="folder for points/<name>/{run,eval}, sweep.json, sweep.md, sweep.png",
+                      path=LOCAL)
     timesteps: str = option(str(FULL.timestep), help=f"the timesteps to try, comma-separated integers "
                                                      f"0..{MAX_TIMESTEP} (e.g. 0,25,50,100,200)")
     prompts: list[str] | None = option(None, help="the prompts to try: one or more values after the flag, or the "
@@ -162,7 +168,7 @@ class SweepConfig(ExperimentOptions):
                                                   "whitespace and a byte-order mark do not count (default: the "
                                                   f"recipe's {FULL.prompt!r})")
     prompts_file: str | None = option(None, help="more prompts, one per line, each read as a --prompts value "
-                                                 "(blank lines skipped; a line \"\" is the empty prompt)")
+                                                 "(blank lines skipped; a line \"\" is the empty prompt)", path=LOCAL)
     taps: str = option(FULL.taps, help=f"the tap sets to try, comma-separated: {', '.join(TAP_SET_NAMES)}")
     views: str | None = option(None, help="the training split's views for every point (default: the recipe's; "
                                           "'none' for the images only)")

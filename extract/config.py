@@ -12,8 +12,10 @@ from typing import Literal
 
 from hairdiff.core.devices import DTYPE_NAMES, check_device, check_dtype
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import at_least, option
+from hairdiff.core.fields import LOCAL, MAX_BATCH, MAX_THREADS, URL, at_least, at_most, check_paths, option, seed_range
 from hairdiff.core.recipe import FULL
+from hairdiff.core.urls import local_option
+from hairdiff.extract.readers.ids import SYNTAX as IDS_SYNTAX
 from hairdiff.extract.readers.registry import names
 
 Precision = Literal["fp16", "int8"]
@@ -22,8 +24,13 @@ OnError = Literal["stop", "skip"]
 
 def default_writers() -> int:
     """Compression is the host's heaviest work: every core but the ones decoding and feeding the device."""
-    return max(1, (os.cpu_count() or 2) - 2)
+    from hairdiff.core.fields import MAX_THREADS
 
+    return min(MAX_THREADS, max(1, (os.cpu_count() or 2) - 2))
+
+
+MAX_RESOLUTION = 4096  # 64x the pixels of SD 1.x's 512: a sample's features are held whole in memory
+MAX_SHARD = 256  # samples per shard file (default 16): shard buffers are held whole in memory
 
 # The SD 1.x family trains on 1000 steps; the loaded scheduler's own count is checked again after loading.
 MAX_TIMESTEP = 999
@@ -33,6 +40,9 @@ def check_scheduler(scheduler: str | None) -> None:
     """UsageError unless --scheduler is absent, local:N or a scheduler address (tcp:// or tls://)."""
     if scheduler and not (re.fullmatch(r"local:[1-9]\d*", scheduler) or scheduler.startswith(("tcp://", "tls://"))):
         raise UsageError(f"--scheduler {scheduler!r}: use local:N (N worker processes) or tcp://HOST:PORT")
+    if scheduler and scheduler.startswith("local:") and int(scheduler[6:]) > MAX_THREADS:
+        raise UsageError(f"--scheduler {scheduler}: use local:N with N at most {MAX_THREADS} (worker processes of "
+                         "this machine)")
 
 
 def canonical_prompt(text: str) -> str:
@@ -47,10 +57,11 @@ def canonical_prompt(text: str) -> str:
 @dataclass(kw_only=True)
 class ExtractConfig:
     dataset: str = option(help=f"the dataset's layout: {' | '.join(names())} (extract/readers/)")
-    root: str = option(help="dataset root in its published layout")
+    root: str = option(help="dataset root in its published layout", path=LOCAL)
     split: str | None = option(None, help="a split of the dataset (an unknown one is refused, naming the "
                                            "dataset's splits). Default: all, or the paper's training split")
-    model: str = option(FULL.model, help="hub id, local diffusers folder, .safetensors/.ckpt file, or 'tiny'")
+    model: str = option(FULL.model, help="hub id, local diffusers folder, .safetensors/.ckpt file, or 'tiny' (not a "
+                                          "URL)")
     revision: str | None = option(None, help="hub revision (branch, tag or commit)")
     prompt: str = option(FULL.prompt, help="text conditioning of the UNet (read as its text encoder reads it: "
                                            "surrounding or repeated whitespace and a byte-order mark do not count)")
@@ -68,8 +79,9 @@ class ExtractConfig:
     channels_last: bool = option(True, help="channels-last memory layout for the convolutions")
     sdpa: bool = option(True, help="PyTorch's fused scaled-dot-product attention (off: plain attention)")
     limit: int | None = option(None, help="only the first N samples in id order")
-    ids_file: str | None = option(None, flag="--ids", help="file of sample ids (one per line) to extract")
-    cache_root: str | None = option(None, help="where stores live (path or s3://, gs://, file:// URL); "
+    ids_file: str | None = option(None, flag="--ids", help=f"file of the sample ids to extract: {IDS_SYNTAX}",
+                                  path=LOCAL)
+    cache_root: str | None = option(None, path=URL, help="where stores live; "
                                                "default $HAIRDIFF_CACHE or ~/.cache/hairdiff")
     precision: Precision = option("fp16", help="stored precision: fp16 (lossless) | int8 (per-channel)")
     codec: str | None = option(None, help="features' compression in a NEW store: lz4 (default; fastest to write "
@@ -83,9 +95,11 @@ class ExtractConfig:
                                           "extract/views.py)")
     on_error: OnError = option("stop", help="stop: stop at the first bad file; skip: report it and go on")
     scheduler: str | None = option(None, help="Dask: local:N (N worker processes) or tcp://HOST:PORT")
-    report: str | None = option(None, help="JSON report path (default under the local cache folder)")
+    report: str | None = option(None, help="JSON report path (default under the local cache folder)", path=LOCAL)
 
     def __post_init__(self):
+        check_paths(self)
+        self.model = local_option(self.model, "--model")
         if str(self.batch_size).isdigit() or isinstance(self.batch_size, int):
             self.batch_size = int(self.batch_size)
         from hairdiff.extract.views import canonical_views
@@ -101,16 +115,19 @@ class ExtractConfig:
 
         if self.dataset not in names():
             raise UsageError(f"--dataset {self.dataset!r}: use one of {', '.join(names())}")
-        if self.resolution < 64 or self.resolution % 64:
-            raise UsageError(f"--resolution {self.resolution}: use a multiple of 64 of at least 64 (the UNet "
-                             f"downsamples 64x), e.g. 512")
+        if self.resolution < 64 or self.resolution % 64 or self.resolution > MAX_RESOLUTION:
+            raise UsageError(f"--resolution {self.resolution}: use a multiple of 64 from 64 (the UNet downsamples "
+                             f"64x) to {MAX_RESOLUTION} (every sample is held whole in memory), e.g. 512")
         if not 0 <= self.timestep <= MAX_TIMESTEP:
             raise UsageError(f"--timestep {self.timestep}: use 0..{MAX_TIMESTEP} (the diffusion schedule's steps; "
                              f"the paper uses 0)")
-        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise UsageError(f"--batch-size {self.batch_size}: use a number of 1 or more, or auto")
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and 1 <= self.batch_size <= MAX_BATCH):
+            raise UsageError(f"--batch-size {self.batch_size}: use a number from 1 to {MAX_BATCH}, or auto")
         at_least(self, 1, "shard_size", "writers", "limit")
         at_least(self, 0, "workers")
+        at_most(self, MAX_SHARD, "a shard is assembled and written whole from memory", "shard_size")
+        at_most(self, MAX_THREADS, "each is a process or thread of this machine", "workers", "writers")
+        seed_range(self, "seed")
         if self.precision not in ("fp16", "int8"):
             raise UsageError(f"--precision {self.precision!r}: use fp16 or int8")
         if self.codec is not None:
@@ -137,17 +154,21 @@ class ExtractConfig:
 
     def check_cache_root(self) -> None:
         """A cache root that does not exist yet must be creatable: found before any model is loaded. An existing
-        one may be read-only (a shared cache): its complete stores are reused, and a store that needs writing
-        there fails at its first write, with one line naming it."""
+        one may be read-only (a shared cache) when it holds a complete store of the images: runner's
+        check_root_writable says so before the model loads too. A URL's fsspec backend must be installed."""
         import tempfile
         from pathlib import Path
 
         from hairdiff.cache import default_cache_root
-        from hairdiff.core.urls import is_remote, local_path
+        from hairdiff.core.urls import filesystem, is_remote, local_path, remote_access, require_backend
 
         root = self.cache_root or default_cache_root()
         if is_remote(root):
-            return  # object stores say so on the first write, with the URL
+            require_backend(root, "--cache-root" if self.cache_root else "HAIRDIFF_CACHE")
+            fs, base = filesystem(root)
+            with remote_access(root, "reach the cache root"):  # credentials and network, before the model loads
+                fs.exists(base)
+            return  # a read-only object store says so on the first write, with the URL
         path = Path(local_path(root))
         if path.is_dir():
             return

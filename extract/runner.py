@@ -95,9 +95,11 @@ def viewed(cfg: ExtractConfig, refs):
     return ViewedSamples(refs, parse_views(cfg.views), cfg.seed, cfg.views)
 
 
-def open_store(cfg: ExtractConfig, extractor, refs, data_key: str, samples=None, log=None) -> FeatureStore:
+def open_store(cfg: ExtractConfig, extractor, refs, data_key: str, samples=None, log=None,
+               image_digests: list[str] | None = None) -> FeatureStore:
     """The store for these features of exactly these files: keyed by the fingerprint and the data. The codec
-    is not part of the key: an existing store is reused with its own codec (said when --codec differs)."""
+    is not part of the key: an existing store is reused with its own codec (said when --codec differs).
+    image_digests: each image file's content digest (extract/sources.py), kept in the store."""
     samples = viewed(cfg, refs) if samples is None else samples
     inputs = dict(extractor.fingerprint_inputs)
     views = samples.record()
@@ -110,6 +112,7 @@ def open_store(cfg: ExtractConfig, extractor, refs, data_key: str, samples=None,
         root=str(Path(cfg.root).resolve()), ids=samples.ids(), levels=extractor.levels, resolution=cfg.resolution,
         preprocessing=preprocessing_record(cfg.resolution), precision=cfg.precision, shard_size=cfg.shard_size,
         ids_digest=cfg.ids_digest(), data_key=data_key, views=samples.layout.attrs(), codec=cfg.codec,
+        image_digests=image_digests,
     )
     note = codec_note(cfg, store)
     if note and log is not None:
@@ -288,21 +291,60 @@ def write_report(path: Path, cfg: ExtractConfig, stats: ExtractStats) -> None:
                       indent=2)
 
 
+def _writable(folder: Path) -> str | None:
+    """None when a file can be made in `folder`, else why not."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as e:
+        return e.strerror or str(e)
+
+
+def check_root_writable(cfg: ExtractConfig, key: str) -> None:
+    """Before the model loads: the store of these images will be written under an existing local cache root
+    unless a complete one is there already (a shared, read-only cache serves its complete stores). A root where
+    nothing can be written and no complete store of these images is found is refused now (UsageError), not at
+    the first write after loading the model. (Which of the stores found is this one, the fingerprint says after
+    loading: one of other settings is still refused then, at its first write.)"""
+    from hairdiff.core.errors import HairdiffError, UsageError
+    from hairdiff.core.urls import is_remote, local_path
+
+    root = cfg.cache_root or default_cache_root()
+    if is_remote(root) or not Path(local_path(root)).is_dir():
+        return  # object stores say so at the first write; a root to be made was checked by check_cache_root
+    folder = Path(local_path(root)) / cfg.dataset / cfg.split
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    reason = _writable(existing)
+    if reason is None:
+        return
+    for store in sorted(folder.glob(f"*-{key[:12]}.zarr")) if folder.is_dir() else []:
+        try:
+            if not len(planned_indices(cfg, FeatureStore.open(str(store)))):
+                return  # complete for this command: reused, nothing written
+        except HairdiffError:
+            continue
+    raise UsageError(f"cannot write to the cache root {root} ({reason}) and it holds no complete store of these "
+                     f"images to reuse (in {folder}): pass --cache-root to a writable folder or set HAIRDIFF_CACHE")
+
+
 def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory = silent, log=print,
               extractor=None) -> None:
     """The whole single-process extraction: list samples, key the data, load the model, open the store, fill it.
     `extractor`: one built by build_extractor(cfg) already (benchmarks reuse one)."""
-    from hairdiff.extract.sources import data_key
+    from hairdiff.extract.sources import source_digests
 
     reader, refs = list_refs(cfg)
     stats.no_hair = sum(r.no_hair for r in refs)
-    key = data_key(refs)
+    key, image_digests = source_digests(refs)
     cfg.check_cache_root()
+    check_root_writable(cfg, key)
     if extractor is None:
         log(f"{len(refs)} samples in {cfg.dataset}/{cfg.split}; loading model {cfg.model} ...")
         extractor = build_extractor(cfg)
     samples = viewed(cfg, refs)  # the recipe, parsed once for the run
-    store = open_store(cfg, extractor, refs, key, samples, log=log)
+    store = open_store(cfg, extractor, refs, key, samples, log=log, image_digests=image_digests)
     todo = planned_indices(cfg, store)
     stats.store, stats.planned = store.url, len(todo)
     layout = store.layout

@@ -81,8 +81,10 @@ class DigestMemo:
             self.db.close()
 
 
-def data_key(refs, memo: DigestMemo | None = None) -> str:
-    """sha256 over each sample's id and the content digests of its image and label files, in store order."""
+def source_digests(refs, memo: DigestMemo | None = None) -> tuple[str, list[str]]:
+    """(the data key: sha256 over each sample's id and the content digests of its image and label files, in store
+    order; the content digest of each image file, in the same order). The store keeps the second: what decides
+    whether two stores hold one photo (a held-out store must not), whatever their ids, folders or masks."""
     memo = memo or DigestMemo()
     files = [str(r.image_path) for r in refs]
     labels = [str(r.label_path) for r in refs if r.label_path is not None and os.path.lexists(r.label_path)]
@@ -91,4 +93,9 @@ def data_key(refs, memo: DigestMemo | None = None) -> str:
     for r in refs:
         label = str(r.label_path) if r.label_path is not None else None
         h.update(f"{r.id}\0{digests[str(r.image_path)]}\0{digests.get(label, 'no-label')}\n".encode())
-    return h.hexdigest()
+    return h.hexdigest(), [digests[f] for f in files]
+
+
+def data_key(refs, memo: DigestMemo | None = None) -> str:
+    """The data key alone (source_digests)."""
+    return source_digests(refs, memo)[0]

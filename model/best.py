@@ -16,6 +16,7 @@ from safetensors.torch import save_model
 
 from hairdiff.core.errors import RunFileError
 from hairdiff.core.files import atomic_write_json, replacing
+from hairdiff.model.finite import check_finite_to_write
 from hairdiff.model.records import check_weights, read_run_record
 
 BEST_DIR = "best"
@@ -44,8 +45,9 @@ def read_best(run_dir: Path) -> dict | None:
 def save_best(run_dir: Path, head: torch.nn.Module, *, iteration: int, metrics: dict, meta: dict) -> dict:
     """Make iteration `iteration`'s head the run's best; returns the new best.json record."""
     folder = Path(run_dir) / BEST_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     name = f"head_{iteration:08d}.safetensors"
+    check_finite_to_write(head, folder / name)
+    folder.mkdir(parents=True, exist_ok=True)
     with replacing(folder / name, durable=True) as tmp:
         save_model(head, str(tmp))
     record = {"iteration": int(iteration), "metric": METRIC, "score": float(metrics[METRIC]), "weights": name,

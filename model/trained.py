@@ -22,6 +22,7 @@ from hairdiff.core.errors import CheckpointError, RunFileError
 from hairdiff.core.files import atomic_write_json, replacing
 from hairdiff.model.best import FIX_BEST, read_best
 from hairdiff.model.checkpoints import FIX_CHECKPOINT, latest_checkpoint, read_checkpoint_state
+from hairdiff.model.finite import check_finite_loaded, check_finite_to_write
 from hairdiff.model.mask2former.head import LEGACY, HeadConfig, Mask2FormerHead
 from hairdiff.model.records import check_weights, read_run_record
 
@@ -29,6 +30,12 @@ META_KEYS = ("fingerprint", "fingerprint_inputs", "levels", "stores", "head_conf
 # How to get a usable head back when a file of the run is missing or damaged.
 FIX_FINAL = ("restore it, or remove RUN/run.json and RUN/head.safetensors and run the same `pipeline train` command "
              "with --resume, which writes them again from the last checkpoint")
+
+
+# What to do about a head of each source whose weights are not finite (a diverged training).
+NONFINITE_FIX = {"best": "Pass --no-best to use the final head, or train again with a lower --lr",
+                 "final": "Train again with a lower --lr (`pipeline train --overwrite`), or pass another run",
+                 "checkpoint": "Remove that checkpoint to use the one before it, or train again with a lower --lr"}
 
 
 def read_run_json(run_dir: Path) -> dict:
@@ -73,6 +80,7 @@ def head_config_from_dict(d: dict) -> HeadConfig:
 def write_final(run_dir: Path, model: torch.nn.Module, run_json: dict) -> None:
     """RUN/head.safetensors then RUN/run.json (written last: its presence means the run finished)."""
     run_dir = Path(run_dir)
+    check_finite_to_write(unwrap(model), run_dir / "head.safetensors")
     with replacing(run_dir / "head.safetensors", durable=True) as tmp:
         save_model(unwrap(model), str(tmp))
     atomic_write_json(run_dir / "run.json", run_json, durable=True, sort_keys=True)
@@ -133,6 +141,7 @@ def load_head(run_dir: Path, device: str = "cpu", prefer_best: bool = False, sou
     if missing or unexpected:
         raise error(f"{weights} does not fit the head described in {record} (missing {sorted(missing)[:5]}, "
                     f"unexpected {sorted(unexpected)[:5]}): {fix}")
+    check_finite_loaded(head, weights, NONFINITE_FIX.get(src.get("source"), NONFINITE_FIX["final"]))
     return head.to(device).eval(), meta
 
 

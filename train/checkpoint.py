@@ -26,6 +26,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from hairdiff.core.errors import CheckpointError
 from hairdiff.core.files import fsync_path
 from hairdiff.model.checkpoints import FIX_CHECKPOINT, FORMAT, checkpoint_dir, list_checkpoints, read_checkpoint_state
+from hairdiff.model.finite import check_finite_loaded, check_finite_to_write
 from hairdiff.model.records import check_weights
 from hairdiff.model.trained import unwrap
 
@@ -97,6 +98,7 @@ def save_checkpoint(run_dir: Path, *, iteration: int, model: torch.nn.Module, op
                     position: dict, config: dict, meta: dict, keep: int = 2) -> Path:
     """Write checkpoint `iteration` atomically; keep the newest `keep` checkpoints. Returns its path."""
     final = checkpoint_dir(run_dir, iteration)
+    check_finite_to_write(unwrap(model), final)  # a non-finite head is never a checkpoint to go back to
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
@@ -146,6 +148,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if missing or unexpected:
         raise CheckpointError(f"{path}/model.safetensors does not fit this head (missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]}); was it trained with another head config?")
+    check_finite_loaded(unwrap(model), path / "model.safetensors", f"Remove {path} to resume from the checkpoint "
+                        "before it, or pass --overwrite (and a lower --lr) to start again")
     if optimizer is not None:
         info = state["optimizer"]
         if info["class"] != type(optimizer).__name__:

@@ -8,8 +8,22 @@ from dataclasses import dataclass
 
 from hairdiff.core.devices import check_device
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import at_least, option
+from hairdiff.core.fields import (
+    LOCAL,
+    MAX_BATCH,
+    MAX_THREADS,
+    URL,
+    at_least,
+    at_most,
+    check_paths,
+    finite,
+    option,
+    seed_range,
+)
 from hairdiff.core.recipe import FULL
+
+LOG_EVERY = 20
+MAX_PREFETCH = 64  # batches read ahead (each held whole in memory)
 
 # Settings a resumed run must share with the run it continues (anything else may change).
 RESUME_KEYS = ("iters", "batch_size", "lr", "weight_decay", "seed", "grad_clip", "head_config", "crop", "val")
@@ -31,9 +45,9 @@ def parse_head_overrides(items: list[str]) -> dict:
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    cache: list[str] = option(flag="--cache", help="feature store path or URL (repeatable; all must share one "
+    cache: list[str] = option(flag="--cache", path=URL, help="feature store (repeatable; all must share one "
                                                    "fingerprint)")
-    out: str = option(help="run folder: log.jsonl, checkpoints/, head.safetensors, run.json")
+    out: str = option(help="run folder: log.jsonl, checkpoints/, head.safetensors, run.json", path=LOCAL)
     iters: int = option(FULL.iters, help="optimizer steps")
     batch_size: int = option(FULL.batch_size, help="global batch size (split across --nproc processes)")
     lr: float = option(FULL.lr, help="AdamW base learning rate (poly decay, power 0.9)")
@@ -57,13 +71,15 @@ class TrainConfig:
     crop: int | None = option(None, help="train on random SIZE x SIZE crops (store pixels) of the cached maps and "
                                          "labels, placed on the coarsest stored stride's grid so every level is "
                                          "cut exactly (e.g. 384 for the unet taps at 512); default: whole maps")
-    val: str | None = option(None, help="validation store: scored like `pipeline eval` every --val-every "
+    val: str | None = option(None, path=URL, help="validation store: scored like `pipeline eval` every --val-every "
                                         "iterations and at the end, logged and plotted; the best head (val mIoU) "
                                         "is kept in RUN/best/, which `pipeline eval` then prefers")
     val_every: int = option(1000, help="iterations between validations (with --val)")
-    log_every: int = option(20, help="iterations between reads of the step's statistics from the device (loss, "
-                                     "gradient norm, divergence check); log.jsonl still gets a row per iteration "
-                                     "and every checkpoint and validation reads first")
+    log_every: int | None = option(None, help="iterations between reads of the step's statistics from the device "
+                                              "(loss, gradient norm, divergence check), at most --iters (it sizes "
+                                              "the buffer the statistics wait in); log.jsonl still gets a row per "
+                                              "iteration and every checkpoint and validation reads first. Default: "
+                                              f"{LOG_EVERY}, or --iters when fewer")
     compile: bool = option(False, help="torch.compile the head's forward and the loss (minutes of compilation "
                                        "first; pays off on long GPU runs)")
     channels_last: bool = option(False, help="run the head's stride-4 stages (learned x2 upsampling, mask "
@@ -73,6 +89,9 @@ class TrainConfig:
         self.cache = [str(c) for c in self.cache]
         self.out = str(self.out)
         self.val = None if self.val is None else str(self.val)
+        check_paths(self)
+        if self.log_every is None and isinstance(self.iters, int):
+            self.log_every = min(LOG_EVERY, max(1, self.iters))
         self.validate()
 
     def validate(self) -> None:
@@ -81,9 +100,17 @@ class TrainConfig:
             raise UsageError("--cache is missing: pass a feature store (the last line `pipeline extract` prints)")
         at_least(self, 1, "iters", "batch_size", "ckpt_every", "nproc", "prefetch", "val_every", "stop_at", "crop",
                  "log_every")
-        at_least(self, 0, "weight_decay", "grad_clip", "workers")
-        if self.lr <= 0:
-            raise UsageError(f"--lr {self.lr}: use a positive learning rate (Mask2Former: 1e-4)")
+        at_least(self, 0, "workers")
+        finite(self, "lr", positive=True, hint="Mask2Former: 1e-4")
+        finite(self, "weight_decay", hint="Mask2Former: 0.05")
+        finite(self, "grad_clip", hint="0 turns clipping off; Mask2Former: 0.01")
+        seed_range(self, "seed")
+        at_most(self, self.iters, "--iters: the statistics of that many iterations wait on the device between "
+                                 "reads", "log_every")
+        at_most(self, MAX_BATCH, "a batch is held in memory whole", "batch_size")
+        at_most(self, MAX_PREFETCH, "batches read ahead are held in memory", "prefetch")
+        at_most(self, MAX_PREFETCH, "each reader thread holds a batch", "workers")
+        at_most(self, MAX_THREADS, "each is a process of this machine", "nproc")
         if self.batch_size % self.nproc:
             raise UsageError(f"--batch-size {self.batch_size} is not divisible by --nproc {self.nproc}: choose a "
                              f"multiple of {self.nproc}")

@@ -38,33 +38,38 @@ import math
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from hairdiff.cache import FeatureStore
-from hairdiff.cache.distinct import check_distinct, same_location
+from hairdiff.cache.distinct import check_distinct, images, same_location
 from hairdiff.core.errors import RunDirError, RunFileError, StoreMismatchError, TrainingDiverged, UsageError
 from hairdiff.core.files import atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.model.best import BEST_DIR, METRIC, read_best, save_best
 from hairdiff.model.checkpoints import latest_checkpoint, read_checkpoint_state
+from hairdiff.model.finite import nonfinite_count, value_count
 from hairdiff.model.mask2former.batch_criterion import build_batch_criterion
 from hairdiff.model.mask2former.head import Mask2FormerHead
 from hairdiff.model.mask2former.targets import check_label_values
 from hairdiff.model.records import check_weights
 from hairdiff.model.trained import FIX_FINAL, head_config_from_dict, head_config_to_dict, read_run_json, write_final
+from hairdiff.model.trained_images import TRAINED_IMAGES, record_trained_images
 from hairdiff.train.augment import check_crop, crop_batch
 from hairdiff.train.checkpoint import check_optimizer_format, load_checkpoint, save_checkpoint
 from hairdiff.train.config import RESUME_KEYS, TrainConfig
 from hairdiff.train.data import BatchStream, CachedFeatures, Position
 from hairdiff.train.distributed import DistContext
 from hairdiff.train.optim import build_optimizer
+from hairdiff.train.run_lock import hold_run_dir
 from hairdiff.train.schedule import set_lr
 from hairdiff.train.step import StepLog, TrainStep, first_divergence
 from hairdiff.train.validation import Validation
 
-RUN_FILES = ("run.json", "head.safetensors", "log.jsonl", "config.json", "curves.png", "checkpoints", BEST_DIR)
+RUN_FILES = ("run.json", "head.safetensors", "log.jsonl", "config.json", "curves.png", "checkpoints", BEST_DIR,
+             TRAINED_IMAGES)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -216,7 +221,14 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
             "stores": [{k: d[k] for k in ("dataset", "split", "ids_digest", "fingerprint", "url", "data_key", "root")}
                        for d in data.describe()],
             "head_config": config["head_config"]}
+    # One training at a time in a folder: the lock is taken before the folder is looked at.
+    with hold_run_dir(out) if dist.is_main else nullcontext():
+        return _train_in(cfg, data, out, hcfg, config, meta, device=device, dist=dist, progress=progress,
+                         crop_step=crop_step, validation=validation)
 
+
+def _train_in(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progress, crop_step, validation):
+    """The run folder prepared (or checked for --resume), then the run, unless it finished already."""
     if dist.is_main:
         _prepare_run_dir(out, cfg.resume, cfg.overwrite)
         if cfg.resume:  # the run folder is bound to its stores and settings: checked before any result is used
@@ -225,6 +237,8 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
     done = _finished(out, cfg, config, data.fingerprint)
     if done is not None:
         return done  # finished already, with these settings: nothing to do
+    if dist.is_main:  # which images this head sees, by content: what `pipeline eval` calls training data
+        record_trained_images(out, [images(s) for s in data.stores])
 
     is_cuda = torch.device(device).type == "cuda"
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -334,7 +348,10 @@ class _Loop:
 
     def _read(self) -> list[dict]:
         """The log rows of the iterations since the last read; TrainingDiverged at the first bad one."""
-        device_rows, now = self.stats.read(self.dist), time.perf_counter()
+        # The head's weights are checked in the same copy: a step can leave them non-finite while its loss and
+        # gradient norm (computed before the update) were finite, and nothing may save such weights.
+        device_rows, nonfinite = self.stats.read(self.dist, also=nonfinite_count(self.head))
+        now = time.perf_counter()
         ips = len(device_rows) * self.cfg.batch_size / max(now - self.t_read, 1e-9)
         rows = [{"iter": h["iter"], "epoch": h["epoch"], "loss": d["loss"],
                  **{k: d[k] for k in self.step.names[1:-1]}, "lr": h["lr"], "grad_norm": d["grad_norm"],
@@ -347,10 +364,22 @@ class _Loop:
             row = rows[bad[0]]
             values = {k: row[k] for k in ("loss", "grad_norm") if not math.isfinite(row[k])}
             raise TrainingDiverged(
-                f"non-finite {bad[1]} at iteration {row['iter']} ({values}); kept the last good checkpoint "
-                f"{self.last_ckpt or '(none yet)'}. Check the features (`pipeline cache verify STORE`) or lower "
-                f"--lr, then --resume.")
+                f"non-finite {bad[1]} at iteration {row['iter']} ({values}); {self._kept()}. Check the features "
+                f"(`pipeline cache verify STORE`) or lower --lr, then {self._again()}.")
+        if nonfinite:
+            self._write(rows)  # their losses were finite: the log keeps them
+            raise TrainingDiverged(
+                f"the head's weights became non-finite by iteration {rows[-1]['iter']} ({int(nonfinite):,} of "
+                f"{value_count(self.head):,} values; its loss and gradient norm were finite before the update); "
+                f"{self._kept()}. Lower --lr (or --weight-decay), then {self._again()}.")
         return rows
+
+    def _kept(self) -> str:
+        return (f"kept the last good checkpoint {self.last_ckpt}" if self.last_ckpt else
+                "no checkpoint was written before it")
+
+    def _again(self) -> str:
+        return "--resume" if self.last_ckpt else "run again with --overwrite"
 
     def _validate(self, done: int) -> dict:
         """Score the head on --val; a better score than the best so far becomes RUN/best/."""

@@ -114,16 +114,18 @@ class StepLog:
         self.rows[self.count].copy_(stats)
         self.count += 1
 
-    def read(self, dist=None) -> list[dict[str, float]]:
-        """The rows recorded since the last read, as {name: value}, and empty the log. Waits for the device."""
-        if not self.count:
-            return []
-        block = self.rows[:self.count]
+    def read(self, dist=None, also: torch.Tensor | None = None) -> list[dict[str, float]] | tuple[list, float]:
+        """The rows recorded since the last read, as {name: value}, and empty the log. Waits for the device.
+        also: a device scalar read in the same copy (the head's non-finite count); then (rows, its value)."""
+        rows = self.rows[:self.count]
+        block = rows.flatten() if also is None else torch.cat([rows.flatten(), also.reshape(1).to(rows)])
         if dist is not None:
             block = dist.mean(block.clone())
-        values = block.tolist()
+        values = block.tolist() if len(block) else []
+        width = len(self.names)
+        out = [dict(zip(self.names, values[k * width:(k + 1) * width])) for k in range(self.count)]
         self.count = 0
-        return [dict(zip(self.names, row)) for row in values]
+        return out if also is None else (out, values[-1])
 
 
 def first_divergence(rows: list[dict[str, float]]) -> tuple[int, str] | None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from hairdiff.cache.layout import VIEW_SEP
 from hairdiff.core.errors import DatasetError
-
+from hairdiff.extract.readers.ids import unknown_hint
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def select_ids(refs: list[SampleRef], ids: list[str] | None, where: str) -> list
     unknown = [i for i in dict.fromkeys(str(i).strip() for i in ids) if i not in known]
     if unknown:
         shown = ", ".join(unknown[:10]) + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else "")
-        raise DatasetError(f"{len(unknown)} ids not found in {where}: {shown}. "
+        raise DatasetError(f"{len(unknown)} ids not found in {where}: {shown}{unknown_hint(unknown)}. "
                            "Fix: correct the --ids file or the --split it is used with")
     return [r for r in refs if r.id in wanted]
 

@@ -55,10 +55,7 @@ class HeadConfig:
             v = getattr(self, f.name)
             if f.type in ("int", "float") and not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise UsageError(f"--head {f.name}={v!r}: expected a number")
-        if self.num_classes < 1 or self.num_queries < 1 or self.dec_layers < 0 or self.enc_layers < 0:
-            raise UsageError(f"--head: num_classes and num_queries must be >= 1 and layer counts >= 0 (got "
-                             f"num_classes={self.num_classes}, num_queries={self.num_queries}, "
-                             f"dec_layers={self.dec_layers}, enc_layers={self.enc_layers})")
+        self._check_bounds()
         width = self.width
         for name, dim in (("hidden_dim", self.hidden_dim), ("conv_dim", width)):
             if dim < 2 or dim % self.nheads:
@@ -76,10 +73,32 @@ class HeadConfig:
         if self.mask_stride is not None and not _power_of_two(self.mask_stride):
             raise UsageError(f"--head mask_stride={self.mask_stride}: use a power of two (Mask2Former: 4)")
 
+    def _check_bounds(self) -> None:
+        """Every number within what the head can be built with (HEAD_BOUNDS), each weight finite."""
+        import math
+
+        for name, (lo, hi) in HEAD_BOUNDS.items():
+            v = getattr(self, name)
+            if v is None:
+                continue
+            kind = int if isinstance(lo, int) else (int, float)
+            if isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi:
+                continue
+            whole = "a whole number" if kind is int else "a number"
+            raise UsageError(f"--head {name}={v!r}: use {whole} from {lo} to {hi}")
+
     @property
     def width(self) -> int:
         return self.hidden_dim if self.conv_dim is None else self.conv_dim
 
+
+# What each number may be: counts >= 1 (layers >= 0), widths and counts bounded by what a head can be built with
+# (every one sizes weights or activations), weights finite; labels are uint8 with 255 = ignore.
+HEAD_BOUNDS = {"num_classes": (1, 254), "num_queries": (1, 1000), "hidden_dim": (2, 8192), "nheads": (1, 64),
+               "dim_feedforward": (1, 65536), "dec_layers": (0, 64), "enc_layers": (0, 64), "enc_points": (1, 64),
+               "enc_dim_feedforward": (1, 65536), "conv_dim": (2, 8192), "mask_dim": (1, 8192),
+               "dropout": (0.0, 0.99), "num_points": (1, 1 << 20), "class_weight": (0.0, 1e6),
+               "mask_weight": (0.0, 1e6), "dice_weight": (0.0, 1e6), "no_object_weight": (0.0, 1e6)}
 
 # Fields added after the first release, with the values that reproduce a head whose run.json predates them.
 LEGACY = {"stride_range": None, "mask_stride": None}

@@ -563,8 +563,8 @@ def damaged(name, setup, code, words, marks=()):
 
 
 DAMAGED = [
-    damaged("1-extract-read-only-cache-root", read_only_cache_root, 1,
-            ["cannot create the store {tmp}/ro/figaro/Training/", "Read-only file system", "writable --cache-root"]),
+    damaged("1-extract-read-only-cache-root", read_only_cache_root, 2,  # issue 26: before the model loads
+            ["cannot write to the cache root {tmp}/ro (Read-only file system)", "writable folder"]),
     damaged("1-verify-repair-read-only", repair_on_read_only_store, 1,
             ["cannot repair {tmp}/ro/toy.zarr (Read-only file system)", "no done sample was lost"]),
     damaged("2-info-group-metadata-truncated", group_metadata_truncated, 2,

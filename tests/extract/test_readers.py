@@ -242,7 +242,7 @@ def test_folder_reads_demo_dataset(tmp_path):
 
 def test_ids_file(tmp_path):
     p = tmp_path / "ids.txt"
-    p.write_text("# held-out\nFrame00003  # curly\n\nFrame00001\nFrame00003\n")
+    p.write_text("# held-out\n  Frame00003  \n\nFrame00001\nFrame00003\n")
     assert read_ids_file(p) == ["Frame00003", "Frame00001"]
     root = make_figaro(tmp_path / "F", "Testing", frames=(1, 2, 3))
     refs = get_reader("figaro").list_samples(root, "Testing", ids=read_ids_file(p))
