@@ -152,3 +152,13 @@ class OutputMismatchError(HairdiffError):
 class PathClashError(HairdiffError):
     """Paths or inputs that must differ do not: an output inside a feature store, a held-out store that shares
     the training images, train and test ids that overlap (cache/distinct.py); names both sides."""
+
+
+class EvaluationError(HairdiffError):
+    """An evaluation given to `pipeline compare` cannot be found or read (no metrics.json / per_image.json, or
+    one written before per-image confusion matrices were kept); the message names it and how to get one."""
+
+
+class EvaluationMismatchError(HairdiffError):
+    """Two evaluations given to `pipeline compare` did not score the same images at the same annotation
+    resolution, so their differences cannot be paired; names both and the first difference."""

@@ -60,3 +60,22 @@ class PredictConfig:
         _check_common(self)
         if self.on_error not in ("stop", "skip"):
             raise UsageError(f"--on-error {self.on_error!r}: use stop or skip")
+
+
+@dataclass(kw_only=True)
+class CompareConfig:
+    evaluations: list[str] = option(argument=True, help="two or more evaluations of the same test images: `pipeline "
+                                                        "eval` --out folders (or their metrics.json), or a folder "
+                                                        "holding exactly one (a run folder with its eval inside, a "
+                                                        "`pipeline reproduce` --out, a sweep point)")
+    out: str = option(help="folder for compare.json and compare.md")
+    resamples: int = option(10_000, help="bootstrap resamples of the test images (the same draws for every "
+                                         "evaluation: a paired bootstrap)")
+    seed: int = option(0, help="seed of the resamples (the same seed gives the same intervals)")
+
+    def __post_init__(self):
+        self.evaluations, self.out = [str(e) for e in self.evaluations], str(self.out)
+        if len(self.evaluations) < 2:
+            raise UsageError(f"pipeline compare: got {len(self.evaluations)} evaluation(s); pass two or more, the "
+                             "first is the one the others are compared with")
+        at_least(self, 100, "resamples")
