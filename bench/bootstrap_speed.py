@@ -17,9 +17,10 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from report import checkout_on_path, table, write  # noqa: E402
+from report import RESULTS, checkout_on_path, table, write  # noqa: E402
 
 checkout_on_path()
 from hairdiff.evaluate.bootstrap import RESAMPLES, ImageScores, intervals, paired_intervals  # noqa: E402
@@ -51,6 +52,7 @@ def main() -> None:
     ap.add_argument("--images", default="148,210,2000")
     ap.add_argument("--resamples", type=int, default=RESAMPLES)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for bootstrap_speed.json")
     a = ap.parse_args()
     rows = []
     for n in (int(v) for v in a.images.split(",")):
@@ -64,7 +66,7 @@ def main() -> None:
     table(f"bootstrap on one core: every pooled and per-image metric (load average {load[0]:.1f})", rows,
           [("what", "kind", ""), ("images", "images", "d"), ("resamples", "resamples", ","),
            ("wall s", "wall_s", ".3f"), ("CPU s", "cpu_s", ".3f"), ("target s", "target_s", ".1f")])
-    print(write("bootstrap_speed", rows, {"load_average": load, "threads": 1}))
+    print(write("bootstrap_speed", rows, {"load_average": load, "threads": 1}, out=a.out))
 
 
 if __name__ == "__main__":
