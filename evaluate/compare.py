@@ -188,7 +188,7 @@ def markdown(report: dict) -> str:
              "both). **Established**: the interval excludes 0; **not established**: these images cannot tell the "
              "two apart.", ""]
     if report["random_weights"]:
-        lines += [f"**A random-weight test model ({RANDOM_WEIGHTS}).**", ""]
+        lines += [f"**{RANDOM_WEIGHTS[0].upper()}{RANDOM_WEIGHTS[1:]}.**", ""]
     for c in report["comparisons"]:
         lines += [f"## X = `{c['evaluation']}` ({c['images']} images)", "",
                   "| reading | metric | A | X | X - A [95% interval] |", "|---|---|---|---|---|"]
