@@ -360,16 +360,22 @@ def plot(report: dict, path: Path) -> Path:
     lines: dict = {}
     for r in done:
         lines.setdefault((r["prompt"], r["taps"]), []).append(r)
-    for (prompt, taps), rs in lines.items():
+    # Lines side by side at each timestep (a small shift), so their error bars do not hide each other.
+    steps = [r["timestep"] for r in done]
+    shift = 0.012 * ((max(steps) - min(steps)) or 1) if done else 0.0
+    at: dict = {}
+    for i, ((prompt, taps), rs) in enumerate(lines.items()):
         rs = sorted(rs, key=lambda r: r["timestep"])
+        dx = (i - (len(lines) - 1) / 2) * shift
+        at.update({r["name"]: r["timestep"] + dx for r in rs})
         for ax, key in zip(axes, ("mIoU", "hair_iou")):
-            x, y = [r["timestep"] for r in rs], [r["metrics"][key] for r in rs]
+            x, y = [r["timestep"] + dx for r in rs], [r["metrics"][key] for r in rs]
             ax.errorbar(x, y, yerr=_error_bars(rs, key), marker="o", capsize=3,
                         label=f"{_prompt_label(prompt)} / {taps}")
     for r in done:
         mark = r.get("versus_best")
         if mark in ("best", "indistinguishable"):
-            axes[0].scatter([r["timestep"]], [r["metrics"]["mIoU"]], s=220 if mark == "best" else 160,
+            axes[0].scatter([at[r["name"]]], [r["metrics"]["mIoU"]], s=220 if mark == "best" else 160,
                             marker="*" if mark == "best" else "o", facecolors="none", edgecolors="black", zorder=3)
     for ax, title in zip(axes, ("mIoU (pooled, %)", "hair IoU (pooled, %)")):
         ax.set_xlabel("timestep")
