@@ -186,7 +186,8 @@ def markdown(report: dict) -> str:
              f"and X - A with its {report['level']:.0%} interval from a paired bootstrap over the test images "
              f"({report['resamples']:,} resamples, seed {report['seed']}: each resample draws the same images for "
              "both). **Established**: the interval excludes 0; **not established**: these images cannot tell the "
-             "two apart.", ""]
+             "two apart. The intervals cover which test images were drawn, not how the heads were trained: two "
+             "runs of one recipe with other seeds differ too, so a method's difference needs several seeds.", ""]
     if report["random_weights"]:
         lines += [f"**{RANDOM_WEIGHTS[0].upper()}{RANDOM_WEIGHTS[1:]}.**", ""]
     for c in report["comparisons"]:
