@@ -27,6 +27,7 @@ from hairdiff.core.manifest import bind
 from hairdiff.core.paths import check_output_dir
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.core.urls import is_remote, local_path
+from hairdiff.evaluate.report import with_interval
 from hairdiff.experiments.chain import (
     checked_splits,
     extract_config,
@@ -39,7 +40,6 @@ from hairdiff.experiments.chain import (
     write_splits,
 )
 from hairdiff.experiments.config import SWEEP_AXIS, Point, SweepConfig
-from hairdiff.evaluate.report import with_interval
 from hairdiff.experiments.recipes import table
 from hairdiff.extract.distributed import run_many
 from hairdiff.extract.runner import ExtractStats
@@ -323,8 +323,8 @@ def markdown(report: dict) -> str:
               f"distinguishable from the best on {n} images ({len(report.get('indistinguishable_from_best', []))} "
               "such points); a narrower question, is X better than Y, is `pipeline compare OUT/points/X "
               "OUT/points/Y` (a paired interval of the difference).", "",
-              "| best | timestep | prompt | taps | mIoU [95%] | hair IoU | F1 | accuracy | precision | per-image mIoU | "
-              "crop | extract s | train s | eval s | reused | point |",
+              "| best | timestep | prompt | taps | mIoU [95%] | hair IoU | F1 | accuracy | precision | "
+              "per-image mIoU | crop | extract s | train s | eval s | reused | point |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     marks = {"best": "**best**", "indistinguishable": "~ best"}
     for r in report["points"]:

@@ -102,8 +102,7 @@ class BatchCriterion(nn.Module):
         order). mean: the mean over DDP processes of a tensor (train.distributed.DistContext.mean), for the
         denominators; None in one process."""
         preds = predictions(outputs)
-        n_pred, (b, q) = len(preds), preds[0]["pred_logits"].shape[:2]
-        k = self.num_classes
+        n_pred, b, k = len(preds), preds[0]["pred_logits"].shape[0], self.num_classes
         if targets.masks.shape[:2] != (b, k) or draws.matcher.shape[:2] != (n_pred, b):
             raise ValueError(f"BatchCriterion: {n_pred} predictions of {b} images with {k} classes, but targets "
                              f"{tuple(targets.masks.shape[:2])} and draws {tuple(draws.matcher.shape[:2])}")
