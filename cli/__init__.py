@@ -36,6 +36,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 def _mount() -> None:
     from hairdiff.cli.cache import app as cache_app
+    from hairdiff.cli.compare import compare
     from hairdiff.cli.demo import demo
     from hairdiff.cli.evaluate import evaluate, predict
     from hairdiff.cli.export import export
@@ -45,7 +46,7 @@ def _mount() -> None:
     from hairdiff.cli.sweep import sweep
     from hairdiff.cli.train import train
     from hairdiff.demo.run import DemoConfig
-    from hairdiff.evaluate.config import EvalConfig, ExportConfig, PredictConfig, ServeConfig
+    from hairdiff.evaluate.config import CompareConfig, EvalConfig, ExportConfig, PredictConfig, ServeConfig
     from hairdiff.experiments.config import ReproduceConfig, SweepConfig
     from hairdiff.extract.config import ExtractConfig
     from hairdiff.train.config import TrainConfig
@@ -59,6 +60,7 @@ def _mount() -> None:
     app.command("predict")(config_command(PredictConfig, predict))
     app.command("export")(config_command(ExportConfig, export))
     app.command("serve")(config_command(ServeConfig, serve))
+    app.command("compare")(config_command(CompareConfig, compare))
     app.command("reproduce")(config_command(ReproduceConfig, reproduce))
     app.command("sweep")(config_command(SweepConfig, sweep))
     app.command("demo")(config_command(DemoConfig, demo))

@@ -9,6 +9,7 @@ from rich.table import Table
 from hairdiff.cli.progress import err, rich_progress
 from hairdiff.demo.run import DemoConfig
 from hairdiff.evaluate.metrics import SUMMARY_KEYS as KEYS
+from hairdiff.evaluate.report import interval_of, intervals_note, with_interval
 
 
 def demo(cfg: DemoConfig) -> None:
@@ -22,7 +23,9 @@ def demo(cfg: DemoConfig) -> None:
     table = Table(title=f"hairdiff demo: held-out procedural images ({cfg.test_images}), tiny random-weight model")
     for key in KEYS:
         table.add_column(key)
-    table.add_row(*[f"{m[k]:.2f}" for k in KEYS])
+    table.add_row(*[with_interval(m[k], interval_of(m, "pooled", k)) for k in KEYS])
     Console().print(table)
+    if intervals_note(m):
+        err.print(intervals_note(m), markup=False, highlight=False)
     err.print(f"done in {m['seconds']} s")
     print(Path(cfg.out) / "eval" / "metrics.json")

@@ -23,7 +23,14 @@ def evaluate(cfg: EvalConfig) -> None:
     """
     from hairdiff.cache.distinct import check_distinct
     from hairdiff.core.paths import check_output_dir
-    from hairdiff.evaluate.report import RANDOM_WEIGHTS, coverage_text, partial
+    from hairdiff.evaluate.report import (
+        RANDOM_WEIGHTS,
+        coverage_text,
+        interval_of,
+        intervals_note,
+        partial,
+        with_interval,
+    )
     from hairdiff.evaluate.run import evaluate_run
 
     check_output_dir(cfg.out, "--out")
@@ -39,10 +46,12 @@ def evaluate(cfg: EvalConfig) -> None:
     t.add_column("reading")
     for k in TABLE_KEYS:
         t.add_column(k)
-    t.add_row("pooled", *[f"{m[k]:.2f}" for k in TABLE_KEYS])
+    t.add_row("pooled", *[with_interval(m[k], interval_of(m, "pooled", k)) for k in TABLE_KEYS])
     per_image = m.get("per_image_mean") or {}  # evaluate/metrics.py: the two readings
-    t.add_row("per-image mean", *[f"{per_image[k]:.2f}" if per_image.get(k) is not None else "-" for k in TABLE_KEYS])
+    t.add_row("per-image mean", *[with_interval(per_image[k], interval_of(m, "per_image_mean", k))
+                                  if per_image.get(k) is not None else "-" for k in TABLE_KEYS])
     err.print(t)
+    err.print(intervals_note(m), markup=False, highlight=False)
     if partial(m):  # said where the result goes too, not only in the table: these are not the split's scores
         print(f"partial: scored {coverage_text(m)} of {m['dataset']}/{m['split']} ({m['coverage']:.1%}); run the "
               f"extraction of {m['store']} to the end for the split's scores")

@@ -18,7 +18,7 @@ def reproduce(cfg: ReproduceConfig) -> None:
     CPU smoke run of every step.
     """
     from hairdiff.core.errors import Interrupted
-    from hairdiff.evaluate.report import coverage_text
+    from hairdiff.evaluate.report import coverage_text, interval_of, interval_text
     from hairdiff.experiments.reproduce import reproduce as run
 
     kept: dict = {}
@@ -28,7 +28,9 @@ def reproduce(cfg: ReproduceConfig) -> None:
     except KeyboardInterrupt:
         raise Interrupted(_what_was_kept(kept)) from None
     m, p = rep["metrics"], rep["metrics"]["per_image_mean"]
-    err.print(f"{rep['dataset']}: mIoU {m['mIoU']:.2f}, accuracy {m['accuracy']:.2f}, precision "
+    iv = interval_of(m, "pooled", "mIoU")
+    ci = f" (95% interval {interval_text(iv)})" if iv else ""
+    err.print(f"{rep['dataset']}: mIoU {m['mIoU']:.2f}{ci}, accuracy {m['accuracy']:.2f}, precision "
               f"{m['precision']:.2f}, F1 {m['f1']:.2f} pooled over {coverage_text(m)} of the test split; per-image "
               f"means: mIoU {p['mIoU']:.2f}, accuracy {p['accuracy']:.2f}, precision {p['precision']:.2f}, F1 "
               f"{p['f1']:.2f} ({rep['seconds']} s)", markup=False, highlight=False)

@@ -199,3 +199,13 @@ class HubPushError(HubError):
     """Publishing a model folder to the Hub failed; the local folder is kept."""
 
     exit_code = 1
+
+
+class EvaluationError(HairdiffError):
+    """An evaluation given to `pipeline compare` cannot be found or read (no metrics.json / per_image.json, or
+    one written before per-image confusion matrices were kept); the message names it and how to get one."""
+
+
+class EvaluationMismatchError(HairdiffError):
+    """Two evaluations given to `pipeline compare` did not score the same images at the same annotation
+    resolution, so their differences cannot be paired; names both and the first difference."""

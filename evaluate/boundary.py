@@ -52,9 +52,16 @@ def boundary_counts(pred: np.ndarray, gt: np.ndarray, tol: float | None = None, 
 
 def boundary_f(counts) -> float:
     """F in percent from (summed) `boundary_counts`; NaN when neither map has a boundary."""
-    mp, n_pred, mg, n_true = (float(x) for x in counts)
-    if n_pred == 0 and n_true == 0:
-        return float("nan")
-    precision = mp / n_pred if n_pred else 0.0
-    recall = mg / n_true if n_true else 0.0
-    return 100 * (2 * precision * recall / (precision + recall)) if precision + recall > 0 else 0.0
+    return float(boundary_f_array(np.asarray(counts, dtype=np.float64)))
+
+
+def boundary_f_array(counts: np.ndarray) -> np.ndarray:
+    """boundary_f of a stack of summed counts (..., 4) -> (...): the one place F is computed (the bootstrap
+    runs it on thousands of resampled sums at once)."""
+    mp, n_pred, mg, n_true = np.moveaxis(np.asarray(counts, dtype=np.float64), -1, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(n_pred > 0, mp / np.where(n_pred > 0, n_pred, 1), 0.0)
+        recall = np.where(n_true > 0, mg / np.where(n_true > 0, n_true, 1), 0.0)
+        f = np.where(precision + recall > 0, 2 * precision * recall / np.where(precision + recall > 0,
+                                                                                 precision + recall, 1), 0.0)
+    return np.where((n_pred == 0) & (n_true == 0), np.nan, 100 * f)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from hairdiff.core.devices import check_device
 from hairdiff.core.errors import UsageError
-from hairdiff.core.fields import LOCAL, MAX_BATCH, URL, at_least, at_most, check_paths, option
+from hairdiff.core.fields import LOCAL, MAX_BATCH, URL, at_least, at_most, check_paths, option, seed_range
 
 OnError = Literal["stop", "skip"]
 # Images per backbone pass of `pipeline predict` and of the Python API alike: a batch's masks equal those of 1 up
@@ -71,10 +71,12 @@ class PredictConfig:
 
 @dataclass(kw_only=True)
 class ExportConfig:
-    run: str = option(argument=True, help="run folder of `pipeline train` (or `pipeline reproduce`/`demo`'s OUT/run)")
-    out: str = option(help="model folder to write: config.json, model.safetensors, README.md (the model card)")
+    run: str = option(argument=True, help="run folder of `pipeline train` (or `pipeline reproduce`/`demo`'s OUT/run)",
+                      path=LOCAL)
+    out: str = option(help="model folder to write: config.json, model.safetensors, README.md (the model card)",
+                      path=LOCAL)
     metrics: str | None = option(None, help="metrics.json of `pipeline eval` for the card (default: RUN/eval/ or the "
-                                            "eval/ beside RUN, when it scored this head)")
+                                            "eval/ beside RUN, when it scored this head)", path=LOCAL)
     best: bool = option(True, help="export RUN/best/ (the head with the best validation mIoU) when the run has one, "
                                    "as `pipeline eval` scores it; --no-best: the final head")
     push_to: str | None = option(None, help="then publish the folder to this Hugging Face Hub repository "
@@ -82,6 +84,7 @@ class ExportConfig:
 
     def __post_init__(self):
         self.run, self.out = str(self.run), str(self.out)
+        check_paths(self)
         if not Path(self.run).is_dir():
             raise UsageError(f"RUN {self.run}: no such folder; pass the --out folder of a `pipeline train` run")
 
@@ -94,12 +97,36 @@ class ServeConfig:
     port: int = option(7860, help="port to listen on (0: any free port)")
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
     backbone: str | None = option(None, help="where to load the backbone from when its recorded name is not "
-                                             "reachable (a local folder)")
+                                             "reachable (a local folder)", path=LOCAL)
     max_images: int = option(8, help="images segmented per request")
 
     def __post_init__(self):
         self.model = str(self.model)
+        check_paths(self)
         check_device(self.device)
         at_least(self, 1, "max_images")
+        at_most(self, MAX_BATCH, "a request's images are held in memory whole", "max_images")
         if not 0 <= self.port <= 65535:
             raise UsageError(f"--port {self.port}: use 0..65535")
+
+
+@dataclass(kw_only=True)
+class CompareConfig:
+    evaluations: list[str] = option(argument=True, help="two or more evaluations of the same test images: `pipeline "
+                                                        "eval` --out folders (or their metrics.json), or a folder "
+                                                        "holding exactly one (a run folder with its eval inside, a "
+                                                        "`pipeline reproduce` --out, a sweep point)", path=LOCAL)
+    out: str = option(help="folder for compare.json and compare.md", path=LOCAL)
+    resamples: int = option(10_000, help="bootstrap resamples of the test images (the same draws for every "
+                                         "evaluation: a paired bootstrap)")
+    seed: int = option(0, help="seed of the resamples (the same seed gives the same intervals)")
+
+    def __post_init__(self):
+        self.evaluations, self.out = [str(e) for e in self.evaluations], str(self.out)
+        if len(self.evaluations) < 2:
+            raise UsageError(f"pipeline compare: got {len(self.evaluations)} evaluation(s); pass two or more, the "
+                             "first is the one the others are compared with")
+        check_paths(self)
+        at_least(self, 100, "resamples")
+        at_most(self, 1_000_000, "the resamples of every evaluation are held in memory at once", "resamples")
+        seed_range(self, "seed")

@@ -62,36 +62,47 @@ def _div(a: np.ndarray, b: np.ndarray, present: np.ndarray) -> np.ndarray:
         return np.where(b > 0, a / np.where(b > 0, b, 1), np.where(present, 0.0, np.nan))
 
 
-def _nanmean(a: np.ndarray) -> float:
-    a = a[~np.isnan(a)]
-    return float(a.mean()) if a.size else float("nan")
+def _nanmean(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The mean over `axis` of the values that are not NaN; NaN where there are none (no warning)."""
+    ok = ~np.isnan(a)
+    n = ok.sum(axis)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > 0, np.where(ok, a, 0.0).sum(axis) / np.maximum(n, 1), np.nan)
 
 
-def scores(conf: np.ndarray) -> dict:
-    """Metrics in percent from a (summed) confusion matrix; see the module docstring for the equations."""
+def metric_arrays(conf) -> dict[str, np.ndarray]:
+    """The equations (module docstring) on a stack of confusion matrices (..., K, K) -> {name: (...) array} in
+    percent: the one place they are computed. `scores` is its form for one matrix; the bootstrap
+    (evaluate/bootstrap.py) runs it on thousands of resampled sums at once."""
     conf = np.asarray(conf, dtype=np.float64)
-    tp = np.diag(conf)
-    t = conf.sum(1)  # true pixels per class
-    p = conf.sum(0)  # predicted pixels per class
+    tp = np.diagonal(conf, axis1=-2, axis2=-1)
+    t = conf.sum(-1)  # true pixels per class
+    p = conf.sum(-2)  # predicted pixels per class
     present = (t + p) > 0  # the class occurs in the truth or in the prediction
     iou = _div(tp, t + p - tp, present)
     precision = _div(tp, p, present)
     recall = _div(tp, t, present)
     f1 = _div(2 * tp, t + p, present)
-    total = conf.sum()
-    out = {
-        "mIoU": 100 * (_nanmean(iou)),
-        "accuracy": 100 * float(tp.sum() / total) if total else float("nan"),
-        "precision": 100 * (_nanmean(precision)),
-        "f1": 100 * (_nanmean(f1)),
-        "mean_class_accuracy": 100 * (_nanmean(recall)),
-        "pixels": int(total),
-    }
-    for k, name in enumerate(CLASS_NAMES[: len(tp)]):
-        out[f"{name}_iou"] = 100 * float(iou[k])
-        out[f"{name}_precision"] = 100 * float(precision[k])
-        out[f"{name}_recall"] = 100 * float(recall[k])
-        out[f"{name}_f1"] = 100 * float(f1[k])
+    total = conf.sum((-2, -1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        accuracy = np.where(total > 0, tp.sum(-1) / np.where(total > 0, total, 1), np.nan)
+    out = {"mIoU": 100 * _nanmean(iou), "accuracy": 100 * accuracy, "precision": 100 * _nanmean(precision),
+           "f1": 100 * _nanmean(f1), "mean_class_accuracy": 100 * _nanmean(recall)}
+    for k, name in enumerate(CLASS_NAMES[: tp.shape[-1]]):
+        out.update({f"{name}_iou": 100 * iou[..., k], f"{name}_precision": 100 * precision[..., k],
+                    f"{name}_recall": 100 * recall[..., k], f"{name}_f1": 100 * f1[..., k]})
+    return out
+
+
+def scores(conf: np.ndarray) -> dict:
+    """Metrics in percent from a (summed) confusion matrix; see the module docstring for the equations."""
+    conf = np.asarray(conf, dtype=np.float64)
+    values = {k: float(v) for k, v in metric_arrays(conf).items()}
+    t, p = conf.sum(1), conf.sum(0)
+    out = {**{k: values[k] for k in ("mIoU", "accuracy", "precision", "f1", "mean_class_accuracy")},
+           "pixels": int(conf.sum())}
+    for k, name in enumerate(CLASS_NAMES[: conf.shape[0]]):
+        out.update({f"{name}_{m}": values[f"{name}_{m}"] for m in ("iou", "precision", "recall", "f1")})
         out[f"{name}_pixels"] = int(t[k])
         out[f"{name}_predicted_pixels"] = int(p[k])
     return out
@@ -131,7 +142,7 @@ def per_image_means(rows: list[dict]) -> dict:
     out: dict = {"images": len(rows)}
     for k in PER_IMAGE_KEYS:
         v = np.array([r.get(k) for r in rows], dtype=np.float64)
-        out[k] = _nanmean(v) if v.size else float("nan")
+        out[k] = float(_nanmean(v)) if v.size else float("nan")
     return out
 
 

@@ -28,8 +28,33 @@ def to_json(obj) -> str:
     return json.dumps(clean(obj), indent=1, default=str, allow_nan=False)
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def interval_text(interval) -> str:
+    """'[53.10, 56.21]', or '' when there is no interval."""
+    return f"[{interval[0]:.2f}, {interval[1]:.2f}]" if interval else ""
+
+
+def with_interval(value, interval) -> str:
+    """'54.67 [53.10, 56.21]': a metric with its 95% interval (just the value when there is none)."""
+    return fmt(value) + (f" {interval_text(interval)}" if interval else "")
+
+
+def interval_of(metrics: dict, reading: str, key: str):
+    """The [lo, hi] of metric `key` in `reading` ("pooled" | "per_image_mean"), or None (older metrics.json)."""
+    return ((metrics.get("intervals") or {}).get(reading) or {}).get(key)
+
+
+def intervals_note(metrics: dict) -> str:
+    """What the brackets are: the bootstrap's level, images and resamples ('' without intervals)."""
+    iv = metrics.get("intervals")
+    if not iv:
+        return ""
+    return (f"Brackets: the {iv['level']:.0%} interval of a bootstrap over the {iv['images']} test images "
+            f"({iv['resamples']:,} resamples, seed {iv['seed']}; evaluate/bootstrap.py): differences inside it are "
+            "not established on these images; `pipeline compare` gives the paired interval of a difference.")
 
 
 def coverage_text(metrics: dict) -> str:
@@ -70,9 +95,10 @@ def write_report(out_dir: Path, metrics: dict, dataset: str, extra: dict) -> Non
                   f"{dataset} (the paper's open question: how a model trained on one dataset transfers).", ""]
     backbone = extra.get("backbone", "") + (f" ({RANDOM_WEIGHTS})" if extra.get("random_weight_backbone") else "")
     lines += comparison_table(metrics, dataset, backbone)
-    lines += ["", f"Hair IoU {_fmt(metrics.get('hair_iou'))}, hair F1 {_fmt(metrics.get('hair_f1'))}, "
-              f"boundary F {_fmt(metrics.get('boundary_f'))} (tolerance 0.75% of the diagonal), mean class "
-              f"accuracy {_fmt(metrics.get('mean_class_accuracy'))} (pooled).", "",
+    pooled = {k: with_interval(metrics.get(k), interval_of(metrics, "pooled", k))
+              for k in ("hair_iou", "hair_f1", "boundary_f", "mean_class_accuracy")}
+    lines += ["", f"Hair IoU {pooled['hair_iou']}, hair F1 {pooled['hair_f1']}, boundary F {pooled['boundary_f']} "
+              f"(tolerance 0.75% of the diagonal), mean class accuracy {pooled['mean_class_accuracy']} (pooled).", "",
               "Accuracy is pixel accuracy (the paper's equation 8 read without its 1/p_cls factor); precision counts "
               "a class that occurs but is never predicted as 0; see README.", "",
               f"Overlays (overlays/): {key_text()}; the key is drawn under each picture."]
@@ -86,17 +112,21 @@ def comparison_table(metrics: dict, dataset: str, backbone: str) -> list[str]:
     lines = ["| method | backbone | reading | mIoU | accuracy | precision | F1 | note |",
              "|---|---|---|---|---|---|---|---|",
              f"| **hairdiff (this run)** | {backbone} | {POOLED} | "
-             + " | ".join(_fmt(metrics.get(k)) for k in KEYS) + f" | {covered} |"]
+             + " | ".join(with_interval(metrics.get(k), interval_of(metrics, "pooled", k)) for k in KEYS)
+             + f" | {covered} |"]
     if per_image:
         lines.append(f"| **hairdiff (this run)** | {backbone} | {PER_IMAGE} | "
-                     + " | ".join(_fmt(per_image.get(k)) for k in KEYS) + f" | {covered} |")
+                     + " | ".join(with_interval(per_image.get(k), interval_of(metrics, "per_image_mean", k))
+                                  for k in KEYS) + f" | {covered} |")
     rows = paper_rows(dataset)
     for r in rows:
         lines.append(f"| {r['method']} (paper) | {r['backbone']} | \"mean values\" | "
-                     + " | ".join(_fmt(r[k]) for k in KEYS) + f" | {one_reading_bound(r)} |")
+                     + " | ".join(fmt(r[k]) for k in KEYS) + f" | {one_reading_bound(r)} |")
     lines += ["", f"Readings: **{POOLED}** = one confusion matrix summed over the split's pixels (each pixel "
               f"weighs the same; what `train --val` selects on); **{PER_IMAGE}** = each image scored on its own, "
               "then the mean over images (each image weighs the same)."]
+    if intervals_note(metrics):
+        lines += ["", intervals_note(metrics)]
     if rows:
         lines += ["", "The paper reports \"mean values\" without saying over what. For each class IoU = F1/(2 - F1) "
                   "is convex, so within any one reading mean IoU >= F1/(2 - F1) of the mean F1; a paper row "

@@ -13,6 +13,7 @@ from hairdiff.core.devices import resolve_device
 from hairdiff.core.errors import BadSampleError, CacheError, DatasetError, StoreMismatchError
 from hairdiff.core.files import atomic_write
 from hairdiff.core.progress import ProgressFactory, silent
+from hairdiff.evaluate.bootstrap import ImageScores, intervals
 from hairdiff.evaluate.boundary import boundary_counts, boundary_f
 from hairdiff.evaluate.config import EvalConfig, check_run_dir
 from hairdiff.evaluate.metrics import PER_IMAGE_KEYS, confusion_matrix, per_image_means, scores
@@ -117,11 +118,14 @@ def score_head(head, store: FeatureStore, *, batch_size: int, device, progress: 
             for j, i in enumerate(chunk):
                 label = store.read_label(int(i))
                 pred = to_annotation(probs[j], batch["orig_sizes"][j], label.shape)
-                c = confusion_matrix(pred, label)
+                c, b = confusion_matrix(pred, label), boundary_counts(pred, label)
                 conf += c
-                bcounts += boundary_counts(pred, label)
+                bcounts += b
                 sc = scores(c)
-                per_image.append({"index": int(i), "id": store.ids[i], **{k: sc[k] for k in PER_IMAGE_KEYS}})
+                # The image's counts stay with its scores: the bootstrap and `pipeline compare` re-sum them.
+                per_image.append({"index": int(i), "id": store.ids[i], **{k: sc[k] for k in PER_IMAGE_KEYS},
+                                  "label_size": [int(v) for v in label.shape], "confusion": c.tolist(),
+                                  "boundary_counts": b.tolist()})
             advance(len(chunk))
     metrics = scores(conf)  # the pooled reading: the top-level keys
     metrics["boundary_f"] = boundary_f(bcounts)
@@ -131,6 +135,12 @@ def score_head(head, store: FeatureStore, *, batch_size: int, device, progress: 
     # How much of the split these numbers cover: a partial store scores only its extracted images.
     metrics.update(images=len(idx), images_total=total, coverage=len(idx) / total)
     return metrics, per_image
+
+
+def image_intervals(per_image: list[dict]) -> dict:
+    """95% intervals of every pooled metric and every per-image mean, from a bootstrap over the scored images
+    (evaluate/bootstrap.py), with how many images and resamples."""
+    return intervals(ImageScores([r["confusion"] for r in per_image], [r["boundary_counts"] for r in per_image]))
 
 
 def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=None) -> dict:
@@ -160,10 +170,11 @@ def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=No
         warn(f"{store.url} {held} ({seen.get('dataset')}/{seen.get('split')}, {seen.get('url')}): these scores "
              f"are on training data, not held-out data")
     metrics, per_image = score_head(head, store, batch_size=batch_size, device=device, progress=progress)
+    metrics["intervals"] = image_intervals(per_image)
     trained_on = sorted({s["dataset"] for s in meta["stores"]})
     identity = backbone_identity(meta["fingerprint_inputs"])
     extra = {"run": str(run_dir), "store": store.url, "dataset": store.dataset, "split": store.split,
-             "fingerprint": store.fingerprint, "trained_on": trained_on,
+             "fingerprint": store.fingerprint, "data_key": store.data_key, "trained_on": trained_on,
              "head": {k: v for k, v in source.items() if k != "meta"},
              "cross_dataset": store.dataset not in trained_on,
              "evaluated_on_training_store": seen is not None, "training_store": seen,

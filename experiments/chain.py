@@ -172,6 +172,13 @@ def score_run(run: Path, test_store: str, out: Path, device: str, *, overlays: i
 
 def summary_metrics(metrics: dict, *extra: str) -> dict:
     """What a report keeps of evaluate's metrics: the pooled metrics, boundary F, the images scored (and the
-    `extra` keys), then the per-image means."""
-    return {**{k: metrics.get(k) for k in (*PER_IMAGE_KEYS, "boundary_f", "images", *extra)},
-            "per_image_mean": {k: metrics["per_image_mean"].get(k) for k in PER_IMAGE_KEYS}}
+    `extra` keys), the per-image means, and the 95% intervals of them all (evaluate/bootstrap.py)."""
+    pooled = (*PER_IMAGE_KEYS, "boundary_f")
+    out = {**{k: metrics.get(k) for k in (*pooled, "images", *extra)},
+           "per_image_mean": {k: metrics["per_image_mean"].get(k) for k in PER_IMAGE_KEYS}}
+    iv = metrics.get("intervals")
+    if iv:
+        out["intervals"] = {**{k: v for k, v in iv.items() if k not in ("pooled", "per_image_mean")},
+                            "pooled": {k: iv["pooled"].get(k) for k in pooled},
+                            "per_image_mean": {k: iv["per_image_mean"].get(k) for k in PER_IMAGE_KEYS}}
+    return out

@@ -35,7 +35,21 @@ def _fixed(recipe: Recipe) -> list[tuple[str, str, Source]]:
         ("head", f"{h.num_queries} queries, hidden {h.hidden_dim}, {h.dec_layers} decoder + {h.enc_layers} "
                  f"deformable encoder layers, mask features at stride {h.mask_stride}", head_source),
         ("loss", f"class {h.class_weight:g}, mask BCE {h.mask_weight:g}, dice {h.dice_weight:g}, no-object "
-                 f"{h.no_object_weight:g}, {h.num_points} points", loss_source),
+                 f"{h.no_object_weight:g}, {h.num_points} points; mask terms over the global batch's masks, class "
+                 "term its weighted mean", loss_source),
+        ("ignore pixels", f"`{h.ignore_pixels}`: no loss, no matching cost (a point whose footprint touches one "
+                          "weighs 0)",
+         Source(OURS, "Mask2Former counts them as negatives of every mask (`--head ignore_pixels=negative`); an "
+                      "ignore pixel's class is unknown (letterbox padding, a view's canvas, an unlabelled border), "
+                      "and as a negative it teaches that padding is background, which no test pixel needs; "
+                      "BENCHMARKS.md compares both")),
+        ("lsj views", "mirror p 1/2, bilinear resize x U(0.1, 2.0) of the frame, one crop offset fraction",
+         Source(ODISE, "configs/common/data/coco_panoptic_semseg.py (detectron2 RandomFlip, ResizeScale, "
+                       "FixedSizeCrop); `--views lsj:K`")),
+        ("view canvas", "a view smaller than its frame is padded 0 (label: ignore)",
+         Source(OURS, "ODISE's FixedSizeCrop pads 128 (about 0 after SD's normalisation); our letterbox pads every "
+                      "image, training and test, with 0, and one padding value is what the backbone sees "
+                      "everywhere")),
         ("optimizer", "AdamW, no weight decay on norms and embeddings", Source(M2F, "build_optimizer")),
         ("schedule", f"poly, power {POLY_POWER:g}, no warm-up", Source(M2F, f"{M2F_CONFIG}: WarmupPolyLR, "
                                                                             "WARMUP_ITERS 0")),

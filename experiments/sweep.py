@@ -31,6 +31,7 @@ from hairdiff.core.manifest import bind
 from hairdiff.core.paths import check_output_dir
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.core.urls import is_remote, local_path
+from hairdiff.evaluate.report import with_interval
 from hairdiff.experiments import receipts
 from hairdiff.experiments.chain import (checked_splits, extract_config, extract_store, finished, score_run,
                                         summary_metrics, train_config, train_run, write_splits)
@@ -313,14 +314,44 @@ def _best(rows: list[dict]) -> str | None:
     return max(done, key=lambda r: r["metrics"]["mIoU"])["name"] if done else None
 
 
+def miou_interval(row: dict) -> list[float] | None:
+    """A finished point's 95% interval of pooled mIoU (None for a point scored before intervals existed)."""
+    return (((row.get("metrics") or {}).get("intervals") or {}).get("pooled") or {}).get("mIoU")
+
+
+def versus_best(rows: list[dict], best: str | None) -> dict[str, str | None]:
+    """Each point against the best (by pooled mIoU): "best"; "indistinguishable" where its 95% interval
+    overlaps the best's (these test images cannot tell them apart); "worse" where it lies wholly below; None
+    for a point without an interval (or unfinished)."""
+    by_name = {r["name"]: r for r in rows}
+    top = miou_interval(by_name[best]) if best else None
+    marks: dict[str, str | None] = {}
+    for r in rows:
+        iv = miou_interval(r) if r["status"] == "done" else None
+        if r["name"] == best:
+            marks[r["name"]] = "best"
+        elif iv is None or top is None:
+            marks[r["name"]] = None
+        else:
+            marks[r["name"]] = "indistinguishable" if iv[1] >= top[0] and top[1] >= iv[0] else "worse"
+    return marks
+
+
 def _report(cfg: SweepConfig, plan: dict, provenance_rows: list[dict], points: list[Point], rows: dict,
             t0: float) -> dict:
-    ordered = [rows[p.name] for p in points]
+    best = _best([rows[p.name] for p in points])
+    marks = versus_best([rows[p.name] for p in points], best)
+    ordered = [{**rows[p.name], "versus_best": marks[p.name]} for p in points]
+    done = [r for r in ordered if r["status"] == "done"]
     return {"dataset": cfg.dataset, "root": str(Path(cfg.root).resolve()), "model": cfg.model,
             "random_weights": cfg.model == "tiny", "limit": cfg.limit, "splits": plan["note"],
             "grid": {"timesteps": cfg.grid_timesteps, "prompts": cfg.grid_prompts, "taps": cfg.grid_taps},
             "recipe": cfg.recipe.as_dict(), "provenance": provenance_rows, "scheduler": cfg.scheduler,
-            "points": ordered, "best": _best(ordered),
+            "points": ordered, "best": best,
+            "indistinguishable_from_best": [r["name"] for r in ordered if r["versus_best"] == "indistinguishable"],
+            "test_images": max((r["metrics"].get("images") or 0 for r in done), default=None),
+            "interval_rule": "a point is indistinguishable from the best when its 95% interval of pooled mIoU "
+                             "(bootstrap over the test images) overlaps the best's",
             "finished": sum(r["status"] == "done" for r in ordered), "total": len(ordered),
             "diverged": [r["name"] for r in ordered if r["status"] == "diverged"],
             "seconds": round(time.perf_counter() - t0, 2)}
@@ -351,17 +382,26 @@ def markdown(report: dict) -> str:
     if report["random_weights"]:
         lines += ["**Smoke run with the random-weight `tiny` model: these numbers show that every step runs, "
                   "they say nothing about the method.**", ""]
-    lines += ["Pooled over the test split (per-image mean mIoU beside it); seconds per stage of the run that "
-              "computed the point; `reused` lists the stages found done.", "",
-              "| best | timestep | prompt | taps | mIoU | hair IoU | F1 | accuracy | precision | per-image mIoU | "
-              "crop | extract s | train s | eval s | reused | point |",
+    n = report.get("test_images") or "scored"
+    lines += ["Pooled over the test split (per-image mean mIoU beside it), mIoU with its 95% interval (a bootstrap "
+              f"over the {n} test images); seconds per stage of the run that computed the point; `reused` lists the "
+              "stages found done.", "",
+              f"**best**: the highest pooled mIoU. **~ best**: its interval overlaps the best's, so it is not "
+              f"distinguishable from the best on {n} images ({len(report.get('indistinguishable_from_best', []))} "
+              "such points); a narrower question, is X better than Y, is `pipeline compare OUT/points/X "
+              "OUT/points/Y` (a paired interval of the difference).", "",
+              "| best | timestep | prompt | taps | mIoU [95%] | hair IoU | F1 | accuracy | precision | "
+              "per-image mIoU | crop | extract s | train s | eval s | reused | point |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    marks = {"best": "**best**", "indistinguishable": "~ best"}
     for r in report["points"]:
         m = r["metrics"] or {}
         reused = ",".join(k for k, v in r["reused"].items() if v) or "-"
         s = r["seconds"]
-        lines.append(f"| {'**best**' if r['name'] == report['best'] else ''} | {r['timestep']} | "
-                     f"{_prompt_label(r['prompt'])} | {r['taps']} | {_f(m.get('mIoU'))} | {_f(m.get('hair_iou'))} | "
+        mark = marks.get(r.get("versus_best") or "", "")
+        lines.append(f"| {mark} | {r['timestep']} | "
+                     f"{_prompt_label(r['prompt'])} | {r['taps']} | {with_interval(m.get('mIoU'), miou_interval(r))} | "
+                     f"{_f(m.get('hair_iou'))} | "
                      f"{_f(m.get('f1'))} | {_f(m.get('accuracy'))} | {_f(m.get('precision'))} | "
                      f"{_f((m.get('per_image_mean') or {}).get('mIoU'))} | {r.get('crop') or '-'} | "
                      f"{s['extract']} | {s['train']} | "
@@ -375,7 +415,8 @@ def markdown(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> Path:
-    """mIoU (left) and hair IoU (right) against the timestep: a line per prompt x tap set."""
+    """mIoU (left) and hair IoU (right) against the timestep: a line per prompt x tap set, each point with its
+    95% interval as an error bar; the best point starred, the points indistinguishable from it ringed."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on training machines
@@ -386,16 +427,31 @@ def plot(report: dict, path: Path) -> Path:
     lines: dict = {}
     for r in done:
         lines.setdefault((r["prompt"], r["taps"]), []).append(r)
-    for (prompt, taps), rs in lines.items():
+    # Lines side by side at each timestep (a small shift), so their error bars do not hide each other.
+    steps = [r["timestep"] for r in done]
+    shift = 0.012 * ((max(steps) - min(steps)) or 1) if done else 0.0
+    at: dict = {}
+    for i, ((prompt, taps), rs) in enumerate(lines.items()):
         rs = sorted(rs, key=lambda r: r["timestep"])
+        dx = (i - (len(lines) - 1) / 2) * shift
+        at.update({r["name"]: r["timestep"] + dx for r in rs})
         for ax, key in zip(axes, ("mIoU", "hair_iou")):
-            ax.plot([r["timestep"] for r in rs], [r["metrics"][key] for r in rs], marker="o",
-                    label=f"{_prompt_label(prompt)} / {taps}")
+            x, y = [r["timestep"] + dx for r in rs], [r["metrics"][key] for r in rs]
+            ax.errorbar(x, y, yerr=_error_bars(rs, key), marker="o", capsize=3,
+                        label=f"{_prompt_label(prompt)} / {taps}")
+    for r in done:
+        mark = r.get("versus_best")
+        if mark in ("best", "indistinguishable"):
+            axes[0].scatter([at[r["name"]]], [r["metrics"]["mIoU"]], s=220 if mark == "best" else 160,
+                            marker="*" if mark == "best" else "o", facecolors="none", edgecolors="black", zorder=3)
     for ax, title in zip(axes, ("mIoU (pooled, %)", "hair IoU (pooled, %)")):
         ax.set_xlabel("timestep")
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, title="prompt / taps", title_fontsize=7)
+    n = report.get("test_images")
+    axes[0].text(0.01, 0.01, f"bars: 95% intervals ({n} test images); star: best; ring: not distinguishable "
+                             "from the best", transform=axes[0].transAxes, fontsize=7, va="bottom")
     if report["random_weights"]:
         fig.suptitle("random-weight tiny model: the numbers say nothing about the method", fontsize=9)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.88, wspace=0.2)  # tight_layout: ~1 s a plot
@@ -403,3 +459,14 @@ def plot(report: dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _error_bars(rows: list[dict], key: str):
+    """matplotlib's yerr: (2, n) distances below and above each value (0 where a point has no interval)."""
+    below, above = [], []
+    for r in rows:
+        iv = (((r["metrics"].get("intervals") or {}).get("pooled")) or {}).get(key)
+        v = r["metrics"][key]
+        below.append(max(v - iv[0], 0.0) if iv else 0.0)
+        above.append(max(iv[1] - v, 0.0) if iv else 0.0)
+    return [below, above]

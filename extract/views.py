@@ -21,12 +21,19 @@ Grammar: terms joined by '+', each adding views to the original one:
                        padded; S > 1: cropped at a random place), mirrored with probability 1/2
   lsj:K                K views of large-scale jitter as NVlabs/ODISE trains its head
                        (configs/common/data/coco_panoptic_semseg.py: RandomFlip, ResizeScale(min_scale=0.1,
-                       max_scale=2.0) of the 1024 target, FixedSizeCrop(1024) padded with 255): mirrored with
-                       probability 1/2, a factor drawn uniformly from [0.1, 2.0] of the frame, then cropped or
-                       padded to the frame like scale. Our target is the original's own frame, not a square: the
-                       letterbox adds the square's padding afterwards, as for every image. detectron2's
-                       FixedSizeCrop draws one fraction for both axes (its windows slide on the diagonal); we
-                       draw each axis on its own, as Mask2Former's RandomCrop does.
+                       max_scale=2.0) of the 1024 target, FixedSizeCrop(1024), detectron2's defaults): mirrored
+                       with probability 1/2, resized bilinearly (ResizeScale's interpolation; labels nearest) by a
+                       factor drawn uniformly from [0.1, 2.0] of the frame, then cropped to the frame at
+                       round(u x slack) on both axes with ONE fraction u (FixedSizeCrop's offset: its windows
+                       slide on the diagonal), or placed on the canvas at the top-left (FixedSizeCrop pads the
+                       right and the bottom; label 255 there, as its seg_pad_value). Our target is the original's
+                       own frame, not a square: the letterbox adds the square's padding afterwards, as for every
+                       image. One difference, ours: the canvas is 0 (the letterbox's padding, -1 at the
+                       backbone's input) where FixedSizeCrop pads 128 (about 0 after SD's normalisation). Our
+                       letterbox pads every image, training and test, with 0; a 128 canvas inside a 0 letterbox
+                       would show the backbone two paddings, one of which no test image has (ODISE's test images
+                       are padded with its one value too). Changing the letterbox's value is a new preprocessing
+                       rule for every store, not a views matter.
   color:K              K photometric views as Mask2Former's ADE20K semantic recipe draws them (INPUT.COLOR_AUG_SSD:
                        ColorAugSSDTransform, detectron2's projects/PointRend/point_rend/color_augmentation.py, with
                        its defaults): brightness with probability 1/2, an offset drawn from U(-32, 32) on 0..255;
@@ -40,7 +47,7 @@ Grammar: terms joined by '+', each adding views to the original one:
 e.g. `flip`, `flip+scale:0.5,0.75,1.25,1.5`, `lsj:4`, `flip+color:2`. Randomness comes from (--seed, the
 sample's id, the view): the same command extracts the same views. The old `lsj` (views-v1: factor 0.5-2 with
 no canvas, so about a third of its draws were only a flip or a blur) is not kept: with the canvas it would be
-this `lsj` with a narrower range.
+this `lsj` with a narrower range; nor is views-v2's (bicubic, a fraction per axis).
 
 Layout in the store (cache/layout.py owns it): view-major, samples 0..N-1 are the original images, then
 every image's first view, and so on; a view's id is `<id>@<view>`, e.g. `Frame00001@flip`.
@@ -61,9 +68,10 @@ from hairdiff.core.errors import UsageError
 from hairdiff.core.labels import IGNORE
 
 # views-v2: views smaller than the frame are padded into it (v1 let the letterbox undo the zoom-out), lsj is
-# ODISE's, scale and lsj views are mirrored with probability 1/2, color views. Part of every views store's
-# fingerprint, so no store of v1 views is read as holding these.
-RULE = "views-v2"
+# ODISE's, scale and lsj views are mirrored with probability 1/2, color views. views-v3: lsj resizes bilinearly
+# and places its window with one fraction for both axes, as detectron2's ResizeScale and FixedSizeCrop. Part of
+# every views store's fingerprint, so no store of an older rule is read as holding these.
+RULE = "views-v3"
 MIRROR_P = 0.5
 LSJ_RANGE = (0.1, 2.0)  # ODISE: ResizeScale(min_scale=0.1, max_scale=2.0)
 SCALE_RANGE = (0.1, 4.0)
@@ -90,6 +98,9 @@ class Draw:
     factor: float = 1.0
     crop_at: tuple[float, float] = (0.0, 0.0)  # where a crop window sits: fraction of the slack (rows, columns)
     color: tuple = field(default=())  # ((operation, value), ...) in the order they apply
+    # ODISE's lsj (detectron2's ResizeScale + FixedSizeCrop): bilinear, the window at round(fraction x slack);
+    # otherwise (scale) bicubic, the window at any whole position with equal probability (Mask2Former's crop).
+    detectron2: bool = False
 
 
 def _term_error(recipe, message: str) -> UsageError:
@@ -172,7 +183,8 @@ def record(views, seed: int) -> dict | None:
             "mirror_p": MIRROR_P, "lsj_range": list(LSJ_RANGE),
             "color": {"brightness_delta": BRIGHTNESS_DELTA, "contrast": list(CONTRAST_RANGE),
                       "saturation": list(SATURATION_RANGE), "hue_delta_opencv": HUE_DELTA, "hsv": "PIL"},
-            "resample": "image bicubic, label nearest; draws seeded by (seed, id, view)"}
+            "resample": "image bicubic (lsj: bilinear), label nearest; draws seeded by (seed, id, view)",
+            "lsj_window": "round(u x slack), one u for both axes (detectron2 FixedSizeCrop)"}
 
 
 # ---------------------------------------------------------------------------------------------- drawing
@@ -204,21 +216,27 @@ def draw(view: View, sample_id: str, seed: int) -> Draw:
     if view.kind == "color":
         return Draw(color=_color_ops(rng))
     mirror = bool(rng.random() < MIRROR_P)
-    factor = view.factor if view.kind == "scale" else float(rng.uniform(*LSJ_RANGE))
-    return Draw(mirror=mirror, factor=factor, crop_at=(float(rng.random()), float(rng.random())))
+    if view.kind == "scale":
+        return Draw(mirror=mirror, factor=view.factor, crop_at=(float(rng.random()), float(rng.random())))
+    factor, u = float(rng.uniform(*LSJ_RANGE)), float(rng.random())  # ResizeScale's factor, FixedSizeCrop's offset
+    return Draw(mirror=mirror, factor=factor, crop_at=(u, u), detectron2=True)
 
 
 # -------------------------------------------------------------------------------------------- rendering
-def _resize(a: np.ndarray, size: tuple[int, int], label: bool) -> np.ndarray:
+def _resize(a: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
     h, w = size
     if a.shape[:2] == (h, w):
         return a
-    return np.asarray(Image.fromarray(a).resize((w, h), Image.NEAREST if label else Image.BICUBIC))
+    return np.asarray(Image.fromarray(a).resize((w, h), resample))
 
 
-def _start(slack: int, fraction: float) -> int:
-    """First row (or column) of a crop window with `slack` pixels to spare (0 when there is none)."""
-    return min(int(fraction * (slack + 1)), slack) if slack > 0 else 0
+def _start(slack: int, fraction: float, detectron2: bool = False) -> int:
+    """First row (or column) of a crop window with `slack` pixels to spare (0 when there is none): any whole
+    position with equal probability (Mask2Former's RandomCrop: randint(slack + 1)), or detectron2's
+    FixedSizeCrop, round(fraction x slack)."""
+    if slack <= 0:
+        return 0
+    return int(np.round(fraction * slack)) if detectron2 else min(int(fraction * (slack + 1)), slack)
 
 
 def _on_canvas(a: np.ndarray, size: tuple[int, int], fill: int) -> np.ndarray:
@@ -230,14 +248,14 @@ def _on_canvas(a: np.ndarray, size: tuple[int, int], fill: int) -> np.ndarray:
     return out
 
 
-def _zoom(image: np.ndarray, label: np.ndarray, factor: float, crop_at) -> tuple[np.ndarray, np.ndarray]:
+def _zoom(image: np.ndarray, label: np.ndarray, d: Draw) -> tuple[np.ndarray, np.ndarray]:
     h, w = image.shape[:2]
-    nh, nw = max(1, round(h * factor)), max(1, round(w * factor))
+    nh, nw = max(1, round(h * d.factor)), max(1, round(w * d.factor))
     # The label may be stored at another resolution (CelebAMask-HQ: half the image's): scale it alike.
     lh, lw = label.shape[:2]
-    img = _resize(image, (nh, nw), False)
-    lab = _resize(label, (max(1, round(lh * factor)), max(1, round(lw * factor))), True)
-    y, x = _start(nh - h, crop_at[0]), _start(nw - w, crop_at[1])
+    img = _resize(image, (nh, nw), Image.BILINEAR if d.detectron2 else Image.BICUBIC)
+    lab = _resize(label, (max(1, round(lh * d.factor)), max(1, round(lw * d.factor))), Image.NEAREST)
+    y, x = _start(nh - h, d.crop_at[0], d.detectron2), _start(nw - w, d.crop_at[1], d.detectron2)
     img = img[y:y + h, x:x + w]
     ly, lx = round(y * lab.shape[0] / nh), round(x * lab.shape[1] / nw)  # the same window in the label's pixels
     lab = lab[ly:ly + lh, lx:lx + lw]
@@ -274,7 +292,7 @@ def render(d: Draw, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, n
     if d.mirror:
         image, label = image[:, ::-1], label[:, ::-1]
     if d.factor != 1.0:
-        image, label = _zoom(np.ascontiguousarray(image), np.ascontiguousarray(label), d.factor, d.crop_at)
+        image, label = _zoom(np.ascontiguousarray(image), np.ascontiguousarray(label), d)
     if d.color:
         image = recolour(np.ascontiguousarray(image), d.color)
     return np.ascontiguousarray(image), np.ascontiguousarray(label)

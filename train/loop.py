@@ -14,11 +14,13 @@ processes, see the same numbers as one uninterrupted process (up to the order of
 across processes). On CPU the kernels are deterministic (torch.use_deterministic_algorithms), which makes
 resume bit-for-bit.
 
-Loss normalisation: the loss is the mean over the global batch of per-sample Mask2Former losses (each
-image's mask terms normalised by its own number of masks; mask2former/batch_criterion.py). (The
-original normalises mask terms by the number of masks in the whole batch; per-sample averaging makes the
-result independent of how the batch is split across processes, at the cost of weighting an image with
-one mask like an image with two.)
+Loss normalisation: Mask2Former's (mask2former/batch_criterion.py): the mask terms are summed over the
+global batch's matched masks and divided by its number of target masks, the class cross-entropy is the
+weighted mean over the global batch; under DDP the denominators are all-reduced (DistContext.mean), so a
+split batch trains as one process would. Runs begun before this (hairdiff's per-image normalisation,
+each image's mask terms over its own masks, then the mean over images) record no `loss` rule: a checkpoint
+of one is not resumed (its curve would change rule mid-run), a finished one is still read. The per-image
+path survives only as bench/head_speed.py's "old step" (criterion.per_sample_loss): nothing trains with it.
 
 Optimizer: AdamW with no weight decay on normalisation layers and embeddings, as Mask2Former's
 build_optimizer (train/optim.py says what counts).
@@ -68,6 +70,8 @@ from hairdiff.train.schedule import set_lr
 from hairdiff.train.step import StepLog, TrainStep, first_divergence
 from hairdiff.train.validation import Validation
 
+# How the loss is normalised (above); a checkpoint recording another rule (or none: runs before it) is not resumed.
+LOSS_RULE = "mask2former-global-batch"
 RUN_FILES = ("run.json", "head.safetensors", "log.jsonl", "config.json", "curves.png", "checkpoints", BEST_DIR,
              TRAINED_IMAGES)
 
@@ -137,6 +141,15 @@ def _check_resume(state: dict, config: dict, fingerprint: str, ckpt: Path) -> No
     if state["meta"]["fingerprint"] != fingerprint:
         raise RunDirError(f"--resume: {ckpt} was trained on features with fingerprint "
                           f"{state['meta']['fingerprint']}, the given stores have {fingerprint}")
+
+
+def _check_loss_rule(state: dict, ckpt: Path) -> None:
+    """A checkpoint trained with another loss normalisation cannot continue on its own curve: refused."""
+    rule = state["config"].get("loss", "per-image (hairdiff before Mask2Former's normalisation)")
+    if rule != LOSS_RULE:
+        raise RunDirError(f"--resume: {ckpt} was trained with the loss normalised {rule}, this version normalises "
+                          f"it as Mask2Former ({LOSS_RULE}): pass --overwrite to train the run again, or finish it "
+                          f"with the hairdiff version that began it")
 
 
 def _recorded_stores(out: Path) -> tuple[list[dict], Path] | None:
@@ -215,7 +228,8 @@ def train(cfg: TrainConfig, *, device: str = "cpu", dist: DistContext | None = N
               "seed": cfg.seed, "grad_clip": cfg.grad_clip, "head_config": head_config_to_dict(hcfg),
               "ckpt_every": cfg.ckpt_every, "device": str(device), "world_size": dist.world_size,
               "stores": list(cfg.cache), "crop": cfg.crop, "val": cfg.val, "val_every": cfg.val_every,
-              "log_every": cfg.log_every, "compile": cfg.compile, "channels_last": cfg.channels_last}
+              "log_every": cfg.log_every, "compile": cfg.compile, "channels_last": cfg.channels_last,
+              "loss": LOSS_RULE}
     meta = {"fingerprint": data.fingerprint, "fingerprint_inputs": data.fingerprint_inputs,
             "levels": [dataclasses.asdict(lv) for lv in data.levels],
             "stores": [{k: d[k] for k in ("dataset", "split", "ids_digest", "fingerprint", "url", "data_key", "root")}
@@ -263,6 +277,7 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
         # Cheap, clear refusals first: a checkpoint of another format or other settings is never loaded.
         check_optimizer_format(read_checkpoint_state(ckpt), optimizer, ckpt)
         _check_resume(read_checkpoint_state(ckpt), config, data.fingerprint, ckpt)
+        _check_loss_rule(read_checkpoint_state(ckpt), ckpt)
         state = load_checkpoint(ckpt, head, optimizer, device=device)
         start, pos, resumed_from = state["iteration"], Position.from_dict(state["data_position"]), str(ckpt)
     log_path = out / "log.jsonl"
@@ -276,7 +291,8 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
         model = torch.nn.parallel.DistributedDataParallel(
             head, device_ids=[torch.device(device).index] if torch.device(device).type == "cuda" else None)
     step = TrainStep(model, head, criterion, optimizer, device=device, grad_clip=cfg.grad_clip,
-                     global_batch=cfg.batch_size, seed=cfg.seed, compile=cfg.compile, channels_last=cfg.channels_last)
+                     global_batch=cfg.batch_size, seed=cfg.seed, compile=cfg.compile, channels_last=cfg.channels_last,
+                     mean=dist.mean if dist.active else None)
     loop = _Loop(cfg, data, out, head, optimizer, step, meta, config, dist=dist, device=device, crop_step=crop_step,
                  validation=validation, last_ckpt=ckpt)
     stream = BatchStream(data, cfg.batch_size, cfg.seed, pos, dist.rank, dist.world_size, cfg.workers, cfg.prefetch)

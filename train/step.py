@@ -12,7 +12,10 @@ what a step may not do.
 
 Point draws: one generator per iteration, seeded with (seed, iteration), draws the points of the whole
 global batch; a process keeps its own samples' rows (global sample index), so resume and DDP see the same
-numbers as one uninterrupted process.
+numbers as one uninterrupted process. The loss is normalised over the global batch (Mask2Former's number
+of target masks, the class term's weight sum): under DDP `mean` (DistContext.mean, an all-reduce queued on
+the device, no host wait) gives each process those denominators, so DDP's averaged gradient is exactly
+one process's on the whole batch.
 
 The phases (`forward`, `loss`, `backward`, `update`) are separate methods so bench/head_speed.py can time
 them; `__call__` runs them in order.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from typing import Callable
 
 import torch
 
@@ -45,17 +49,19 @@ class TrainStep:
     model: the head, or its DDP wrapper; head: the head itself (its parameters are clipped); global_batch:
     the global batch size (the point draws cover it all; batch["global_start"] says where this process's
     samples begin). compile: torch.compile the head's forward and the criterion. channels_last: the head's
-    stride-4 part (learned x2 stages, mask projection) in channels-last memory.
+    stride-4 part (learned x2 stages, mask projection) in channels-last memory. mean: under DDP, the mean
+    over processes of a tensor (train.distributed.DistContext.mean), for the loss's global denominators.
     """
 
     def __init__(self, model: torch.nn.Module, head: torch.nn.Module, criterion: BatchCriterion,
                  optimizer: torch.optim.Optimizer, *, device, grad_clip: float, global_batch: int, seed: int,
-                 compile: bool = False, channels_last: bool = False):
+                 compile: bool = False, channels_last: bool = False,
+                 mean: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.device = torch.device(device)
         self.head, self.criterion, self.optimizer = head, criterion, optimizer
         self.params = [p for p in head.parameters() if p.requires_grad]
         self.max_norm = grad_clip if grad_clip > 0 else math.inf
-        self.global_batch, self.seed = global_batch, seed
+        self.global_batch, self.seed, self.mean = global_batch, seed, mean
         self.num_predictions = head.cfg.dec_layers + 1
         self.names = ["loss", *term_names(self.num_predictions), "grad_norm"]
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
@@ -76,7 +82,7 @@ class TrainStep:
         gen = torch.Generator(device=self.device).manual_seed(step_seed(self.seed, iteration))
         b = targets.masks.shape[0]
         draws = self.criterion.draw(gen, self.num_predictions, self.global_batch, self.device).samples(first, first + b)
-        return self.loss_fn(outputs, targets, draws)
+        return self.loss_fn(outputs, targets, draws, self.mean)
 
     def backward(self, loss: torch.Tensor) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,11 +1,13 @@
 """Mask2Former's set criterion, one image list at a time: the reference the batched criterion is checked against.
 
 Training runs batch_criterion.BatchCriterion (every image and every prediction at once, no host
-synchronisation). This per-image form (a Python loop over images, scipy's solver on a host copy of every
-cost matrix) is kept because it reads like Mask2Former's SetCriterion and HungarianMatcher: the parity
-tests compare the batched criterion with it on the same point draws, and bench/head_speed.py runs it as
-the step before the batched one. `per_sample_loss` is the loss training computed with it: each image
-through the criterion alone (normalised by its own masks), then the mean over the batch.
+synchronisation). This form (a Python loop over images, scipy's solver on a host copy of every cost
+matrix) is kept because it reads like Mask2Former's SetCriterion and HungarianMatcher: the parity tests
+compare the batched criterion with it, called once on the whole batch (mask terms over the batch's number
+of masks, the class term the mean over the batch: Mask2Former's normalisation), on the same point draws.
+`per_sample_loss` (each image through the criterion alone, then the mean over the batch) is the loss
+training computed before it took Mask2Former's normalisation; only bench/head_speed.py's "old step" still
+runs it, to time the step as it was.
 
 Every decoder prediction is supervised (the final one and each `aux_outputs` entry, matched
 independently). Returns each term per layer ("loss_ce", "loss_mask", "loss_dice", then "loss_ce_0", ...

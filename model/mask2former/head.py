@@ -14,6 +14,7 @@ from torch import nn
 
 from hairdiff.core.errors import UsageError
 from hairdiff.model.mask2former.adapter import ADAPTER_KINDS, LevelAdapter
+from hairdiff.model.mask2former.batch_criterion import IGNORE_PIXELS
 from hairdiff.model.mask2former.pixel_decoder import ATTENDED_LEVELS, MSDeformAttnPixelDecoder
 from hairdiff.model.mask2former.transformer_decoder import MaskedAttentionDecoder
 
@@ -49,6 +50,9 @@ class HeadConfig:
     mask_weight: float = 5.0
     dice_weight: float = 5.0
     no_object_weight: float = 0.1
+    # "skip" (ours): no loss or matching cost on ignore pixels; "negative" (Mask2Former's): they are background
+    # of every mask. batch_criterion.py says how and why.
+    ignore_pixels: str = "skip"
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -62,6 +66,8 @@ class HeadConfig:
                 raise UsageError(f"--head {name}={dim}: must be divisible by nheads={self.nheads}")
         if self.hidden_dim % 2 or width % 2:
             raise UsageError("--head: hidden_dim and conv_dim must be even (sine position embedding)")
+        if self.ignore_pixels not in IGNORE_PIXELS:
+            raise UsageError(f"--head ignore_pixels={self.ignore_pixels!r}: choose one of {', '.join(IGNORE_PIXELS)}")
         if self.adapter not in ADAPTER_KINDS:
             raise UsageError(f"--head adapter={self.adapter!r}: choose one of {', '.join(ADAPTER_KINDS)}")
         if self.stride_range is not None:

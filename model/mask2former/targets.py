@@ -56,11 +56,6 @@ class DenseTargets:
     present: torch.Tensor
     valid: torch.Tensor
 
-    @property
-    def num_masks(self) -> torch.Tensor:
-        """(B,) float32: the number of target masks of each image, at least 1 (each image's loss normaliser)."""
-        return self.present.sum(1).clamp_min(1).float()
-
 
 def dense_targets(labels: torch.Tensor, num_classes: int = 2) -> DenseTargets:
     """labels (B, H, W) integer on any device (values checked beforehand by check_label_values) -> DenseTargets.

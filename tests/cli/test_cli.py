@@ -5,7 +5,7 @@ import pytest
 
 from tests.fixtures.cli import invoke, run_pipeline
 
-COMMANDS = ("extract", "train", "eval", "predict", "export", "serve", "reproduce", "demo", "cache")
+COMMANDS = ("extract", "train", "eval", "predict", "compare", "export", "serve", "reproduce", "demo", "cache")
 
 
 def test_help_lists_every_command_and_each_has_help():
@@ -27,6 +27,10 @@ def test_version():
     (["extract", "--dataset", "nope", "--root", "."], ["--dataset", "nope"]),
     (["train", "--cache", "x.zarr", "--out", "r", "--head", "num_querys=5"], ["num_querys", "num_queries"]),
     (["extract", "--bogus-option", "1"], ["--bogus-option"]),
+    (["train", "--cache", "x.zarr", "--out", "r", "--head", "ignore_pixels=sometimes"], ["ignore_pixels", "negative"]),
+    (["compare", "only-one", "--out", "c"], ["pipeline compare", "two or more"]),
+    (["compare", "a", "b", "--out", "c", "--resamples", "5"], ["--resamples 5"]),
+    (["compare", "no-such-eval", "b", "--out", "c"], ["no-such-eval", "pipeline eval"]),
 ])
 def test_a_bad_option_is_one_line_and_exit_2(args, names, tmp_path):
     code, out, err = invoke(*args)

@@ -85,7 +85,8 @@ def test_eval_scores_done_samples_at_annotation_resolution(tmp_path):
     assert saved["fingerprint"] == fingerprint(INPUTS) and saved["store"].endswith("celebamask-test.zarr")
     md = (out / "metrics.md").read_text()
     assert "Cross-dataset" in md and "92.58" in md  # the paper's CelebAMask-HQ row sits beside ours
-    assert f"| pooled | {m['mIoU']:.2f} |" in md and f"| per-image mean | {m['per_image_mean']['mIoU']:.2f} |" in md
+    # each value with its 95% interval (tests/evaluate/test_compare.py checks them)
+    assert f"| pooled | {m['mIoU']:.2f} [" in md and f"| per-image mean | {m['per_image_mean']['mIoU']:.2f} [" in md
     assert "implies mIoU >= " in md  # CelebAMask-HQ's paper row: 92.58 with F1 97.79 is not one reading
     assert "training data" not in md and "random-weight" not in md
     assert "green = hair found, red = hair predicted where there is none, blue = hair missed" in md

@@ -119,7 +119,9 @@ def test_reproduce_figaro_smoke_writes_the_report_and_resumes(figaro_root, tmp_p
         assert reading["mIoU"] >= miou_floor(reading["f1"]) - 1e-9
 
     md = (tmp_path / "r" / "report.md").read_text()
-    assert f"| pooled | {m['mIoU']:.2f} |" in md and f"| per-image mean | {m['per_image_mean']['mIoU']:.2f} |" in md
+    iv = m["intervals"]  # each value with its 95% interval over the test images
+    assert f"| pooled | {m['mIoU']:.2f} [{iv['pooled']['mIoU'][0]:.2f}, " in md
+    assert f"| per-image mean | {m['per_image_mean']['mIoU']:.2f} [" in md
     assert "| 95.40 |" in md and "F1 98.28 implies mIoU >= 96.62: not one reading" in md
     assert "say nothing about the method" in md
     assert "held out as the test split" in md  # the shared copy has no Testing split: said, not hidden

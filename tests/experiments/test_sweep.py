@@ -159,7 +159,7 @@ def test_the_exact_command_line_writes_every_point_and_a_rerun_reuses_everything
     assert rep["best"] == best["name"]
     md = (tmp_path / "sw" / "sweep.md").read_text()
     marked = [line for line in md.splitlines() if line.startswith("| **best** |")]
-    assert len(marked) == 1 and f"`{best['name']}`" in marked[0] and f"| {best['metrics']['mIoU']:.2f} |" in marked[0]
+    assert len(marked) == 1 and f"`{best['name']}`" in marked[0] and f"| {best['metrics']['mIoU']:.2f} [" in marked[0]
     assert "say nothing about the method" in md and '| "" (empty) |' in md
     assert "| timestep | 0,100 | sweep axis |" in md and "| prompt | 'A photo of a hair.', '' | sweep axis |" in md
     png = Image.open(tmp_path / "sw" / "sweep.png")

@@ -55,7 +55,7 @@ def test_flipped_view_is_the_backbone_on_the_flipped_image(data, tmp_path):
     # of older view rules are never read as holding these views. A store without views keeps the fingerprint
     # of its features alone (as every store had before views existed).
     assert store.fingerprint != plain.fingerprint and store.features_fingerprint == plain.features_fingerprint
-    assert store.fingerprint_inputs["views"]["rule"] == RULE == "views-v2"
+    assert store.fingerprint_inputs["views"]["rule"] == RULE == "views-v3"
     assert "views" not in plain.fingerprint_inputs and plain.fingerprint == fingerprint(plain.fingerprint_inputs)
     cfg = ExtractConfig(dataset="folder", root=str(data), model="tiny", resolution=64, device="cpu")
     fx = build_extractor(cfg)

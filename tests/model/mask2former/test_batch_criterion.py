@@ -1,7 +1,8 @@
 """The batched criterion is the per-image reference criterion, and the device-side assignment is scipy's.
 
-Reference: criterion.per_sample_loss (criterion.SetCriterion on each image alone, then the mean), given the
-same point draws. Batches of 1, 2 and 16, with images without hair, wholly ignored images and ignore rows.
+Reference: criterion.SetCriterion called once on the whole batch (Mask2Former's normalisation: the batch's
+number of masks, the class term's mean over the batch), given the same point draws. Batches of 1, 2 and 16,
+with images without hair, all hair, wholly ignored images and ignore rows.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from hairdiff.model.mask2former.batch_criterion import build_batch_criterion, term_names
-from hairdiff.model.mask2former.criterion import build_criterion, per_sample_loss
+from hairdiff.model.mask2former.criterion import build_criterion
 from hairdiff.model.mask2former.head import HeadConfig
 from hairdiff.model.mask2former.matcher import finite_costs, assign
 from hairdiff.model.mask2former.targets import dense_targets, semantic_targets
@@ -55,7 +56,7 @@ def leaves(out: dict) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("batch", [1, 2, 16])
-def test_batched_loss_equals_the_per_sample_reference(batch):
+def test_batched_loss_equals_the_reference_on_the_whole_batch(batch):
     lab = labels(batch, seed=batch)
     out = predictions(batch, seed=batch)
     for t in leaves(out):
@@ -64,7 +65,8 @@ def test_batched_loss_equals_the_per_sample_reference(batch):
     draws = batched.draw(torch.Generator().manual_seed(7), L, batch)
 
     loss, terms = batched(out, dense_targets(lab), draws)
-    ref_loss, ref_terms = per_sample_loss(build_criterion(CFG), out, semantic_targets(lab), draws=draws)
+    ref_terms = build_criterion(CFG)(out, semantic_targets(lab), draws=draws)
+    ref_loss = ref_terms.pop("loss")
 
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=0)
     names = term_names(L)
@@ -83,18 +85,36 @@ def test_points_are_drawn_once_and_sliced_by_global_index():
     whole = crit.draw(torch.Generator().manual_seed(3), L, 8)
     again = crit.draw(torch.Generator().manual_seed(3), L, 8).samples(4, 8)
     assert torch.equal(whole.matcher[:, 4:], again.matcher) and torch.equal(whole.fill[:, 4:], again.fill)
-    # ... and the loss of that part is the reference's on those samples.
+    # ... and the loss of that part is the reference's on those samples with those points.
     lab, out = labels(8, seed=5), predictions(8, seed=5)
     part = {"pred_logits": out["pred_logits"][4:], "pred_masks": out["pred_masks"][4:],
             "aux_outputs": [{k: v[4:] for k, v in a.items()} for a in out["aux_outputs"]]}
     loss, _ = crit(part, dense_targets(lab[4:]), again)
-    ref, _ = per_sample_loss(build_criterion(CFG), out, semantic_targets(lab), draws=whole)
-    ref_first, _ = per_sample_loss(build_criterion(CFG), {"pred_logits": out["pred_logits"][:4],
-                                                          "pred_masks": out["pred_masks"][:4],
-                                                          "aux_outputs": [{k: v[:4] for k, v in a.items()}
-                                                                          for a in out["aux_outputs"]]},
-                                   semantic_targets(lab[:4]), draws=whole.samples(0, 4))
-    torch.testing.assert_close((loss + ref_first) / 2, ref, rtol=1e-5, atol=0)
+    ref = build_criterion(CFG)(part, semantic_targets(lab[4:]), draws=again)["loss"]
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=0)
+
+
+def test_an_image_with_two_masks_weighs_twice_one_with_one():
+    """Mask2Former's normalisation, not the mean of per-image losses: the mask terms of a batch are the sum
+    over its masks divided by their number, so with one two-mask image and one one-mask image the batch's mask
+    loss is (m0 + m1 + m2) / 3, not ((m0 + m1) / 2 + m2) / 2."""
+    lab, out = labels(2, seed=9), predictions(2, seed=9)
+    lab[1][lab[1] == 0] = 1  # image 0: hair and background; image 1: hair only
+    crit = build_batch_criterion(CFG)
+    draws = crit.draw(torch.Generator().manual_seed(1), L, 2)
+    _, terms = crit(out, dense_targets(lab), draws)
+
+    def alone(b: int) -> torch.Tensor:
+        one = {"pred_logits": out["pred_logits"][b:b + 1], "pred_masks": out["pred_masks"][b:b + 1],
+               "aux_outputs": [{k: v[b:b + 1] for k, v in a.items()} for a in out["aux_outputs"]]}
+        return crit(one, dense_targets(lab[b:b + 1]), draws.samples(b, b + 1))[1]
+
+    single, names = [alone(0), alone(1)], term_names(L)
+    for name in ("loss_mask", "loss_dice"):
+        i = names.index(name)
+        want = (2 * single[0][i] + single[1][i]) / 3  # each image's sum over its masks, over the batch's 3 masks
+        torch.testing.assert_close(terms[i], want, rtol=1e-5, atol=1e-7)
+        assert not torch.isclose(terms[i], (single[0][i] + single[1][i]) / 2, rtol=1e-3)
 
 
 # ----------------------------------------------------------------------------------------- assignment
@@ -194,7 +214,6 @@ def test_dense_targets_hold_what_the_per_image_targets_hold():
         assert dense.present[b].nonzero().flatten().tolist() == t["labels"].tolist()
         torch.testing.assert_close(dense.masks[b][t["labels"]], t["masks"], rtol=0, atol=0)
         assert torch.equal(dense.valid[b].bool(), t["valid"])
-        assert float(dense.num_masks[b]) == max(len(t["labels"]), 1)
     assert not dense.present[3].any()  # the wholly ignored image
     check_label_values(lab, 2)
     bad = lab.clone()

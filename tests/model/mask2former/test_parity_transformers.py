@@ -6,15 +6,18 @@ weighted total and its gradient). Weights are copied between the two through an 
 in both directions (theirs -> ours for the pixel decoder, ours -> theirs for the decoder); the mapping
 must cover every parameter on both sides.
 
-Deliberate differences, not compared here: our input adapter (theirs has no equivalent) and the ignore
-weighting of the loss (transformers has none; with no ignore pixels ours reduces to theirs, which is what
-this test checks, and tests/test_head.py checks the ignore behaviour). Known transformers conventions:
+Deliberate differences: our input adapter (theirs has no equivalent, not compared) and the ignore handling
+of the loss: transformers has none (ignore pixels are negatives of every mask, as in Mask2Former), so the
+training step's loss is compared with ours ("skip") on a batch without ignore pixels, and with Mask2Former's
+("negative", `--head ignore_pixels=negative`) on one with them; test_head.py checks ours.
+Known transformers conventions:
 it builds decoder_layers - 1 masked layers (so theirs gets dec_layers + 1); its loss builds the matcher
 from config.class_weight in 5.x (4.x hard-coded 1.0), so we take the class cost from its matcher;
 its standalone modules skip weight init (level_embed is uninitialised), so every weight is copied.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -232,18 +235,77 @@ def test_loss_matches(models, inputs):
 
 
 # ----------------------------------------------------------------------- the loss that actually trains
-def test_the_training_step_loss_matches_theirs(monkeypatch):
+def mixed_batch() -> np.ndarray:
+    """Labels (6, 32, 32) as training batches hold them: hair and background; hair only (a crop inside the hair);
+    background only (a crop beside it, or an image without hair); then crops reaching the letterbox padding
+    or a view's canvas (ignore pixels) with both classes, with hair only, and with background only."""
+    yy, xx = np.mgrid[:32, :32]
+    lab = np.zeros((6, 32, 32), np.uint8)
+    lab[0][((yy - 14) / 7) ** 2 + ((xx - 17) / 9) ** 2 < 1] = 1
+    lab[1] = 1
+    lab[3][((yy - 10) / 8) ** 2 + ((xx - 12) / 6) ** 2 < 1] = 1
+    lab[3, 24:] = 255                       # letterbox rows
+    lab[4] = 1
+    lab[4, :, 20:] = 255                    # hair beside a canvas
+    lab[5, 9:, :] = 255                     # background above padding
+    return lab
+
+
+def their_step_loss(monkeypatch, outputs: dict, lab: np.ndarray, draws, n_pred: int) -> tuple:
+    """transformers' Mask2FormerLoss called ONCE on the whole batch, on our head's predictions, with the points
+    of our draws: (weighted total, terms in term_names order). Their points come from torch.rand; here
+    torch.rand hands them our draws in the order theirs asks: per prediction (final first, then aux 0, 1, ...)
+    each image's matcher points, then the oversampled and the uniform points of every matched mask of the
+    batch (image by image, in matching order)."""
+    theirs = tf_m2f.Mask2FormerLoss(their_config(), {"loss_cross_entropy": 2.0, "loss_mask": 5.0, "loss_dice": 5.0})
+    listed = semantic_targets(torch.from_numpy(lab))
+    order = [n_pred - 1, *range(n_pred - 1)]  # theirs: the final prediction, then aux 0, 1, ...
+    state = {"layer": 0, "image": 0, "classes": None}
+    their_match = theirs.matcher.forward
+
+    def match(*args, **kw):
+        state["image"] = 0
+        out = their_match(*args, **kw)
+        state["classes"] = [t["labels"][torch.as_tensor(j)] for t, (_, j) in zip(listed, out)]  # matched masks' classes
+        return out
+
+    def rand(*size, **kw):
+        size = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else size
+        layer = order[state["layer"]]
+        if size == (1, POINTS, 2):  # the matcher's points of the next image
+            state["image"] += 1
+            return draws.matcher[layer, state["image"] - 1][None].clone()
+        which = "oversampled" if size[1] == draws.oversampled.shape[3] else "fill"
+        assert size[1] == getattr(draws, which).shape[3], size
+        rows = torch.cat([getattr(draws, which)[layer, b][c] for b, c in enumerate(state["classes"])])
+        assert rows.shape[0] == size[0], (rows.shape, size)
+        if which == "fill" or draws.fill.shape[3] == 0:
+            state["layer"] += 1
+        return rows.clone()
+
+    monkeypatch.setattr(theirs.matcher, "forward", match)
+    monkeypatch.setattr(torch, "rand", rand)
+    ref = theirs(outputs["pred_masks"].float(), outputs["pred_logits"].float(), [t["masks"] for t in listed],
+                 [t["labels"] for t in listed],
+                 auxiliary_predictions=[{"masks_queries_logits": a["pred_masks"].float(),
+                                         "class_queries_logits": a["pred_logits"].float()}
+                                        for a in outputs["aux_outputs"]])
+    monkeypatch.undo()
+    assert state["layer"] == n_pred  # every prediction consumed its draws
+    weights = {"loss_cross_entropy": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
+    total = sum(v * next(w for n, w in weights.items() if k.startswith(n)) for k, v in ref.items())
+    names = [n.replace("loss_ce", "loss_cross_entropy") for n in term_names(n_pred)]
+    return total, torch.stack([ref[n] for n in names])
+
+
+@pytest.mark.parametrize("ignore_pixels, images", [("skip", 3), ("negative", 6)])
+def test_the_training_step_loss_matches_theirs_on_a_mixed_batch(monkeypatch, ignore_pixels, images):
     """train.step.TrainStep's loss (dense targets, batched criterion, the step's own point draw) against
-    transformers' Mask2FormerLoss on the same predictions and points, gradients through our head included.
-
-    Theirs normalises mask terms by the masks of its whole batch and the class term over its batch; ours is
-    the mean over images of per-image losses, so theirs runs once per image (where the two coincide). Their
-    points come from torch.rand; here torch.rand hands them the step's draws in the order theirs asks:
-    per prediction (final first, then aux 0, 1, ...) the matcher's points, then the oversampled and uniform
-    points of each matched mask in its matching's order. No ignore pixels (theirs has no ignore handling).
-    """
-    import numpy as np
-
+    transformers' Mask2FormerLoss called once on the same mixed batch (images with both classes, hair only,
+    background only), same predictions and points, gradients through our head included: the normalisation
+    over the batch's masks and over its queries is theirs. Theirs has no ignore handling (ignore pixels are
+    negatives of every mask): with ours ("skip") the batch holds no ignore pixels; with Mask2Former's
+    ("negative") it holds crops with ignore pixels too."""
     from hairdiff.model.mask2former.batch_criterion import build_batch_criterion
     from hairdiff.model.mask2former.head import HeadConfig, Mask2FormerHead
     from hairdiff.model.mask2former.point_sampling import step_seed
@@ -251,20 +313,18 @@ def test_the_training_step_loss_matches_theirs(monkeypatch):
     from hairdiff.train.step import TrainStep
     from tests.fixtures.stores import LEVELS, TINY, features_for
 
-    cfg = HeadConfig(**{**TINY, "num_points": POINTS})
+    cfg = HeadConfig(**{**TINY, "num_points": POINTS, "ignore_pixels": ignore_pixels})
     torch.manual_seed(0)
     head = Mask2FormerHead(LEVELS, cfg)
     criterion = build_batch_criterion(cfg)
     step = TrainStep(head, head, criterion, build_optimizer(head, 1e-3, 0.05), device="cpu", grad_clip=0.01,
-                     global_batch=6, seed=11)
+                     global_batch=2 * images, seed=11)
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:32, :32]
-    lab = np.zeros((3, 32, 32), np.uint8)
-    lab[0][((yy - 14) / 7) ** 2 + ((xx - 17) / 9) ** 2 < 1] = 1  # hair and background
-    lab[2] = 1                                                  # only hair; image 1: only background
+    lab = mixed_batch()[:images]
+    assert (lab == 255).any() == (ignore_pixels == "negative")
     feats = [features_for(x, rng) for x in lab]
     batch = {"features": {lv.name: torch.from_numpy(np.stack([f[lv.name] for f in feats])).half() for lv in LEVELS},
-             "labels": torch.from_numpy(lab), "global_start": 3}  # the second half of a global batch of 6
+             "labels": torch.from_numpy(lab), "global_start": images}  # the second half of a global batch
     iteration, n_pred = 4, cfg.dec_layers + 1
 
     outputs, targets = step.forward(batch)
@@ -272,51 +332,10 @@ def test_the_training_step_loss_matches_theirs(monkeypatch):
     params = [p for p in head.parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
 
-    draws = criterion.draw(torch.Generator().manual_seed(step_seed(11, iteration)), n_pred, 6).samples(3, 6)
-    theirs = tf_m2f.Mask2FormerLoss(their_config(), {"loss_cross_entropy": 2.0, "loss_mask": 5.0, "loss_dice": 5.0})
-    their_match = theirs.matcher.forward
-    listed = semantic_targets(torch.from_numpy(lab))
-    totals, their_terms = [], []
-    real_rand = torch.rand
-    for b, t in enumerate(listed):
-        order = [n_pred - 1, *range(n_pred - 1)]  # theirs: the final prediction, then aux 0, 1, ...
-        state = {"layer": 0, "classes": None}
-
-        def match(*args, **kw):
-            out = their_match(*args, **kw)
-            state["classes"] = t["labels"][torch.as_tensor(out[0][1])]  # classes of the matched masks, query order
-            return out
-
-        def rand(*size, **kw):
-            size = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else size
-            d = draws.layer(order[state["layer"]], b)
-            if size == (1, POINTS, 2):
-                return d["matcher"][None].clone()
-            if size[1] == d["oversampled"].shape[1]:
-                out = d["oversampled"][state["classes"]].clone()
-                if d["fill"].shape[1] == 0:
-                    state["layer"] += 1
-                return out
-            assert size[1] == d["fill"].shape[1], size
-            state["layer"] += 1
-            return d["fill"][state["classes"]].clone()
-
-        monkeypatch.setattr(theirs.matcher, "forward", match)
-        monkeypatch.setattr(torch, "rand", rand)
-        ref = theirs(outputs["pred_masks"][b:b + 1].float(), outputs["pred_logits"][b:b + 1].float(),
-                     [t["masks"]], [t["labels"]],
-                     auxiliary_predictions=[{"masks_queries_logits": a["pred_masks"][b:b + 1].float(),
-                                             "class_queries_logits": a["pred_logits"][b:b + 1].float()}
-                                            for a in outputs["aux_outputs"]])
-        monkeypatch.setattr(torch, "rand", real_rand)
-        assert state["layer"] == n_pred  # every prediction consumed its draws
-        weights = {"loss_cross_entropy": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
-        totals.append(sum(v * next(w for n, w in weights.items() if k.startswith(n)) for k, v in ref.items()))
-        names = [n.replace("loss_ce", "loss_cross_entropy") for n in term_names(n_pred)]
-        their_terms.append(torch.stack([ref[n] for n in names]))
-    ref_loss = torch.stack(totals).mean()
+    draws = criterion.draw(torch.Generator().manual_seed(step_seed(11, iteration)), n_pred, 2 * images)
+    ref_loss, ref_terms = their_step_loss(monkeypatch, outputs, lab, draws.samples(images, 2 * images), n_pred)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=0)
-    torch.testing.assert_close(terms, torch.stack(their_terms).mean(0).detach(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(terms, ref_terms.detach(), rtol=1e-5, atol=1e-7)
     ref_grads = torch.autograd.grad(ref_loss, params, allow_unused=True)
     # Summation orders differ (batched vs per image): compare at the scale of the whole gradient (a bias that
     # a GroupNorm follows has gradient 0 up to rounding, on both sides).
