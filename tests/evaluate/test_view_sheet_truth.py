@@ -112,7 +112,7 @@ def test_a_store_of_an_older_view_rule_draws_its_originals_and_only_the_labels_o
     assert store.fingerprint_inputs["views"]["rule"] == "views-v1"
     code, _, err, report = views(store, tmp_path / "pics")
     assert code == 1, err
-    assert "views-v1" in report["problems"][0] and "views-v2" in report["problems"][0]
+    assert "views-v1" in report["problems"][0] and view_rules.RULE in report["problems"][0]  # this code's
     drawn = {(r["view"], r["photo_drawn"]) for r in report["samples"]}
     assert drawn == {("original", True), ("flip", False), ("scale0.5", False)}
     # The stored labels are still what each panel shows.

@@ -20,7 +20,8 @@ def row(name: str, timestep: int, miou: float, interval, status: str = "done") -
 def report(rows: list[dict]) -> dict:
     best = "t0"
     marks = versus_best(rows, best)
-    return {"dataset": "figaro", "model": "tiny", "finished": 4, "total": 5, "splits": "ours", "limit": 64,
+    return {"dataset": "figaro", "model": "tiny", "finished": 4, "total": 5, "diverged": [], "splits": "ours",
+            "limit": 64,
             "random_weights": True, "provenance": [], "seconds": 10.0, "best": best, "test_images": 13,
             "points": [{**r, "versus_best": marks[r["name"]]} for r in rows],
             "indistinguishable_from_best": [n for n, m in marks.items() if m == "indistinguishable"]}
