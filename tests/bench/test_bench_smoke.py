@@ -62,7 +62,7 @@ def test_extract_speed_reports_stages_ceiling_and_naive(tmp_path):
 
 
 def test_host_pipeline_says_the_cores_needed_per_codec_and_the_readers_rate(tmp_path):
-    res = _bench("host_pipeline.py", "--seconds", "0.3", "--resolution", "64", "--threads", "1,2", "--repeats", "1",
+    res = _bench("host_pipeline.py", "--seconds", "0.1", "--resolution", "64", "--threads", "1,2", "--repeats", "1",
                  tmp_path=tmp_path)
     stages = {r["stage"] for r in res["rows"]}
     assert stages == {"decode+letterbox", "compress+write", "train reader"}

@@ -1039,7 +1039,10 @@ def test_14_ctrl_c_in_reproduce_says_what_was_kept_and_how_to_continue(setup):
             pytest.fail("".join(seen))
         import time
 
-        time.sleep(3)  # into the training loop
+        log = setup.tmp / "r" / "run" / "log.jsonl"  # into the training loop: its first rows are logged
+        t0 = time.monotonic()
+        while not (log.exists() and log.read_text().strip()) and p.poll() is None and time.monotonic() - t0 < 120:
+            time.sleep(0.05)
         p.send_signal(signal.SIGINT)
         _, rest = p.communicate(timeout=120)
     finally:

@@ -170,18 +170,21 @@ def test_eval_warns_on_a_training_store_and_marks_a_random_weight_backbone(tmp_p
     tiny = {**INPUTS, "model": {"kind": "tiny", "name": "tiny-sd1-v1", "content_sha256": "0" * 64}}
     url = make_store(tmp_path, "figaro", synthetic_samples(3), root=str(tmp_path), inputs=tiny, split="Training")
 
-    def trained_here(meta):  # the run's record of its training store: another copy (URL) of the same store
+    # The run's record of its training store: another copy of the same store, not reachable from here (a local
+    # path that is gone: an unreachable s3:// URL would be the same case, after the client's retries).
+    elsewhere = tmp_path / "another-machine" / "cache" / "figaro" / "Training" / "x.zarr"
+
+    def trained_here(meta):
         meta["stores"] = [{"dataset": "figaro", "split": "Training", "ids_digest": None,
-                           "fingerprint": fingerprint(tiny), "url": "s3://bucket/cache/figaro/Training/x.zarr"}]
+                           "fingerprint": fingerprint(tiny), "url": str(elsewhere)}]
 
     run = make_run(tmp_path, inputs=tiny, edit=trained_here)
     out = tmp_path / "eval"
     code, stdout, err = invoke("eval", "--run", run, "--cache", url, "--out", out, "--device", "cpu", "--overlays", "0")
     assert code == 0, err
     warning = [ln for ln in err.splitlines() if ln.startswith("warning: ")]
-    assert warning == [f"warning: {url} is a store this run trained on (figaro/Training, "
-                       f"s3://bucket/cache/figaro/Training/x.zarr): these scores are on training data, not held-out "
-                       f"data"], err
+    assert warning == [f"warning: {url} is a store this run trained on (figaro/Training, {elsewhere}): these scores "
+                       f"are on training data, not held-out data"], err
     m = json.loads((out / "metrics.json").read_text())
     assert m["evaluated_on_training_store"] is True and m["random_weight_backbone"] is True
     md = (out / "metrics.md").read_text()

@@ -61,15 +61,31 @@ def test_prompt_and_timestep_change_the_store(figaro_root, tmp_path):
     assert not np.array_equal(a[key][:1], b[key][:1])
 
 
+def _kill_when(proc, ready, timeout: float = 120.0) -> None:
+    """SIGKILL `proc` as soon as ready() holds (polled), as a pre-empted job dies: no handler runs."""
+    t0 = time.monotonic()
+    while not ready() and proc.poll() is None and time.monotonic() - t0 < timeout:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_kill_during_extraction_then_resume_gives_identical_store(figaro_root, tmp_path):
-    args = figaro_args(figaro_root, "--limit", "12")
+    args = figaro_args(figaro_root, "--limit", "12", "--batch-size", "1")
     ref = run_cli(*args, cache_root=tmp_path / "ref").stdout.split()[-1]
-    for delay in (6.0, 9.0):  # several moments: model load, mid-extraction / mid-write
-        proc = popen_pipeline(*args, cache_root=tmp_path / "killed", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    resumed = run_cli(*args, cache_root=tmp_path / "killed").stdout.split()[-1]
+    killed = tmp_path / "killed"
+
+    def shards() -> list[Path]:  # the feature shards written so far (features/<level>/c/<k>/0/0/0)
+        return [p for level in killed.glob("*/*/*.zarr/features/*") for p in (level / "c").rglob("*") if p.is_file()]
+
+    # Two moments, found by what is on disk rather than guessed with sleeps: once the store exists (its
+    # metadata written, no shard yet), and once its first shard is written (the others being computed).
+    for ready in (lambda: any(killed.rglob("*.zarr/zarr.json")), lambda: bool(shards())):
+        proc = popen_pipeline(*args, cache_root=killed, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _kill_when(proc, ready)
+    store = next(killed.rglob("*.zarr"))
+    assert zarr.open_group(store, mode="r")["done"][:12].sum() < 12  # killed part-way, not after the end
+    resumed = run_cli(*args, cache_root=killed).stdout.split()[-1]
     a, b = arrays(ref), arrays(resumed)
     assert a.keys() == b.keys()
     for k in a:
