@@ -40,12 +40,17 @@ def celebamask_root(shared_data) -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
-    # Tests never touch the user's real cache (stores or the built tiny model).
+    # Tests never touch the user's real cache (stores or the built tiny model). The tiny model is built once for
+    # the session (seconds each time) in a folder of its own, which every test and every command it starts (they
+    # inherit the environment) finds again, whatever cache root it gives: a cache root of its own would
+    # otherwise mean a build of its own.
     root = tmp_path_factory.mktemp("hairdiff-cache")
-    old = os.environ.get("HAIRDIFF_CACHE")
-    os.environ["HAIRDIFF_CACHE"] = str(root)
+    models = tmp_path_factory.mktemp("hairdiff-models")
+    old = {k: os.environ.get(k) for k in ("HAIRDIFF_CACHE", "HAIRDIFF_MODELS")}
+    os.environ["HAIRDIFF_CACHE"], os.environ["HAIRDIFF_MODELS"] = str(root), str(models)
     yield root
-    if old is None:
-        os.environ.pop("HAIRDIFF_CACHE", None)
-    else:
-        os.environ["HAIRDIFF_CACHE"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -661,9 +661,9 @@ def _contents(root: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory):
-    """One build of the tiny model for every case (it takes seconds; its folder is the user's, not the case's)."""
-    return tmp_path_factory.mktemp("models")
+def tiny_models():
+    """The session's one build of the tiny model (tests/conftest.py; its folder is the user's, not the case's)."""
+    return Path(os.environ["HAIRDIFF_MODELS"])
 
 
 @pytest.fixture()
