@@ -45,7 +45,7 @@ def _isolated_cache(tmp_path_factory):
     # inherit the environment) finds again, whatever cache root it gives: a cache root of its own would
     # otherwise mean a build of its own.
     root = tmp_path_factory.mktemp("hairdiff-cache")
-    models = tmp_path_factory.mktemp("hairdiff-models")
+    models = tmp_path_factory.mktemp("hairdiff-models") / "models"
     old = {k: os.environ.get(k) for k in ("HAIRDIFF_CACHE", "HAIRDIFF_MODELS")}
     os.environ["HAIRDIFF_CACHE"], os.environ["HAIRDIFF_MODELS"] = str(root), str(models)
     yield root

@@ -22,9 +22,8 @@ SCREENSHOT = Path("/tmp/hairdiff-serve-screenshot.png")  # a copy outside pytest
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, extractor):
-    """`pipeline serve MODEL_DIR --port 0` as a user starts it (a model folder of a head that marks part of each
-    image as hair); yields (url, model folder, a test image); stopped at the end."""
+def model_dir(tmp_path_factory, extractor):
+    """(a model folder of a head that marks part of each image as hair, a test image of it)."""
     pytest.importorskip("gradio")
     from hairdiff import HairSegmenter
 
@@ -32,26 +31,47 @@ def served(tmp_path_factory, extractor):
     image = photo_files(tmp / "images", [(50, 37)])[0]
     run = contrasting_run(tmp, extractor, photo(50, 37, 0))
     HairSegmenter.from_pretrained(run, backbone=False).save_pretrained(tmp / "model")
+    return tmp / "model", image
+
+
+@pytest.fixture(scope="module")
+def page(model_dir):
+    """The page `pipeline serve` builds, served from this process (the endpoint test's case: no browser needed)."""
+    from hairdiff import HairSegmenter
+    from hairdiff.evaluate.page import build_page
+
+    model, image = model_dir
+    app = build_page(HairSegmenter.from_pretrained(model, device="cpu"))
+    _, url, _ = app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, ssr_mode=False,
+                           mcp_server=False, show_error=False)
+    yield url, model, image
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def served(model_dir):
+    """`pipeline serve MODEL_DIR --port 0` as a user starts it; yields (url, model folder, a test image)."""
+    model, image = model_dir
     # As many threads as this process: the test compares the page's mask with the API's computed here.
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
            "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([*PIPELINE, "serve", str(tmp / "model"), "--port", "0", "--device", "cpu"],
+    proc = subprocess.Popen([*PIPELINE, "serve", str(model), "--port", "0", "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()  # the address, printed once the page is up
         assert line.startswith("http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() is not None else "")
-        yield line.strip(), tmp / "model", image
+        yield line.strip(), model, image
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def test_the_prediction_endpoint_gives_the_api_mask_and_names_a_bad_file(served, tmp_path):
+def test_the_prediction_endpoint_gives_the_api_mask_and_names_a_bad_file(page, tmp_path):
     from gradio_client import Client, handle_file
 
     from hairdiff import HairSegmenter
 
-    url, model, image = served
+    url, model, image = page
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
     client = Client(url, verbose=False, download_files=str(tmp_path / "got"), analytics_enabled=False)
@@ -76,8 +96,9 @@ def _chromium():
     return browser, driver
 
 
-def test_a_browser_uploads_an_image_and_sees_its_overlay(served, tmp_path):
-    browser, driver = _chromium()
+def test_a_browser_uploads_an_image_and_sees_its_overlay(tmp_path, request):
+    browser, driver = _chromium()  # before the server starts: without a browser there is nothing to start it for
+    served = request.getfixturevalue("served")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
