@@ -7,6 +7,7 @@ CUDA machines so the copy to the device is asynchronous; the copy stays uint8 (4
 """
 from __future__ import annotations
 
+import multiprocessing
 import time
 from dataclasses import dataclass, field
 
@@ -75,12 +76,21 @@ def collate(items: list[Decoded]) -> DecodedBatch:
     return DecodedBatch(items, images, ok)
 
 
+# Decode workers start from a fork server, not a fork of this process: by the time a loader starts, this process runs
+# threads (zarr's event loop, Dask's and the writers' pools), and a fork copies whatever lock one of them holds at
+# that instant into a child that then waits on it forever (seen once as an extraction that never finished). The
+# server imports this module (so torch, numpy and the readers) once; each worker then forks from it ready.
+DECODE_START = multiprocessing.get_context("forkserver")
+DECODE_START.set_forkserver_preload([__name__])
+
+
 def decode_loader(reader, refs, indices, resolution: int, batch_size: int, workers: int, pin: bool = False,
                   transform=None, ids=None) -> DataLoader:
     return DataLoader(
         DecodeDataset(reader, refs, indices, resolution, transform, ids),
         batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate, pin_memory=pin,
         prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
+        multiprocessing_context=DECODE_START if workers > 0 else None,
     )
 
 
