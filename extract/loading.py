@@ -8,6 +8,8 @@ CUDA machines so the copy to the device is asynchronous; the copy stays uint8 (4
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -16,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hairdiff.cache.geometry import letterbox_image, letterbox_label
-from hairdiff.core.errors import BadSampleError
+from hairdiff.core.errors import BadSampleError, UsageError
 
 
 @dataclass
@@ -80,8 +82,21 @@ def collate(items: list[Decoded]) -> DecodedBatch:
 # threads (zarr's event loop, Dask's and the writers' pools), and a fork copies whatever lock one of them holds at
 # that instant into a child that then waits on it forever (seen once as an extraction that never finished). The
 # server imports this module (so torch, numpy and the readers) once; each worker then forks from it ready.
-DECODE_START = multiprocessing.get_context("forkserver")
-DECODE_START.set_forkserver_preload([__name__])
+FORK_SERVER = multiprocessing.get_context("forkserver")
+FORK_SERVER.set_forkserver_preload([__name__])
+
+
+def worker_start():
+    """The fork server, started if need be. Before Python 3.13 it listens on a socket named under TMPDIR (as do
+    the workers' tensor hand-overs), and a socket's name holds at most 107 bytes: a longer TMPDIR is a user error
+    named here, not a traceback from inside a worker."""
+    try:
+        multiprocessing.forkserver.ensure_running()
+    except OSError as e:
+        raise UsageError(
+            f"decode workers need a socket in the temporary folder, and {tempfile.gettempdir()} cannot hold one "
+            f"({e}): set TMPDIR to a shorter folder, or pass --workers 0") from None
+    return FORK_SERVER
 
 
 def decode_loader(reader, refs, indices, resolution: int, batch_size: int, workers: int, pin: bool = False,
@@ -90,7 +105,7 @@ def decode_loader(reader, refs, indices, resolution: int, batch_size: int, worke
         DecodeDataset(reader, refs, indices, resolution, transform, ids),
         batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate, pin_memory=pin,
         prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
-        multiprocessing_context=DECODE_START if workers > 0 else None,
+        multiprocessing_context=worker_start() if workers > 0 else None,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -37,12 +38,12 @@ def test_cache_codecs_runs_and_reports_every_option(tmp_path):
 def _bench(script: str, *args, tmp_path) -> dict:
     """The script's JSON, with `wall_s`: the seconds the whole script took, measured here (a reference for the
     rates it reports, which it cannot have computed from more time than it ran). Its scratch folders
-    (tempfile) land in tmp_path/work, where the test can read what its runs wrote."""
+    (tempfile) land in a short folder removed afterwards: a TMPDIR as deep as tmp_path cannot hold the decode
+    workers' sockets before Python 3.13."""
     t0 = time.perf_counter()
-    (tmp_path / "work").mkdir(exist_ok=True)
-    p = subprocess.run([sys.executable, str(REPO / "bench" / script), *map(str, args), "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=600,
-                       env=cli_env(tmp_path / "cache", TMPDIR=str(tmp_path / "work")))
+    with tempfile.TemporaryDirectory(prefix="bench-") as work:
+        p = subprocess.run([sys.executable, str(REPO / "bench" / script), *map(str, args), "--out", str(tmp_path)],
+                           capture_output=True, text=True, timeout=600, env=cli_env(tmp_path / "cache", TMPDIR=work))
     wall = time.perf_counter() - t0
     assert p.returncode == 0, p.stderr[-3000:]
     return {**json.loads((tmp_path / script.replace(".py", ".json")).read_text()), "wall_s": wall}
