@@ -50,6 +50,7 @@ from hairdiff.cache.distinct import check_distinct, images, same_location
 from hairdiff.core.errors import RunDirError, RunFileError, StoreMismatchError, TrainingDiverged, UsageError
 from hairdiff.core.files import atomic_write_json
 from hairdiff.core.progress import ProgressFactory, silent
+from hairdiff.core.versions import versions
 from hairdiff.model.best import BEST_DIR, METRIC, read_best, save_best
 from hairdiff.model.checkpoints import latest_checkpoint, read_checkpoint_state
 from hairdiff.model.finite import nonfinite_count, value_count
@@ -428,7 +429,10 @@ class _Loop:
                    "world_size": dist.world_size, "device": str(self.device),
                    "head_parameters": sum(p.numel() for p in self.head.parameters()),
                    "checkpoint": str(self.last_ckpt) if self.last_ckpt else None,
-                   "best": {k: best[k] for k in ("iteration", "metric", "score")} if best else None}
+                   "best": {k: best[k] for k in ("iteration", "metric", "score")} if best else None,
+                   # The same settings give other weights on another torch or thread count (float sums in
+                   # another order: on the tiny model 2 mIoU points after 60 iterations), so a run says which.
+                   "environment": {"versions": versions(("torch", "numpy")), "threads": torch.get_num_threads()}}
         if dist.is_main and finished:
             from hairdiff.train.curves import plot_curves  # matplotlib: only for a finished run
 

@@ -12,6 +12,7 @@ from safetensors import safe_open
 
 from hairdiff.cache import FeatureStore
 from hairdiff.core.errors import RunDirError, StoreMismatchError, TrainingDiverged
+from hairdiff.core.versions import versions
 from hairdiff.model.checkpoints import latest_checkpoint
 from hairdiff.model.trained import load_head
 from hairdiff.train.data import CachedFeatures, Position, global_batch
@@ -41,6 +42,8 @@ def test_loss_falls_and_run_is_complete(tmp_path):
     run_json = json.loads((run / "run.json").read_text())
     assert run_json["final_loss"] == pytest.approx(rows[-1]["loss"]) and run_json["iterations"] == 40
     assert run_json["images_per_s"] > 0 and summary["finished"]
+    # what else makes the same settings give other weights: the torch build and the threads it summed with
+    assert run_json["environment"] == {"versions": versions(("torch", "numpy")), "threads": torch.get_num_threads()}
 
     head, meta = load_head(run)
     assert set(meta) == {"fingerprint", "fingerprint_inputs", "levels", "stores", "head_config", "iteration"}
