@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from huggingface_hub import EvalResult
+
 from hairdiff.core.errors import UsageError
 from hairdiff.core.recipe import FULL, OURS, SMOKE_RUN, Recipe, Source
 from hairdiff.evaluate.metrics import METRICS, PER_IMAGE_KEYS, TABLE_KEYS
@@ -129,6 +131,20 @@ def own_rows(meta: dict, cfg: dict) -> list[dict]:
                                 "the small preset (CPU-sized)" if head == build_head_config(small=True)
                                 else "the run's --head settings")))
     return rows
+
+
+# --------------------------------------------------------------------------------------------- metadata
+def eval_results(card: dict) -> list[EvalResult] | None:
+    """The evaluation as the Hub's model-index (the card's YAML, which the Hub shows and indexes): the pooled
+    scores in percent. None where they would mislead whoever reads metadata without the text: no evaluation, a
+    random-weight backbone, or scores on images the head was trained on."""
+    ev = card.get("evaluation")
+    if ev is None or card["random_weights"] or ev.get("evaluated_on_training_store"):
+        return None
+    return [EvalResult(task_type="image-segmentation", task_name="hair segmentation", dataset_type=str(ev["dataset"]),
+                       dataset_name=str(ev["dataset"]), dataset_split=ev.get("split"), metric_type=m.hub,
+                       metric_name=f"{m.label} (pooled)", metric_value=round(float(ev["pooled"][m.key]), 2))
+            for m in METRICS if ev["pooled"].get(m.key) is not None]
 
 
 # ------------------------------------------------------------------------------------------------ text

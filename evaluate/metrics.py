@@ -110,11 +110,13 @@ def scores(conf: np.ndarray) -> dict:
 
 @dataclass(frozen=True)
 class Metric:
-    """A reported metric: key (metrics.json's name), label (tables' header), paper (one of eq. 7-10),
+    """A reported metric: key (metrics.json's name), label (tables' header), hub (its `metric_type` in a model
+    card's model-index: the Hugging Face `evaluate` library's id, or ours for the rest), paper (one of eq. 7-10),
     per_image (also averaged over images, the per-image reading), summary (in one-line summaries: the demo)."""
 
     key: str
     label: str
+    hub: str
     paper: bool = False
     per_image: bool = True
     summary: bool = True
@@ -122,13 +124,13 @@ class Metric:
 
 # Every metric the commands report, in the order tables and reports show them: the one owner of that list.
 METRICS = (
-    Metric("mIoU", "mIoU", paper=True),
-    Metric("accuracy", "accuracy", paper=True),
-    Metric("precision", "precision", paper=True),
-    Metric("f1", "F1", paper=True),
-    Metric("hair_iou", "hair IoU"),
-    Metric("hair_f1", "hair F1", summary=False),
-    Metric("boundary_f", "boundary F", per_image=False),
+    Metric("mIoU", "mIoU", "mean_iou", paper=True),
+    Metric("accuracy", "accuracy", "accuracy", paper=True),
+    Metric("precision", "precision", "precision", paper=True),
+    Metric("f1", "F1", "f1", paper=True),
+    Metric("hair_iou", "hair IoU", "hair_iou"),
+    Metric("hair_f1", "hair F1", "hair_f1", summary=False),
+    Metric("boundary_f", "boundary F", "boundary_f1", per_image=False),
 )
 TABLE_KEYS = tuple(m.key for m in METRICS)
 PAPER_KEYS = tuple(m.key for m in METRICS if m.paper)

@@ -265,13 +265,16 @@ class HairSegmenter(ModelHubMixin, library_name="hairdiff", pipeline_tag="image-
         save_model(self.head, str(Path(save_directory) / WEIGHTS))
 
     def generate_model_card(self, *args, where: str = "DIR", **kwargs) -> ModelCard:
-        """README.md: huggingface_hub's metadata block (library, task, tags, base model) over evaluate/card.py's
-        text."""
-        from hairdiff.evaluate.card import card_text
+        """README.md: huggingface_hub's metadata block (library, task, tags, base model, the evaluation as a
+        model-index) over evaluate/card.py's text."""
+        from hairdiff.evaluate.card import card_text, eval_results
 
         data = ModelCardData(**self._hub_mixin_info.model_card_data.to_dict())
         if self.card["backbone"].get("kind") == "hub":
             data.base_model = self.card["backbone"]["name"]
+        data.eval_results = eval_results(self.card)
+        if data.eval_results:
+            data.model_name = self.card["name"]  # the model-index needs a name
         head = self.source.get("trained_as", head_record(self.source))
         return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_text(self.card, head, where)}")
 

@@ -9,7 +9,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from hairdiff.core.recipe import SMOKE
-from hairdiff.evaluate.card import TINY_LINE
+from hairdiff.evaluate.card import TINY_LINE, eval_results
 from hairdiff.evaluate.config import EvalConfig
 from hairdiff.evaluate.metrics import METRICS
 from hairdiff.evaluate.run import evaluate_run
@@ -52,6 +52,24 @@ def test_the_card_shows_the_evaluation_of_this_head(tmp_path, evaluated):
     assert config["head_source"]["source"] == "final" and config["meta"]["fingerprint"] == m["fingerprint"]
     assert "| figaro | train |" in text  # the training data
     assert "## Intended use" in text and "## Limits" in text
+
+
+def test_the_card_metadata_carries_the_evaluation_as_a_model_index_only_where_it_means_something(tmp_path,
+                                                                                                 evaluated):
+    run, m = evaluated
+    code, err, card = export(run, tmp_path / "m")
+    assert code == 0, err
+    got = {r.metric_type: r for r in card.data.eval_results}  # read back from README.md's YAML
+    assert list(got) == [mt.hub for mt in METRICS]
+    assert card.data.model_name and all(r.task_type == "image-segmentation" for r in got.values())
+    assert {(r.dataset_type, r.dataset_split) for r in got.values()} == {("figaro", "test")}
+    assert got["mean_iou"].metric_value == round(m["mIoU"], 2) and got["f1"].metric_value == round(m["f1"], 2)
+    facts = json.loads((tmp_path / "m" / "config.json").read_text())["card"]
+    assert len(eval_results(facts)) == len(METRICS)
+    # numbers a reader of metadata alone would take for a model's: none
+    assert eval_results({**facts, "random_weights": True}) is None
+    assert eval_results({**facts, "evaluation": {**facts["evaluation"], "evaluated_on_training_store": True}}) is None
+    assert eval_results({**facts, "evaluation": None}) is None
 
 
 def test_a_reproduce_run_shows_its_recipe_with_sources_and_a_stale_evaluation_is_left_out(tmp_path, evaluated):
