@@ -51,7 +51,10 @@ def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path):
             "--no-small", "--workers", "0", "--ckpt-every", "2", *HEAD]
     proc = popen_pipeline(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (run / "checkpoints" / "iter_00000004").exists() and time.time() < deadline:
+    # a checkpoint at iteration 4 or later: only the newest two are kept, so iter_00000004 itself may come and go
+    # between two looks
+    while (max((int(p.name[5:]) for p in (run / "checkpoints").glob("iter_*")), default=0) < 4
+           and proc.poll() is None and time.time() < deadline):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
