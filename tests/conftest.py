@@ -9,21 +9,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _share_the_cores() -> None:
-    # Under pytest-xdist each worker process would run torch on every core: two workers on two cores then run four
-    # busy threads that take turns (measured on the 2-core CI machine: 194 s with a core each, 240-295 s without).
-    # A worker's share of the cores, for it and the commands it starts (they inherit the environment); an
-    # OMP_NUM_THREADS given by the user stands.
-    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    if workers and "OMP_NUM_THREADS" not in os.environ:
-        import torch
-
-        threads = max(1, (os.cpu_count() or 1) // int(workers))
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        torch.set_num_threads(threads)
-
-
-_share_the_cores()
+def pytest_configure(config):
+    # Under pytest-xdist each worker would run torch (and BLAS) on every core: two workers on two cores then run four
+    # busy threads that take turns (the 2-core CI machine: 194 s with a core each, 272-292 s without). The
+    # workers, and the commands they start, inherit this process's environment, read when their libraries load: a
+    # share of the cores each. An OMP_NUM_THREADS given by the user stands.
+    workers = getattr(config.option, "numprocesses", None)
+    if isinstance(workers, int) and workers > 0 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
 
 
 def pytest_addoption(parser):
