@@ -10,6 +10,7 @@ SAMPLE = ("sample",)
 MASKS = ("sample", "y", "x")  # at the store's resolution
 SIZES = ("sample", "hw")  # (height, width)
 DIGESTS = ("sample", "digest")
+IMAGES = ("image",)  # one per image file (a sample is an image's view)
 
 
 def level(lv: LevelSpec) -> tuple[str, str, str, str]:

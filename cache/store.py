@@ -128,8 +128,14 @@ IMAGE_DIGESTS_ATTR = {"algorithm": "sha256", "of": "each image's file, in image 
 def _write_image_digests(g: zarr.Group, digests: list[str]) -> None:
     n = len(digests)
     arr = g.create_array(IMAGE_DIGESTS, shape=(n,), dtype=str, chunks=(max(1, n),), compressors=checksum_only(),
-                         overwrite=True)
+                         overwrite=True, dimension_names=dims.IMAGES)
     arr[:] = np.array(list(digests), dtype=object)
+
+
+def _create_digest_table(g: zarr.Group, n: int, shard_size: int, cols: list[str]) -> zarr.Array:
+    """The per-sample digest table (new stores, and old ones given digests by `add_digests`)."""
+    return g.create_array("digests", shape=(n, len(cols)), dtype="uint32", chunks=(shard_size, len(cols)),
+                          compressors=checksum_only(), fill_value=0, overwrite=True, dimension_names=dims.DIGESTS)
 
 
 def _png(label: np.ndarray) -> bytes:
@@ -303,8 +309,7 @@ class FeatureStore:
             g.create_array(name, shape=(n, 2), dtype="int32", chunks=(s, 2), compressors=checksum_only(),
                            fill_value=0, overwrite=True, dimension_names=dims.SIZES)
         cols = dg.columns([lv.key for lv in levels])
-        g.create_array("digests", shape=(n, len(cols)), dtype="uint32", chunks=(s, len(cols)),
-                       compressors=checksum_only(), fill_value=0, overwrite=True, dimension_names=dims.DIGESTS)
+        _create_digest_table(g, n, s, cols)
         g.create_array("done", shape=(n,), dtype="uint8", chunks=(s,), compressors=checksum_only(), fill_value=0,
                        overwrite=True, dimension_names=dims.SAMPLE)
         ids_arr = g.create_array("ids", shape=(n,), dtype=str, chunks=(max(1, n),), compressors=checksum_only(),
@@ -496,8 +501,7 @@ class FeatureStore:
             return 0
         cols = dg.columns([lv.key for lv in self.levels])
         g, s = self.group, self.shard_size
-        table = g.create_array("digests", shape=(self.num_samples, len(cols)), dtype="uint32", chunks=(s, len(cols)),
-                               compressors=checksum_only(), fill_value=0, overwrite=True)
+        table = _create_digest_table(g, self.num_samples, s, cols)
         feats = {lv.key: [f"features/{lv.key}"] + ([f"features/{lv.key}__scale", f"features/{lv.key}__offset"]
                                                    if self.precision == "int8" else []) for lv in self.levels}
         done, count = self.done_mask(), 0
@@ -511,8 +515,9 @@ class FeatureStore:
             got = self._read([n for names in feats.values() for n in names] + ["masks", "orig_sizes", "label_sizes"],
                              idx)
             rows = np.zeros((len(rng), len(cols)), np.uint32)
+            labels = self._get("labels", slice(rng.start, rng.stop))  # one chunk: the shard's labels at once
             for j, i in enumerate(idx):
-                label = self._get("labels", slice(int(i), int(i) + 1))[0]
+                label = labels[i - rng.start]
                 if not label:
                     raise self._corrupt(int(i), "labels: missing")
                 rows[i - rng.start] = [*(dg.digest(*(got[n][j] for n in names)) for names in feats.values()),

@@ -39,6 +39,7 @@ def test_verify_says_an_old_store_predates_digests_and_repair_adds_them(tmp_path
     assert code == 0 and "added per-sample digests: 4 done sample(s)" in out, (out, err)
     store = FeatureStore.open(str(old))
     assert store.has_digests and len(store.read_batch([0, 1, 2, 3])["ids"]) == 4  # what it holds now reads
+    assert store.group["digests"].metadata.dimension_names == ("sample", "digest")  # xarray still opens it
     (old / SHARD).write_bytes(original)  # changed after the digests: every read finds it
     with pytest.raises(CorruptSampleError, match="features/up_blocks_1: does not match its checksum"):
         FeatureStore.open(str(old)).read_batch([0])

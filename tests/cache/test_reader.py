@@ -15,7 +15,7 @@ from tests.fixtures.stores import LEVELS, make_train_store
 
 @pytest.fixture(scope="module")
 def store_url(tmp_path_factory):
-    return make_train_store(tmp_path_factory.mktemp("reader"), n=12, seed=3)
+    return make_train_store(tmp_path_factory.mktemp("reader"), n=12, seed=3, image_digests=True)
 
 
 def test_a_linear_probe_learns_from_a_store_through_the_public_api_alone(store_url, tmp_path):
@@ -99,4 +99,5 @@ def test_xarray_and_dask_open_a_store_directly_by_its_names(store_url):
     np.testing.assert_array_equal(var.values, store.features(lv.name).compute())
     root = xr.open_zarr(store_url, consolidated=False)
     assert root["masks"].dims == ("sample", "y", "x") and list(root["ids"].values) == store.ids
+    assert root["image_digests"].dims == ("image",) and root["digests"].dims == ("sample", "digest")
     np.testing.assert_array_equal(da.from_zarr(store_url, component=f"features/{lv.key}").compute(), var.values)
