@@ -1,6 +1,7 @@
 """Writing a file so that a reader (or a crash) sees the old content or the new, never half of it."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -55,3 +56,16 @@ def fsync_path(path) -> None:
         return
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def file_sha256(path) -> str | None:
+    """sha256 of a file's content, read in blocks (hashlib releases the GIL on them: threads overlap reads and
+    hashing); None when it is missing or unreadable."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()

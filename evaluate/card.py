@@ -15,6 +15,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult
 
 from hairdiff.core.errors import UsageError
+from hairdiff.core.files import file_sha256
 from hairdiff.core.recipe import FULL, OURS, SMOKE_RUN, Recipe, Source
 from hairdiff.evaluate.metrics import METRICS, PER_IMAGE_KEYS, TABLE_KEYS
 from hairdiff.evaluate.report import RANDOM_WEIGHTS, coverage_text
@@ -44,16 +45,22 @@ def card_facts(run_dir: Path, source: dict, metrics: str | None = None) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-def _same_head(scored: dict, source: dict) -> bool:
-    return (scored.get("source") == source["source"] and scored.get("iteration") == source.get("iteration")
-            and Path(str(scored.get("weights"))).name == Path(source["weights"]).name)
+def _same_head(scored: dict, source: dict, weights_sha256: str | None, named: bool) -> bool:
+    """Whether an evaluation scored these very weights: by their content (run folders repeat file names and
+    iterations: another run's eval/ beside this one would pass for it). An evaluation written before eval recorded
+    the digest counts only where the user names it (--metrics), by which head and iteration it scored."""
+    if scored.get("weights_sha256"):
+        return scored["weights_sha256"] == weights_sha256
+    return named and (scored.get("source") == source["source"] and scored.get("iteration") == source.get("iteration")
+                      and Path(str(scored.get("weights"))).name == Path(source["weights"]).name)
 
 
 def evaluation(run_dir: Path, source: dict, metrics: str | None) -> dict | None:
     """The scores of this head with what they were measured on, or None when no evaluation of it is found. An
-    explicit `metrics` file that is missing or scored another head is a UsageError."""
+    explicit `metrics` file that is missing or scored other weights is a UsageError."""
     candidates = [Path(metrics)] if metrics else [run_dir / "eval" / "metrics.json",
                                                   run_dir.parent / "eval" / "metrics.json"]
+    weights_sha256 = file_sha256(source["weights"])
     for path in candidates:
         if not path.is_file():
             if metrics:
@@ -61,12 +68,12 @@ def evaluation(run_dir: Path, source: dict, metrics: str | None) -> dict | None:
             continue
         m = read_run_record(path, FIX_METRICS, error=UsageError)
         scored = m.get("head") or {}
-        if not _same_head(scored, source):
+        if not _same_head(scored, source, weights_sha256, named=bool(metrics)):
             if metrics:
-                raise UsageError(f"--metrics {path} scores another head ({scored.get('source')}, iteration "
-                                 f"{scored.get('iteration')}) than the one exported ({source['source']}, iteration "
+                raise UsageError(f"--metrics {path} scores other weights ({scored.get('weights')}, iteration "
+                                 f"{scored.get('iteration')}) than the ones exported ({source['weights']}, iteration "
                                  f"{source.get('iteration')}): {FIX_METRICS}")
-            continue  # an evaluation of an earlier head of the run: not this head's numbers
+            continue  # an evaluation of another head (an earlier one of this run, or another run's): not its numbers
         per_image = m.get("per_image_mean") or {}
         return {"file": str(path), "dataset": m.get("dataset"), "split": m.get("split"), "store": m.get("store"),
                 "images": m.get("images"), "images_total": m.get("images_total"), "coverage": coverage_text(m),

@@ -11,7 +11,7 @@ from hairdiff.cache import FeatureStore
 from hairdiff.cache.geometry import unletterbox
 from hairdiff.core.devices import resolve_device
 from hairdiff.core.errors import BadSampleError, CacheError, DatasetError, StoreMismatchError
-from hairdiff.core.files import atomic_write
+from hairdiff.core.files import atomic_write, file_sha256
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.evaluate.bootstrap import ImageScores, intervals
 from hairdiff.evaluate.boundary import boundary_counts, boundary_f
@@ -151,7 +151,7 @@ def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=No
     annotation at its own resolution; the confusion matrix and boundary counts are summed over the split.
     warn(message): told at the start when the store is one the run trained on.
     """
-    from hairdiff.model.trained import head_source, load_head
+    from hairdiff.model.trained import head_record, head_source, load_head
     from hairdiff.model.trained_images import read_trained_images
 
     run_dir, out_dir, batch_size = Path(cfg.run), Path(cfg.out), cfg.batch_size
@@ -175,7 +175,9 @@ def evaluate_run(cfg: EvalConfig, *, progress: ProgressFactory = silent, warn=No
     identity = backbone_identity(meta["fingerprint_inputs"])
     extra = {"run": str(run_dir), "store": store.url, "dataset": store.dataset, "split": store.split,
              "fingerprint": store.fingerprint, "data_key": store.data_key, "trained_on": trained_on,
-             "head": {k: v for k, v in source.items() if k != "meta"},
+             # the weights' content: what the model card matches an evaluation to its head by (names and
+             # iterations repeat across runs)
+             "head": {**head_record(source), "weights_sha256": file_sha256(source["weights"])},
              "cross_dataset": store.dataset not in trained_on,
              "evaluated_on_training_store": seen is not None, "training_store": seen,
              "training_images": trained_images,

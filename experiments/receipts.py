@@ -8,20 +8,11 @@ store gone or replaced, is named, and the result is computed again rather than r
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from hairdiff.cache import FeatureStore
 from hairdiff.core.errors import CacheError
-
-
-def file_digest(path: Path) -> str | None:
-    """sha256 of a file's content; None when it is missing or unreadable."""
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError:
-        return None
+from hairdiff.core.files import file_sha256
 
 
 def store_identity(url: str) -> dict:
@@ -32,7 +23,7 @@ def store_identity(url: str) -> dict:
 
 def receipt(folder: Path, files: tuple[str, ...], stores: dict[str, str]) -> dict:
     """The receipt of a result in `folder`: digests of `files` (relative to it) and the stores' identities."""
-    return {"files": {name: file_digest(Path(folder) / name) for name in files},
+    return {"files": {name: file_sha256(Path(folder) / name) for name in files},
             "stores": {part: store_identity(url) for part, url in stores.items()}}
 
 
@@ -44,7 +35,7 @@ def problems(folder: Path, record: dict | None) -> list[str]:
         return ["its record predates receipts (or is damaged), so what it claims cannot be checked"]
     found = []
     for name, digest in record["files"].items():
-        now = file_digest(Path(folder) / name)
+        now = file_sha256(Path(folder) / name)
         if now is None or now != digest:
             found.append(f"{name} {'is missing' if now is None else 'changed since it was recorded'}")
     for part, was in record["stores"].items():

@@ -16,6 +16,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from hairdiff.core.files import file_sha256
 from hairdiff.core.paths import local_cache_dir
 
 MEMO = "file-digests.sqlite"
@@ -23,14 +24,7 @@ UNREADABLE = "unreadable"  # the digest of a file that cannot be read: its sampl
 
 
 def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)  # hashlib releases the GIL on large blocks: threads overlap reads and hashing
-    except OSError:
-        return UNREADABLE
-    return h.hexdigest()
+    return file_sha256(path) or UNREADABLE
 
 
 class DigestMemo:

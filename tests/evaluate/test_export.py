@@ -78,9 +78,11 @@ def test_a_reproduce_run_shows_its_recipe_with_sources_and_a_stale_evaluation_is
     shutil.copytree(run.parent, out)
     rows = provenance(SMOKE)
     (out / "report.json").write_text(json.dumps({"run": str(out / "run"), "provenance": rows}))
-    metrics = json.loads((out / "eval" / "metrics.json").read_text())
-    metrics["head"]["iteration"] = 7  # scored an earlier head of the run: not this head's numbers
-    (out / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    # trained again since it was scored (or another run of the same name and length: the same file names and
+    # iterations): the evaluation beside it scored other weights, not this head's numbers
+    (tmp_path / "retrained").mkdir()
+    retrained = make_run(tmp_path / "retrained", seed=1)
+    shutil.copyfile(retrained / "head.safetensors", out / "run" / "head.safetensors")
     code, err, card = export(out / "run", tmp_path / "m")
     assert code == 0, err
     assert "no `pipeline eval` of this head found" in err
@@ -90,7 +92,7 @@ def test_a_reproduce_run_shows_its_recipe_with_sources_and_a_stale_evaluation_is
         assert f"| {r['setting']} | {r['value']} | {r['source']} | {r['where']} |" in card.text
     # Asked for by name, another head's evaluation is refused, and nothing is written.
     code, err, _ = export(out / "run", tmp_path / "m2", "--metrics", out / "eval" / "metrics.json")
-    assert code == 2 and "scores another head (final, iteration 7) than the one exported (final" in err
+    assert code == 2 and "scores other weights (" in err and f"than the ones exported ({out / 'run'}" in err, err
     assert not (tmp_path / "m2").exists()
 
 
