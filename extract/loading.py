@@ -80,23 +80,26 @@ def collate(items: list[Decoded]) -> DecodedBatch:
 
 # Decode workers start from a fork server, not a fork of this process: by the time a loader starts, this process runs
 # threads (zarr's event loop, Dask's and the writers' pools), and a fork copies whatever lock one of them holds at
-# that instant into a child that then waits on it forever (seen once as an extraction that never finished). The
-# server imports this module (so torch, numpy and the readers) once; each worker then forks from it ready.
-FORK_SERVER = multiprocessing.get_context("forkserver")
-FORK_SERVER.set_forkserver_preload([__name__])
-
-
+# that instant into a child that then waits on it forever (seen once as an extraction that never finished).
 def worker_start():
-    """The fork server, started if need be. Before Python 3.13 it listens on a socket named under TMPDIR (as do
-    the workers' tensor hand-overs), and a socket's name holds at most 107 bytes: a longer TMPDIR is a user error
-    named here, not a traceback from inside a worker."""
+    """The start method of decode workers: the fork server, started here if need be, which imports this module (so
+    torch and numpy) once and forks each worker from it ready; None (the platform's default, spawn) where there is
+    no fork server. Before Python 3.13 the server listens on a socket named under TMPDIR (as do the workers'
+    tensor hand-overs), and a socket's name holds at most 107 bytes: a longer TMPDIR is a user error named here
+    (extraction asks before its model loads), not a traceback from inside a worker."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     try:
         multiprocessing.forkserver.ensure_running()
     except OSError as e:
+        if "too long" not in str(e):
+            raise
         raise UsageError(
             f"decode workers need a socket in the temporary folder, and {tempfile.gettempdir()} cannot hold one "
             f"({e}): set TMPDIR to a shorter folder, or pass --workers 0") from None
-    return FORK_SERVER
+    return context
 
 
 def decode_loader(reader, refs, indices, resolution: int, batch_size: int, workers: int, pin: bool = False,

@@ -27,7 +27,7 @@ from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.extract.assembly import ShardAssembler, WriterPool
 from hairdiff.extract.compute import ComputeStage
 from hairdiff.extract.config import ExtractConfig
-from hairdiff.extract.loading import decode_loader
+from hairdiff.extract.loading import decode_loader, worker_start
 from hairdiff.extract.readers.ids import read_ids_file
 from hairdiff.extract.readers.registry import default_split, get_reader
 from hairdiff.extract.timing import StageClock
@@ -340,6 +340,8 @@ def run_local(cfg: ExtractConfig, stats: ExtractStats, progress: ProgressFactory
     key, image_digests = source_digests(refs)
     cfg.check_cache_root()
     check_root_writable(cfg, key)
+    if cfg.workers > 0:
+        worker_start()  # a TMPDIR the decode workers cannot use is said before the model loads
     if extractor is None:
         log(f"{len(refs)} samples in {cfg.dataset}/{cfg.split}; loading model {cfg.model} ...")
         extractor = build_extractor(cfg)
