@@ -7,6 +7,7 @@ named `s3:`. A URL whose fsspec backend is not installed is one line naming the 
 """
 from __future__ import annotations
 
+import errno
 import os
 from contextlib import contextmanager
 
@@ -69,11 +70,15 @@ def local_option(value, option: str):
                      "storage's own tools")
 
 
+LOCAL_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # a local disk full, over quota, or read-only
+
+
 @contextmanager
 def remote_access(url, doing: str):
     """Errors of an object store's client while `doing` something with `url` (no credentials, no network, access
-    denied: botocore's, aiohttp's ... exceptions) become one StoreAccessError naming the URL; our own errors and
-    everything on local paths pass through unchanged."""
+    denied: botocore's, aiohttp's ... exceptions) become one StoreAccessError naming the URL; our own errors, a
+    full or read-only local disk (written to in the same copy) and everything on local paths pass through
+    unchanged."""
     from hairdiff.core.errors import HairdiffError, StoreAccessError
 
     if not is_remote(url):
@@ -84,6 +89,8 @@ def remote_access(url, doing: str):
     except (HairdiffError, FileNotFoundError):  # ours, and absence (which callers tell apart)
         raise
     except Exception as e:
+        if isinstance(e, OSError) and e.errno in LOCAL_DISK:  # this machine's disk (a pull into a full one)
+            raise
         raise StoreAccessError(f"cannot {doing} {url} ({type(e).__name__}: {str(e)[:160]}): check the URL and that "
                                "your credentials (the usual environment or config files) allow it") from None
 

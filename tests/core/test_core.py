@@ -1,16 +1,17 @@
 """The shared pieces: device/dtype names, atomic writes, URLs, local folders when the cache root is remote."""
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
 import torch
 
 from hairdiff.core.devices import check_device, resolve_device, resolve_dtype
-from hairdiff.core.errors import HairdiffError, UsageError
+from hairdiff.core.errors import HairdiffError, StoreAccessError, UsageError
 from hairdiff.core.files import atomic_write, atomic_write_json, replacing
 from hairdiff.core.paths import local_cache_dir, models_dir
-from hairdiff.core.urls import is_remote, local_path
+from hairdiff.core.urls import is_remote, local_path, remote_access
 
 
 def test_devices_and_dtypes():
@@ -56,3 +57,15 @@ def test_models_folder_is_local_when_the_cache_root_is_a_url(monkeypatch, tmp_pa
     assert models_dir() == tmp_path / "m"
     monkeypatch.setenv("HAIRDIFF_CACHE", str(tmp_path / "c"))
     assert local_cache_dir() == Path(tmp_path / "c")
+
+
+def test_a_full_local_disk_during_a_copy_is_not_blamed_on_the_store():
+    # A pull writes this machine's disk inside the remote read: its ENOSPC reaches the copy's own handling ("free
+    # space"), while the store's client failures become one line about the URL and credentials.
+    with pytest.raises(OSError) as full:
+        with remote_access("s3://bucket/a.zarr", "copy from"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert not isinstance(full.value, StoreAccessError)
+    with pytest.raises(StoreAccessError, match=r"cannot copy from s3://bucket/a.zarr \(PermissionError: .*credentials"):
+        with remote_access("s3://bucket/a.zarr", "copy from"):
+            raise PermissionError(errno.EACCES, "Access Denied")
