@@ -100,8 +100,8 @@ def load_extractor(meta: dict, record: str, device, dtype=None, model: str | Non
     bb = load_backbone(_model_arg(identity, model), device=device, dtype=dtype, revision=identity.get("revision"))
     fx = FeatureExtractor.from_fingerprint_inputs(bb, fi)
     mine = dict(fx.fingerprint_inputs)
-    if mine["compute_dtype"] != fi["compute_dtype"] and dtype is not None:
-        mine["compute_dtype"] = fi["compute_dtype"]  # asked for: the same network, computed at another precision
+    if mine["compute_dtype"] != fi["compute_dtype"]:  # only where a dtype was asked for (the default is the head's)
+        mine["compute_dtype"] = fi["compute_dtype"]  # the same network, computed at another precision
     if fingerprint(mine) != meta["fingerprint"]:
         differ = sorted(k for k in set(mine) | set(fi) if mine.get(k) != fi.get(k))
         raise RunMismatchError(f"{record}: the backbone and settings loaded now do not reproduce the features the head "

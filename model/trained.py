@@ -35,7 +35,8 @@ FIX_FINAL = ("restore it, or remove RUN/run.json and RUN/head.safetensors and ru
 # What to do about a head of each source whose weights are not finite (a diverged training).
 NONFINITE_FIX = {"best": "Pass --no-best to use the final head, or train again with a lower --lr",
                  "final": "Train again with a lower --lr (`pipeline train --overwrite`), or pass another run",
-                 "checkpoint": "Remove that checkpoint to use the one before it, or train again with a lower --lr"}
+                 "checkpoint": "Remove that checkpoint to use the one before it, or train again with a lower --lr",
+                 "model": "Export the folder again from a run whose head is finite, or download it again"}
 
 
 def read_run_json(run_dir: Path) -> dict:
@@ -136,12 +137,14 @@ def load_head(run_dir: Path, device: str = "cpu", prefer_best: bool = False, sou
     try:
         missing, unexpected = load_model(head, weights, strict=False, device=str(device))
     except RuntimeError as e:  # a tensor of another shape: load_state_dict's size mismatch
+        if "size mismatch" not in str(e):
+            raise  # out of device memory and the like: not the weights' fault
         first = str(e).strip().splitlines()[-1].strip()[:160]
         raise error(f"{weights} does not fit the head described in {record} ({first}): {fix}") from None
     if missing or unexpected:
         raise error(f"{weights} does not fit the head described in {record} (missing {sorted(missing)[:5]}, "
                     f"unexpected {sorted(unexpected)[:5]}): {fix}")
-    check_finite_loaded(head, weights, NONFINITE_FIX.get(src.get("source"), NONFINITE_FIX["final"]))
+    check_finite_loaded(head, weights, NONFINITE_FIX.get(src.get("source")) or NONFINITE_FIX["final"])
     return head.to(device).eval(), meta
 
 

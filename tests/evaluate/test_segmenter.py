@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from hairdiff import HairSegmenter, Segmentation
-from hairdiff.core.errors import BadSampleError, ModelFolderError, UsageError
+from hairdiff.core.errors import BadSampleError, ModelFolderError, NonFiniteHeadError, UsageError
 from hairdiff.evaluate.config import PredictConfig
 from hairdiff.evaluate.predict import predict_images
 from tests.fixtures.cli import invoke
@@ -215,3 +215,13 @@ def test_a_folder_that_is_not_a_model_or_whose_weights_are_bad_is_one_error(tmp_
         # The command line says the same line (serve loads the model first: no page is started).
         code, _, err = invoke("serve", path, "--device", "cpu", "--port", "0")
         assert code == 2 and err.strip().splitlines()[-1] == f"error: {line}", err
+    # a folder whose head diverged says how to get a usable folder, not how to retrain a run it does not have
+    from safetensors.torch import load_file, save_file
+
+    diverged = tmp_path / "diverged"
+    shutil.copytree(folder, diverged)
+    weights = load_file(str(diverged / "model.safetensors"))
+    next(iter(weights.values())).view(-1)[0] = float("nan")
+    save_file(weights, str(diverged / "model.safetensors"))
+    with pytest.raises(NonFiniteHeadError, match=r"holds 1 non-finite values .* Export the folder again"):
+        HairSegmenter.from_pretrained(diverged, device="cpu")
