@@ -98,7 +98,7 @@ def _args() -> argparse.Namespace:
 
 def _cached_and_raw(a, device: str, work: Path):
     """The store of the images (extracted once) and the images and labels themselves, letterboxed, for the
-    online side; (extraction config, extractor, store url, cached data, train config, images, labels)."""
+    online side; (extraction config, extractor, cached data, train config, images, labels)."""
     from hairdiff.cache.geometry import letterbox_image, letterbox_label
     from hairdiff.train.data import CachedFeatures
 

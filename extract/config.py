@@ -24,8 +24,6 @@ OnError = Literal["stop", "skip"]
 
 def default_writers() -> int:
     """Compression is the host's heaviest work: every core but the ones decoding and feeding the device."""
-    from hairdiff.core.fields import MAX_THREADS
-
     return min(MAX_THREADS, max(1, (os.cpu_count() or 2) - 2))
 
 

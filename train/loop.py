@@ -276,9 +276,10 @@ def _run(cfg: TrainConfig, data, out, hcfg, config, meta, *, device, dist, progr
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
         # Cheap, clear refusals first: a checkpoint of another format or other settings is never loaded.
-        check_optimizer_format(read_checkpoint_state(ckpt), optimizer, ckpt)
-        _check_resume(read_checkpoint_state(ckpt), config, data.fingerprint, ckpt)
-        _check_loss_rule(read_checkpoint_state(ckpt), ckpt)
+        recorded = read_checkpoint_state(ckpt)
+        check_optimizer_format(recorded, optimizer, ckpt)
+        _check_resume(recorded, config, data.fingerprint, ckpt)
+        _check_loss_rule(recorded, ckpt)
         state = load_checkpoint(ckpt, head, optimizer, device=device)
         start, pos, resumed_from = state["iteration"], Position.from_dict(state["data_position"]), str(ckpt)
     log_path = out / "log.jsonl"
@@ -431,7 +432,8 @@ class _Loop:
                    "checkpoint": str(self.last_ckpt) if self.last_ckpt else None,
                    "best": {k: best[k] for k in ("iteration", "metric", "score")} if best else None,
                    # The same settings give other weights on another torch or thread count (float sums in
-                   # another order: on the tiny model 2 mIoU points after 60 iterations), so a run says which.
+                   # another order: on the tiny model 2 mIoU points after 60 iterations), so a run says which
+                   # (the finishing process's; a resumed run's earlier part may have had others).
                    "environment": {"versions": versions(("torch", "numpy")), "threads": torch.get_num_threads()}}
         if dist.is_main and finished:
             from hairdiff.train.curves import plot_curves  # matplotlib: only for a finished run

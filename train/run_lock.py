@@ -8,8 +8,6 @@ LEASE / 4, so a long run on another host keeps it.
 """
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from contextlib import contextmanager
@@ -19,6 +17,7 @@ from typing import Iterator
 
 from hairdiff.core.claim import me, read_claim, try_claim
 from hairdiff.core.errors import RunDirError
+from hairdiff.core.files import atomic_write_json
 
 LOCK = ".lock"
 LEASE_SECONDS = 600.0
@@ -29,9 +28,7 @@ def _refresh(path: Path, mine: dict, stop: threading.Event) -> None:
     while not stop.wait(LEASE_SECONDS / 4):
         if read_claim(str(path)).get("token") != mine["token"]:
             return  # no longer ours (removed by hand): never write over another holder's lock
-        tmp = path.with_name(f"{LOCK}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**mine, "time": time.time()}))
-        os.replace(tmp, path)
+        atomic_write_json(path, {**mine, "time": time.time()})
 
 
 @contextmanager
