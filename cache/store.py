@@ -181,6 +181,15 @@ class FeatureStore:
         self.io_seconds = {"compress": 0.0, "write": 0.0}
         self._io_lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        # DataLoader workers started by spawn or a fork server (macOS, Windows; Python 3.14's default) get the store
+        # pickled: everything but the writers' lock, which each copy makes anew.
+        return {k: v for k, v in self.__dict__.items() if k != "_io_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._io_lock = threading.Lock()
+
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, url: str, mode: str = "r") -> "FeatureStore":

@@ -101,3 +101,16 @@ def test_xarray_and_dask_open_a_store_directly_by_its_names(store_url):
     assert root["masks"].dims == ("sample", "y", "x") and list(root["ids"].values) == store.ids
     assert root["image_digests"].dims == ("image",) and root["digests"].dims == ("sample", "digest")
     np.testing.assert_array_equal(da.from_zarr(store_url, component=f"features/{lv.key}").compute(), var.values)
+
+
+def test_loader_workers_that_are_not_forks_read_the_same_samples(store_url):
+    # spawn (macOS, Windows) and the fork server (Python 3.14's default on Linux) hand each worker the dataset
+    # pickled: the store travels without its writers' lock and reads the same samples
+    data = open_store(store_url).torch_dataset()
+    here = next(iter(torch.utils.data.DataLoader(data, batch_size=6)))
+    loader = torch.utils.data.DataLoader(data, batch_size=6, num_workers=1, multiprocessing_context="forkserver")
+    there = next(iter(loader))
+    assert there["id"] == here["id"]
+    for name, f in here["features"].items():
+        torch.testing.assert_close(there["features"][name], f, rtol=0, atol=0)
+    assert torch.equal(there["mask"], here["mask"])
