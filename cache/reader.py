@@ -3,9 +3,10 @@
 Everything a model trained on the cached features needs, without the store's internals: each level's features,
 the training masks, the exact annotations, ids, views and the fingerprint, as a `torch.utils.data.Dataset`
 (`torch_dataset()`) and as dask arrays (`features(level)`, `masks()`). Every read goes through the store's verified
-path (cache/store.py: each done sample's crc32c checked), so a lost or changed shard is a CorruptSampleError
-naming the sample, never zeros. Samples not extracted yet (an interrupted or `--limit` extraction) are left out
-of `torch_dataset()` and read as NaN features (mask 255, ignore) in the dask arrays; `done` says which they are.
+path (cache/store.py: each done sample's crc32c checked; in stores written before those digests, that its shard
+files exist), so a lost or changed shard is a CorruptSampleError naming the sample, never zeros. Samples not
+extracted yet (an interrupted or `--limit` extraction) are left out of `torch_dataset()` and read as NaN features
+(mask 255, ignore) in the dask arrays; `done` says which they are.
 
     from hairdiff.cache import open_store
     store = open_store("hairdiff-demo/cache/folder/train/<fingerprint16>-<data12>.zarr")
@@ -81,13 +82,20 @@ class StoreReader:
         return self._store.read_label(self._index(i))
 
     def _index(self, i) -> int:
-        i = int(i)
-        if not 0 <= i < self.num_samples:
-            raise UsageError(f"sample {i}: {self.url} has samples 0..{self.num_samples - 1}")
-        if not self._store.group["done"][i]:
+        return int(self._indices([i])[0])
+
+    def _indices(self, samples) -> np.ndarray:
+        """`samples` as indices, each checked to be a done sample (UsageError naming the first that is not)."""
+        idx = np.asarray([int(i) for i in samples], dtype=np.int64)
+        outside = idx[(idx < 0) | (idx >= self.num_samples)]
+        if len(outside):
+            raise UsageError(f"sample {outside[0]}: {self.url} has samples 0..{self.num_samples - 1}")
+        undone = idx[~self._store.done_flags(idx)]
+        if len(undone):
+            i = int(undone[0])
             raise UsageError(f"sample {i} ({self.ids[i]}) of {self.url} is not extracted yet: run the `pipeline "
                              "extract` command that made the store to the end, or use the done samples (.done)")
-        return i
+        return idx
 
     # ----------------------------------------------------------------------------------------- as torch
     def torch_dataset(self, levels: list[str] | None = None, samples=None, originals_only: bool = False):
@@ -97,7 +105,7 @@ class StoreReader:
         from hairdiff.cache.torch_data import StoreDataset
 
         names = [self.level(n).name for n in levels] if levels else [lv.name for lv in self.levels]
-        chosen = np.flatnonzero(self.done) if samples is None else np.asarray([self._index(i) for i in samples])
+        chosen = np.flatnonzero(self.done) if samples is None else self._indices(samples)
         if originals_only:
             chosen = chosen[self.layout.is_original(chosen)]
         return StoreDataset(self._store, names, chosen)
@@ -139,13 +147,14 @@ class _Verified:
         key = key if isinstance(key, tuple) else (key,)
         rows = np.arange(self.store.num_samples)[key[0]]
         rows = np.atleast_1d(rows)
-        missing = ~self.store.done_mask()[rows]
+        done = self.store.done_flags(rows)  # only done samples are read: the others hold nothing to verify
         if self.lv is None:
-            out = np.array(self.store.read_batch(rows, levels=[])["masks"], dtype=np.uint8)
-            out[missing] = IGNORE
+            out = np.full((len(rows), *self.shape[1:]), IGNORE, np.uint8)
+            if done.any():
+                out[done] = self.store.read_batch(rows[done], levels=[])["masks"]
         else:
-            batch = self.store.read_batch(rows, levels=[self.lv.name])
-            out = np.array(batch["features"][self.lv.name], dtype=self.dtype)
-            out[missing] = np.nan
+            out = np.full((len(rows), *self.shape[1:]), np.nan, self.dtype)
+            if done.any():
+                out[done] = self.store.read_batch(rows[done], levels=[self.lv.name])["features"][self.lv.name]
         out = out[(slice(None), *key[1:])]
         return out[0] if np.ndim(np.arange(self.store.num_samples)[key[0]]) == 0 else out

@@ -387,6 +387,14 @@ class FeatureStore:
     def done_mask(self) -> np.ndarray:
         return self.group["done"][:].astype(bool)
 
+    def done_flags(self, rows) -> np.ndarray:
+        """Done flags of `rows` (sample indices): one read of the span they cover, where done_mask() reads all."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not len(rows):
+            return np.zeros(0, bool)
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        return self._array("done")[lo:hi].astype(bool)[rows - lo]
+
     def shard_done(self, k: int) -> np.ndarray:
         """Done flags of shard k's samples: one chunk read, where done_mask() reads one per shard."""
         rng = self.shard_range(k)

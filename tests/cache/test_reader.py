@@ -3,13 +3,14 @@ arrays; xarray and dask open a store directly by its names."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from hairdiff.cache import open_store
-from hairdiff.core.errors import CorruptSampleError, StoreNotFoundError
+from hairdiff.core.errors import CorruptSampleError, StoreNotFoundError, UsageError
 from tests.fixtures.stores import LEVELS, make_train_store
 
 
@@ -114,3 +115,20 @@ def test_loader_workers_that_are_not_forks_read_the_same_samples(store_url):
     for name, f in here["features"].items():
         torch.testing.assert_close(there["features"][name], f, rtol=0, atol=0)
     assert torch.equal(there["mask"], here["mask"])
+
+
+def test_samples_not_extracted_read_as_nan_in_a_store_written_before_digests(tmp_path):
+    # Such a store proves a done sample by its shard files being there; a sample not extracted yet has none and
+    # is never read: NaN features, an ignored mask, not "flagged done but unreadable"
+    from tests.cache.test_digests_upgrade import as_written_before_digests
+    from tests.fixtures.stores import make_eval_store, synthetic_samples
+
+    url = make_eval_store(tmp_path, "celebamask", synthetic_samples(5), root=str(tmp_path), done=[0, 1, 3])
+    as_written_before_digests(Path(url))
+    store = open_store(url)
+    level = store.levels[0].name
+    x = store.features(level).compute()
+    assert np.isnan(x[[2, 4]]).all() and not np.isnan(x[[0, 1, 3]]).any()
+    assert (store.masks().compute()[[2, 4]] == 255).all()
+    with pytest.raises(UsageError, match=r"sample 4 \(.*\) of .* is not extracted yet"):
+        store.torch_dataset(samples=[0, 4])
