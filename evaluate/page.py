@@ -8,8 +8,11 @@ page calls and what the tests compare with the API.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,16 +105,33 @@ def card_markdown(segmenter) -> str:
     return "\n".join(lines + evaluation_lines(card["evaluation"], (*PAPER_KEYS, "hair_iou")))
 
 
+KEEP_SECONDS = 3600  # a request's files, ours and gradio's copies of them, are kept an hour
+
+
+def drop_older(folder: Path, seconds: float) -> None:
+    """Remove the request folders under `folder` last written more than `seconds` ago."""
+    now = time.time()
+    for batch in Path(folder).iterdir():
+        try:
+            old = now - batch.stat().st_mtime > seconds
+        except FileNotFoundError:  # removed by another request meanwhile
+            continue
+        if old:
+            shutil.rmtree(batch, ignore_errors=True)
+
+
 def build_page(segmenter, max_images: int = 8):
     """The page as a gradio Blocks; `segment` is its prediction endpoint."""
     gr = require_gradio()
     out_dir = Path(tempfile.mkdtemp(prefix="hairdiff-serve-"))
+    atexit.register(shutil.rmtree, out_dir, True)
 
     def segment(files):
+        drop_older(out_dir, KEEP_SECONDS)  # a page served for days would otherwise fill the disk
         res = segment_files(segmenter, files, out_dir, max_images)
         return res.overlays, res.text, res.masks or None
 
-    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as page:
+    with gr.Blocks(title=TITLE, delete_cache=(KEEP_SECONDS, KEEP_SECONDS)) as page:
         gr.Markdown(f"# {TITLE}\nDrop or pick images: each comes back with the predicted hair tinted green, the "
                     "hair's share of the image, and its mask to download.")
         with gr.Row():

@@ -44,7 +44,7 @@ def page(model_dir):
     app = build_page(HairSegmenter.from_pretrained(model, device="cpu"))
     _, url, _ = app.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, ssr_mode=False,
                            mcp_server=False, show_error=False)
-    yield url, model, image
+    yield url, model, image, app.hairdiff_out_dir
     app.close()
 
 
@@ -71,7 +71,7 @@ def test_the_prediction_endpoint_gives_the_api_mask_and_names_a_bad_file(page, t
 
     from hairdiff import HairSegmenter
 
-    url, model, image = page
+    url, model, image, out_dir = page
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
     client = Client(url, verbose=False, download_files=str(tmp_path / "got"), analytics_enabled=False)
@@ -84,6 +84,12 @@ def test_the_prediction_endpoint_gives_the_api_mask_and_names_a_bad_file(page, t
     assert shown.shape[0] > want.shape[0] and shown.shape[1] >= want.shape[1]  # the picture, its colour key under it
     assert "**broken.png: not segmented.** broken.png: cannot decode the image" in text
     assert "Traceback" not in text and f"hair covers {want.mean():.1%} of the image" in text
+
+    # a request's files are kept an hour: the next request after that removes them
+    (written,) = list(out_dir.iterdir())
+    os.utime(written, (time.time() - 7200, time.time() - 7200))
+    client.predict([handle_file(str(image))], api_name="/segment")
+    assert not written.exists() and len(list(out_dir.iterdir())) == 1
 
 
 def _chromium():
