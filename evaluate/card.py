@@ -18,7 +18,7 @@ from hairdiff.core.errors import UsageError
 from hairdiff.core.files import file_sha256
 from hairdiff.core.recipe import FULL, OURS, SMOKE_RUN, Recipe, Source
 from hairdiff.evaluate.metrics import METRICS, PER_IMAGE_KEYS, TABLE_KEYS
-from hairdiff.evaluate.report import RANDOM_WEIGHTS, coverage_text
+from hairdiff.evaluate.report import RANDOM_WEIGHTS, coverage_text, fmt
 from hairdiff.model.records import read_run_record
 
 THIS_RUN = "this run"
@@ -155,10 +155,6 @@ def eval_results(card: dict) -> list[EvalResult] | None:
 
 
 # ------------------------------------------------------------------------------------------------ text
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{v:.2f}"
-
-
 def evaluation_lines(ev: dict | None, keys=TABLE_KEYS) -> list[str]:
     if ev is None:
         return ["Not evaluated: no `pipeline eval` of this head was found beside its run. Score it with `pipeline "
@@ -174,8 +170,8 @@ def evaluation_lines(ev: dict | None, keys=TABLE_KEYS) -> list[str]:
     if ev.get("cross_dataset"):
         lines.append("Cross-dataset: the head was trained on another dataset than it was scored on.")
     lines += ["", "| reading | " + " | ".join(labels[k] for k in keys) + " |", "|---|" + "---|" * len(keys),
-              "| pooled | " + " | ".join(_fmt(ev["pooled"].get(k)) for k in keys) + " |",
-              "| per-image mean | " + " | ".join(_fmt(ev["per_image_mean"].get(k)) if k in ev["per_image_mean"]
+              "| pooled | " + " | ".join(fmt(ev["pooled"].get(k)) for k in keys) + " |",
+              "| per-image mean | " + " | ".join(fmt(ev["per_image_mean"].get(k)) if k in ev["per_image_mean"]
                                                  else "-" for k in keys) + " |",
               "", "Pooled: one confusion matrix over all the split's pixels; per-image mean: each image scored alone, "
                   "then averaged (the paper's equations 7-10, as hairdiff's README reads them)."]

@@ -22,6 +22,7 @@ from PIL import Image
 
 from hairdiff.core.errors import HairdiffError, UsageError
 from hairdiff.evaluate.overlay import PREDICT_KEY, key_text, mask_overlay
+from hairdiff.model.portable import trained_head
 
 TITLE = "hairdiff: hair segmentation"
 
@@ -96,7 +97,7 @@ def card_markdown(segmenter) -> str:
     from hairdiff.evaluate.metrics import PAPER_KEYS
 
     card = segmenter.card
-    head = segmenter.source.get("trained_as", segmenter.source)
+    head = trained_head(segmenter.source)
     lines = [TINY_LINE, ""] if card["random_weights"] else []
     lines += [f"### Model: {card['name']}", "",
               f"Backbone `{card['backbone'].get('name')}` ({card['backbone'].get('kind')}), features at "

@@ -24,17 +24,9 @@ from hairdiff.core.devices import resolve_device, resolve_dtype
 from hairdiff.core.errors import ModelFolderError, RunMismatchError, UsageError
 from hairdiff.evaluate.config import DEFAULT_BATCH_SIZE, check_run_dir
 from hairdiff.evaluate.inputs import image_name, to_rgb_array
-from hairdiff.model.portable import (
-    CARD,
-    CONFIG,
-    NOT_A_MODEL,
-    WEIGHTS,
-    is_run_folder,
-    model_record,
-    model_source,
-    read_model_record,
-)
-from hairdiff.model.trained import head_record, head_source, load_head
+from hairdiff.model.portable import (CARD, CONFIG, NOT_A_MODEL, WEIGHTS, is_run_folder, model_record, model_source,
+                                     read_model_record, trained_head)
+from hairdiff.model.trained import head_source, load_head
 
 
 @dataclass
@@ -275,7 +267,7 @@ class HairSegmenter(ModelHubMixin, library_name="hairdiff", pipeline_tag="image-
         data.eval_results = eval_results(self.card)
         if data.eval_results:
             data.model_name = self.card["name"]  # the model-index needs a name
-        head = self.source.get("trained_as", head_record(self.source))
+        head = trained_head(self.source)
         return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_text(self.card, head, where)}")
 
     def push_to_hub(self, repo_id: str, **kwargs) -> str:

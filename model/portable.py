@@ -35,12 +35,16 @@ def is_run_folder(path: Path) -> bool:
     return path.is_dir() and any(p.exists() for p in (path / "run.json", path / "checkpoints", path / "best"))
 
 
+def trained_head(source: dict) -> dict:
+    """Which head of which run `source` stands for (model.trained.head_source's answer, or a model folder's own
+    `model_source`, which keeps the run's head it came from)."""
+    return source["trained_as"] if "trained_as" in source else head_record(source)
+
+
 def model_record(source: dict, card: dict) -> dict:
-    """What config.json holds for the head `source` names (model.trained.head_source's answer, or a model
-    folder's own `model_source`, which keeps the run's head it came from)."""
-    head = source["trained_as"] if "trained_as" in source else head_record(source)
+    """What config.json holds for the head `source` names."""
     return {"format": FORMAT, "hairdiff_version": hairdiff_version(),
-            "meta": {k: source["meta"][k] for k in META_KEYS}, "head_source": head, "card": card}
+            "meta": {k: source["meta"][k] for k in META_KEYS}, "head_source": trained_head(source), "card": card}
 
 
 def read_model_record(folder: Path) -> dict:
