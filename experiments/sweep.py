@@ -31,7 +31,7 @@ from hairdiff.core.manifest import bind
 from hairdiff.core.paths import check_output_dir
 from hairdiff.core.progress import ProgressFactory, silent
 from hairdiff.core.urls import is_remote, local_path
-from hairdiff.evaluate.report import with_interval
+from hairdiff.evaluate.report import interval_of, with_interval
 from hairdiff.experiments import receipts
 from hairdiff.experiments.chain import (checked_splits, extract_config, extract_store, finished, score_run,
                                         summary_metrics, train_config, train_run, write_splits)
@@ -316,7 +316,7 @@ def _best(rows: list[dict]) -> str | None:
 
 def miou_interval(row: dict) -> list[float] | None:
     """A finished point's 95% interval of pooled mIoU (None for a point scored before intervals existed)."""
-    return (((row.get("metrics") or {}).get("intervals") or {}).get("pooled") or {}).get("mIoU")
+    return interval_of(row.get("metrics") or {}, "pooled", "mIoU")
 
 
 def versus_best(rows: list[dict], best: str | None) -> dict[str, str | None]:
@@ -465,7 +465,7 @@ def _error_bars(rows: list[dict], key: str):
     """matplotlib's yerr: (2, n) distances below and above each value (0 where a point has no interval)."""
     below, above = [], []
     for r in rows:
-        iv = (((r["metrics"].get("intervals") or {}).get("pooled")) or {}).get(key)
+        iv = interval_of(r["metrics"], "pooled", key)
         v = r["metrics"][key]
         below.append(max(v - iv[0], 0.0) if iv else 0.0)
         above.append(max(iv[1] - v, 0.0) if iv else 0.0)
