@@ -12,11 +12,15 @@ def default_cache_root() -> str:
     return os.environ.get("HAIRDIFF_CACHE") or str(local_cache_dir())
 
 
+def store_name(fp: str, data_key: str | None = None) -> str:
+    """<fingerprint16>[-<data key 12>].zarr: the features' settings and the files' content both decide which store
+    is opened (fp "*": the glob pattern of every store of these files)."""
+    return (f"{fp[:16]}-{data_key[:12]}" if data_key else fp[:16]) + ".zarr"
+
+
 def store_url(cache_root: str, dataset: str, split: str, fp: str, data_key: str | None = None) -> str:
-    """<root>/<dataset>/<split>/<fingerprint16>[-<data key 12>].zarr: the features' settings and the files'
-    content both decide which store is opened."""
-    name = f"{fp[:16]}-{data_key[:12]}" if data_key else fp[:16]
-    return f"{str(cache_root).rstrip('/')}/{dataset}/{split}/{name}.zarr"
+    """<root>/<dataset>/<split>/<store_name>."""
+    return f"{str(cache_root).rstrip('/')}/{dataset}/{split}/{store_name(fp, data_key)}"
 
 
 def list_stores(cache_root: str) -> list[str]:

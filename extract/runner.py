@@ -18,6 +18,7 @@ import torch
 
 from hairdiff.cache import FeatureStore, default_cache_root, fingerprint, store_url
 from hairdiff.cache.geometry import preprocessing_record
+from hairdiff.cache.location import store_name
 from hairdiff.cache.store import codec_threads
 from hairdiff.core.devices import resolve_device, resolve_dtype
 from hairdiff.core.errors import BadInputStop
@@ -319,7 +320,7 @@ def check_root_writable(cfg: ExtractConfig, key: str) -> None:
     reason = _writable(existing)
     if reason is None:
         return
-    for store in sorted(folder.glob(f"*-{key[:12]}.zarr")) if folder.is_dir() else []:
+    for store in sorted(folder.glob(store_name("*", key))) if folder.is_dir() else []:  # these files, any settings
         try:
             if not len(planned_indices(cfg, FeatureStore.open(str(store)))):
                 return  # complete for this command: reused, nothing written
