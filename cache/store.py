@@ -102,11 +102,12 @@ def _check_reachable(url: str) -> None:
 
 def _open_group(url: str, writable: bool) -> zarr.Group:
     """The store's root group. Read-only first (never creating a folder); a writable handle only once the
-    group is known to exist. Errors name the store or its zarr.json."""
-    _check_reachable(url)
+    group is known to exist. Errors name the store or its zarr.json; an object store's failure is first asked
+    whether the store could be reached at all (asked only then: an open that works costs no extra request)."""
     try:
         return zarr.open_group(_zarr_store(url, read_only=not writable), mode="r+" if writable else "r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
+        _check_reachable(url)
         fs, base = filesystem(url)
         if any(fs.exists(f"{base.rstrip('/')}/{a}/zarr.json") for a in ("done", "ids")):  # arrays without a group
             raise StoreMetadataError(url, [(_meta(url), "missing")]) from None
@@ -115,9 +116,11 @@ def _open_group(url: str, writable: bool) -> zarr.Group:
     except zarr.errors.ContainsArrayError:
         raise StoreMetadataError(url, [(_meta(url), "describes an array, not the store's group")]) from None
     except OSError as e:  # permissions, a file where the folder should be, a network error
+        _check_reachable(url)
         raise StoreNotFoundError(f"cannot open the feature store {url} ({e.strerror or e}): check the path and "
                                  "that it is readable") from None
-    except Exception as e:  # JSON that does not parse, or metadata zarr rejects
+    except Exception as e:  # JSON that does not parse, or metadata zarr rejects (or a client's own error)
+        _check_reachable(url)
         raise StoreMetadataError(url, [(_meta(url), f"does not decode ({type(e).__name__}: {str(e)[:80]})")]) from None
 
 
