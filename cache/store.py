@@ -674,12 +674,6 @@ class FeatureStore:
             self._verify(np.array([i]), {dg.SIZES: [[dg.size_bytes(o, s)]]})
         return (int(o[0]), int(o[1])), (int(s[0]), int(s[1]))
 
-    def dask_level(self, name: str):
-        import dask.array as da
-
-        lv = self.level(name)
-        return da.from_zarr(self.group[f"features/{lv.key}"])
-
     def info(self) -> dict:
         done = self.done_mask()
         return {

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
-from hairdiff.cache import FeatureStore, LevelSpec
+from hairdiff.cache import FeatureStore, LevelSpec, open_store
 from hairdiff.cache.verify import verify
 from hairdiff.core.errors import (CorruptSampleError, ReadOnlyStoreError, SchemaVersionError, StoreMismatchError,
                                   StoreNotFoundError)
@@ -61,7 +61,7 @@ def test_fp16_round_trip_and_partial_shards(tmp_path):
     batch = store.read_batch([4, 0])
     assert batch["ids"] == ["s4", "s0"]
     assert np.array_equal(batch["features"][LEVELS[0].name][0], sample(4)[0][LEVELS[0].name].astype(np.float16))
-    assert store.dask_level(LEVELS[0].name).shape == (5, 6, 2, 2)
+    assert open_store(store.url).features(LEVELS[0].name).shape == (5, 6, 2, 2)
     # plain zarr reads it too
     g = zarr.open_group(store.url, mode="r")
     assert g["features"][LEVELS[0].key].dtype == np.float16
