@@ -1,4 +1,4 @@
-"""The torch Dataset of a store's samples (cache/reader.py's `dataset()`): verified reads, one sample per item.
+"""The torch Dataset of a store's samples (cache/reader.py's `torch_dataset()`): verified reads, one sample per item.
 Kept apart so the cache room imports torch only when a Dataset is asked for."""
 from __future__ import annotations
 

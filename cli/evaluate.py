@@ -51,7 +51,8 @@ def evaluate(cfg: EvalConfig) -> None:
     t.add_row("per-image mean", *[with_interval(per_image[k], interval_of(m, "per_image_mean", k))
                                   if per_image.get(k) is not None else "-" for k in TABLE_KEYS])
     err.print(t)
-    err.print(intervals_note(m), markup=False, highlight=False)
+    if intervals_note(m):
+        err.print(intervals_note(m), markup=False, highlight=False)
     if partial(m):  # said where the result goes too, not only in the table: these are not the split's scores
         print(f"partial: scored {coverage_text(m)} of {m['dataset']}/{m['split']} ({m['coverage']:.1%}); run the "
               f"extraction of {m['store']} to the end for the split's scores")

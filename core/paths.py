@@ -45,7 +45,7 @@ def models_dir() -> Path:
         return local_cache_dir() / "models"
     from hairdiff.core.urls import local_option
 
-    env = local_option(env, "HAIRDIFF_MODELS")  # built models are loaded from local files: never a URL
+    env = local_option(env, "HAIRDIFF_MODELS", "set it to a local folder, or unset it")  # loaded from local files
     blocking = _blocking_file(Path(env))
     if blocking is not None:
         from hairdiff.core.errors import UsageError

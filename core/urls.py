@@ -56,9 +56,12 @@ def require_backend(url, option: str | None = None) -> None:
                          "or file:// URL") from None
 
 
-def local_option(value, option: str):
+OUTPUT_FIX = "pass a local path, and copy the result with `pipeline cache push` or your storage's own tools"
+
+
+def local_option(value, option: str, fix: str = OUTPUT_FIX):
     """The local path an option that takes no URL was given: a file:// URL becomes its path, any other URL is a
-    UsageError naming the option (it would otherwise become a local folder named after the protocol)."""
+    UsageError naming the option and `fix` (it would otherwise become a local folder named after the protocol)."""
     if value is None or "://" not in str(value):
         return value
     if str(value).startswith("file://"):
@@ -66,8 +69,7 @@ def local_option(value, option: str):
     from hairdiff.core.errors import UsageError
 
     raise UsageError(f"{option} {value}: {option} takes a local path, not a URL (only feature stores and cache roots "
-                     "may be URLs): pass a local path, and copy the result with `pipeline cache push` or your "
-                     "storage's own tools")
+                     f"may be URLs): {fix}")
 
 
 LOCAL_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # a local disk full, over quota, or read-only

@@ -34,7 +34,8 @@ class DistContext:
 
     def mean(self, t: torch.Tensor) -> torch.Tensor:
         """Mean over ranks (in place for the group, returned for convenience). Does not wait for the device
-        itself (nccl queues the reduction on the device); the training loop calls it once per log read."""
+        itself (nccl queues the reduction on the device): the loss calls it every step (its two denominators),
+        the log once per read."""
         if self.active:
             tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
             t /= self.world_size

@@ -55,6 +55,10 @@ def test_models_folder_is_local_when_the_cache_root_is_a_url(monkeypatch, tmp_pa
     assert models_dir() == tmp_path / "hairdiff" / "models" and "s3:" not in str(models_dir())
     monkeypatch.setenv("HAIRDIFF_MODELS", str(tmp_path / "m"))
     assert models_dir() == tmp_path / "m"
+    monkeypatch.setenv("HAIRDIFF_MODELS", "s3://bucket/models")  # built and hashed here: never a URL
+    with pytest.raises(UsageError, match=r"HAIRDIFF_MODELS s3://bucket/models: .* set it to a local folder, or unset"):
+        models_dir()
+    monkeypatch.setenv("HAIRDIFF_MODELS", str(tmp_path / "m"))
     monkeypatch.setenv("HAIRDIFF_CACHE", str(tmp_path / "c"))
     assert local_cache_dir() == Path(tmp_path / "c")
 
