@@ -57,7 +57,7 @@ class HeadConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if f.type in ("int", "float") and not isinstance(v, (int, float)) or isinstance(v, bool):
+            if f.type in ("int", "float") and (not isinstance(v, (int, float)) or isinstance(v, bool)):
                 raise UsageError(f"--head {f.name}={v!r}: expected a number")
         self._check_bounds()
         width = self.width
